@@ -1,0 +1,1 @@
+"""M1's database: typed models, engine and sessions, Alembic migrations."""

@@ -1,0 +1,48 @@
+"""Every error M1 raises on purpose, as one tree, so callers and the API can map them by class.
+
+    M1Error
+    ├── SettingsError            configuration does not validate (names each M1_* variable)
+    ├── InputError               a caller's input is wrong (path, problem, allowed): HTTP 422/400
+    ├── UnavailableError         a dependency M1 needs is down (database, Redis): HTTP 503
+    │   └── DatabaseUnavailable  the database did not answer or refused the statement
+    └── UsageError (RuntimeError) a caller used the library out of order (e.g. before start)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class M1Error(Exception):
+    """Root of M1's errors; ``str(error)`` is safe to show a user (no secrets, no traceback)."""
+
+
+class SettingsError(M1Error):
+    """Raised when ``M1_*`` configuration does not validate; the message names each variable."""
+
+
+class InputError(M1Error):
+    """Raised when a caller's input is wrong; keeps the JSON path, the problem and what is allowed."""
+
+    def __init__(self, path: str, problem: str, allowed: Sequence[str] | None = None) -> None:
+        self.path = path
+        self.problem = problem
+        self.allowed = list(allowed) if allowed else []
+        suffix = f"; allowed: {', '.join(self.allowed)}" if self.allowed else ""
+        super().__init__(f"{path}: {problem}{suffix}")
+
+
+class UnavailableError(M1Error):
+    """Raised when a dependency is down; ``retry_after_s`` says when trying again makes sense."""
+
+    def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(message)
+
+
+class DatabaseUnavailable(UnavailableError):
+    """Raised when the database cannot be reached or fails a statement M1 relies on."""
+
+
+class UsageError(M1Error, RuntimeError):
+    """Raised when the library is called out of order (a programming error, not bad input)."""

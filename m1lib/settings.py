@@ -1,0 +1,420 @@
+"""The one configuration schema of M1: every ``M1_*`` variable, typed, with default, unit and meaning.
+
+Nothing else in M1 reads the environment. Groups are nested models filled from ``M1_<GROUP>_<FIELD>``
+(``M1_REVOCATION_RESYNC_S`` fills ``revocation.resync_s``); the README's configuration table and
+``.env.example`` are generated from this file by ``m1 config docs``.
+
+Tests build ``Settings(..., _env_file=None)`` directly: constructor values beat the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import warnings
+from collections.abc import Iterator, Mapping
+from datetime import timedelta
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import SettingsError as _SourceError
+
+from m1lib.errors import SettingsError
+
+ENV_PREFIX = "M1_"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+MIN_SECRET_BYTES = 32
+
+
+def parse_duration(value: Any) -> Any:
+    """Accept ``90``, ``"90s"``, ``"15m"``, ``"24h"`` or ``"7d"``; pydantic reports anything else."""
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if not match:
+            raise ValueError(f"{value!r} is not a duration; use a number with s, m, h or d (e.g. 24h)")
+        return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+    return value
+
+
+def _empty_as_none(value: Any) -> Any:
+    return None if isinstance(value, str) and not value.strip() else value
+
+
+def _split_list(value: Any) -> Any:
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return value  # JSON list, pydantic parses it
+        return [item.strip() for item in text.split(",") if item.strip()]
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+OptionalSecret = Annotated[SecretStr | None, BeforeValidator(_empty_as_none)]
+OptionalPath = Annotated[Path | None, BeforeValidator(_empty_as_none)]
+OptionalStr = Annotated[str | None, BeforeValidator(_empty_as_none)]
+
+
+def _f(default: Any, description: str, unit: str = "", **kwargs: Any) -> Any:
+    """A field with a description and a unit the docs generator reads."""
+    extra = {"unit": unit} if unit else None
+    return Field(default, description=description, json_schema_extra=extra, **kwargs)
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    STAGING = "staging"
+    PRODUCTION = "production"
+
+
+class LogFormat(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+
+
+class LogLevel(StrEnum):
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+
+
+class ApiSettings(BaseModel):
+    host: str = _f("127.0.0.1", "Address the M1 API listens on.")
+    port: int = _f(8000, "Port of the M1 API.", ge=1, le=65535)
+    public_url: OptionalStr = _f(
+        None, "Base URL other processes use to reach this API (default http(s)://host:port)."
+    )
+
+
+class DatabaseSettings(BaseModel):
+    url: OptionalSecret = _f(
+        None,
+        "SQLAlchemy URL of M1's database; empty: a SQLite file in the data directory. "
+        "postgresql:// URLs use psycopg 3.",
+    )
+    pool_size: int = _f(5, "Connections kept open per process (PostgreSQL).", ge=1, le=100)
+    connect_timeout_s: float = _f(3.0, "Time allowed to open a database connection.", "s", gt=0)
+
+
+class RedisSettings(BaseModel):
+    url: OptionalSecret = _f(None, "Redis URL; empty: no Redis (memory cache, one replica alone).")
+    prefix: str = _f(
+        "m1", "Namespace of every Redis key and channel, so deployments can share one Redis.",
+        pattern=r"^[A-Za-z0-9_.:-]{1,64}$",
+    )
+    timeout_s: float = _f(0.5, "Socket timeout of Redis calls; past it Redis counts as failing.", "s", gt=0)
+
+
+class PrefectSettings(BaseModel):
+    host: str = _f("127.0.0.1", "Address of the local Prefect server and UI started by `m1 up`.")
+    port: int = _f(4200, "Port of the local Prefect server and UI.", ge=1, le=65535)
+    home: OptionalPath = _f(None, "PREFECT_HOME for `m1 up`; empty: <data dir>/prefect.")
+    retention: Duration = _f(
+        timedelta(days=30),
+        "How long the Prefect server keeps finished flow runs and events (min 1h).",
+        "duration",
+    )
+    runner_poll_s: int = _f(10, "How often the deployment runner polls for scheduled runs.", "s", ge=1)
+    deployments_file: Path = _f(
+        PROJECT_ROOT / "prefect.yaml", "The deployments file `m1 up` serves (single source of truth)."
+    )
+
+
+class LogSettings(BaseModel):
+    level: LogLevel = _f(LogLevel.INFO, "Lowest level logged.")
+    format: LogFormat = _f(LogFormat.TEXT, "text for people, json for one JSON object per line.")
+
+
+class CorsSettings(BaseModel):
+    origins: Annotated[list[str], NoDecode, BeforeValidator(_split_list)] = _f(
+        [], "Browser origins allowed to call the API (comma-separated); never `*` with credentials."
+    )
+
+
+class TlsSettings(BaseModel):
+    cert_file: OptionalPath = _f(None, "PEM certificate; with the key file, the API serves HTTPS.")
+    key_file: OptionalPath = _f(None, "PEM private key of the certificate.")
+
+
+class TokenSettings(BaseModel):
+    ttl_s: int = _f(300, "Lifetime of a capability token.", "s", ge=1, le=86400)
+    leeway_s: int = _f(5, "Clock skew allowed when checking exp, nbf and iat.", "s", ge=0, le=300)
+
+
+class JwtSettings(BaseModel):
+    algorithm: str = _f("HS256", "Signing algorithm of capability tokens: HS256, RS256 or EdDSA.",
+                        pattern=r"^(HS256|RS256|EdDSA)$")
+    secret: OptionalSecret = _f(
+        None,
+        "HS256 signing secret (at least 32 bytes); empty: generated once into the data directory.",
+    )
+
+
+class RevocationSettings(BaseModel):
+    enabled: bool = _f(True, "Check every token against the revocation state (off is logged loudly).")
+    resync_s: float = _f(1.0, "Period of the database resync of revocations.", "s", gt=0)
+    max_staleness_s: float = _f(
+        10.0, "Past this age of the last resync a replica denies and reports not ready.", "s", gt=0
+    )
+    fail_open: bool = _f(False, "Accept tokens when revocation state is stale (critical in production).")
+
+
+class RawSettings(BaseModel):
+    retention: Duration = _f(timedelta(hours=24), "How long raw events are kept.", "duration")
+
+
+class HealthSettings(BaseModel):
+    period_s: int = _f(60, "Period of the health-check flow.", "s", ge=1)
+
+
+class HealingSettings(BaseModel):
+    threshold: int = _f(3, "Consecutive failures of a component that start its self-heal.", ge=1)
+
+
+class StreamSettings(BaseModel):
+    tick_ms: int = _f(500, "Period of the dashboard stream's snapshots.", "ms", ge=50)
+
+
+class MetricsSettings(BaseModel):
+    public: bool = _f(False, "Serve /metrics without credentials.")
+
+
+class CacheSettings(BaseModel):
+    max_entries: int = _f(10_000, "Entries kept by the in-memory cache (LRU).", ge=1)
+    default_ttl_s: float = _f(300.0, "TTL of a cache entry when the caller gives none.", "s", gt=0)
+    probe_s: float = _f(2.0, "How often an open circuit breaker probes Redis.", "s", gt=0)
+
+
+class ControlSettings(BaseModel):
+    poll_s: float = _f(1.0, "How often a replica polls the control channel (pub/sub wakes it sooner).",
+                       "s", gt=0)
+    command_ttl_s: int = _f(3600, "A command not applied by a replica within this time is skipped.",
+                            "s", ge=1)
+
+
+class ReplicaSettings(BaseModel):
+    id: OptionalStr = _f(None, "Stable name of this API replica; empty: <hostname>-<port>.")
+    heartbeat_s: float = _f(5.0, "Period of the replica heartbeat row.", "s", gt=0)
+
+
+class Settings(BaseSettings):
+    """Everything M1 can be told, read once from ``M1_*`` variables and an optional ``.env``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="_",
+        env_nested_max_split=1,
+        env_file=".env",
+        extra="ignore",
+        validate_default=True,
+    )
+
+    env: Environment = _f(Environment.DEVELOPMENT, "development, staging or production.")
+    data_dir: Path = _f(Path(".m1"), "Where the embedded defaults keep their files (SQLite, secrets).")
+    api: ApiSettings = ApiSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    redis: RedisSettings = RedisSettings()
+    prefect: PrefectSettings = PrefectSettings()
+    log: LogSettings = LogSettings()
+    cors: CorsSettings = CorsSettings()
+    tls: TlsSettings = TlsSettings()
+    token: TokenSettings = TokenSettings()
+    jwt: JwtSettings = JwtSettings()
+    revocation: RevocationSettings = RevocationSettings()
+    raw: RawSettings = RawSettings()
+    health: HealthSettings = HealthSettings()
+    healing: HealingSettings = HealingSettings()
+    stream: StreamSettings = StreamSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    cache: CacheSettings = CacheSettings()
+    control: ControlSettings = ControlSettings()
+    replica: ReplicaSettings = ReplicaSettings()
+
+    @model_validator(mode="after")
+    def _check_secrets(self) -> Settings:
+        """Weak or missing secrets: a warning in development, an error in production."""
+        problems: list[str] = []
+        secret = self.jwt.secret
+        if secret is not None and len(secret.get_secret_value().encode()) < MIN_SECRET_BYTES:
+            problems.append(f"M1_JWT_SECRET: shorter than {MIN_SECRET_BYTES} bytes")
+        if (self.tls.cert_file is None) != (self.tls.key_file is None):
+            raise ValueError("M1_TLS_CERT_FILE and M1_TLS_KEY_FILE must be set together")
+        if "*" in self.cors.origins:
+            problems.append("M1_CORS_ORIGINS: '*' is not allowed (credentials are sent)")
+        if problems and self.env is Environment.PRODUCTION:
+            raise ValueError("; ".join(problems))
+        for problem in problems:
+            warnings.warn(problem, stacklevel=2)
+        return self
+
+    # Derived values: computed here so no other module needs to know the defaults' rules.
+
+    @property
+    def database_url(self) -> str:
+        if self.database.url is not None:
+            return self.database.url.get_secret_value()
+        return f"sqlite:///{(self.data_dir / 'm1.db').resolve()}"
+
+    @property
+    def redis_url(self) -> str | None:
+        return None if self.redis.url is None else self.redis.url.get_secret_value()
+
+    @property
+    def prefect_home(self) -> Path:
+        return (self.prefect.home or self.data_dir / "prefect").resolve()
+
+    @property
+    def prefect_api_url(self) -> str:
+        return f"http://{self.prefect.host}:{self.prefect.port}/api"
+
+    @property
+    def tls_enabled(self) -> bool:
+        return self.tls.cert_file is not None
+
+    @property
+    def api_base_url(self) -> str:
+        if self.api.public_url:
+            return self.api.public_url.rstrip("/")
+        scheme = "https" if self.tls_enabled else "http"
+        return f"{scheme}://{self.api.host}:{self.api.port}"
+
+    @property
+    def replica_id(self) -> str:
+        return self.replica.id or f"{socket.gethostname()}-{self.api.port}"
+
+
+def env_name(path: tuple[str | int, ...]) -> str:
+    """``("revocation", "resync_s")`` -> ``M1_REVOCATION_RESYNC_S``."""
+    return ENV_PREFIX + "_".join(str(part) for part in path if isinstance(part, str)).upper()
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings, turning a validation error into one that names each variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            loc = tuple(part for part in error["loc"] if isinstance(part, str))
+            name = env_name(loc) if loc else "settings"
+            lines.append(f"{name}: {error['msg']}")
+        raise SettingsError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+    except _SourceError as exc:  # a value that is not even parseable (bad JSON in a list, say)
+        raise SettingsError(f"invalid configuration: {exc}") from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once. Tests build their own ``Settings`` instead."""
+    return load_settings()
+
+
+# -- the schema as data: the docs generator, `m1 config show` and the names test use this --------
+
+
+class SettingDoc(BaseModel):
+    name: str
+    path: tuple[str, ...]
+    type: str
+    default: str
+    unit: str
+    description: str
+    secret: bool
+
+
+def _type_name(annotation: Any) -> str:
+    text = getattr(annotation, "__name__", None) or str(annotation)
+    text = str(annotation) if "[" in str(annotation) else text
+    return (
+        text.replace("typing.", "").replace("pydantic.types.", "").replace("pathlib.", "")
+        .replace("datetime.timedelta", "duration").replace("NoneType", "None")
+        .replace("m1lib.settings.", "").replace("<class '", "").replace("'>", "")
+    )
+
+
+def _default_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, StrEnum):
+        return value.value
+    if isinstance(value, timedelta):
+        seconds = int(value.total_seconds())
+        for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+            if seconds % size == 0:
+                return f"{seconds // size}{unit}"
+        return f"{seconds}s"
+    if isinstance(value, Path):
+        try:
+            return str(value.relative_to(PROJECT_ROOT))
+        except ValueError:
+            return str(value)
+    if isinstance(value, list):
+        return ",".join(str(item) for item in value)
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def iter_setting_docs() -> Iterator[SettingDoc]:
+    """Every variable of the schema, in declaration order."""
+    for name, field in Settings.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            for sub_name, sub in annotation.model_fields.items():
+                yield _doc((name, sub_name), sub)
+        else:
+            yield _doc((name,), field)
+
+
+def _doc(path: tuple[str, ...], field: Any) -> SettingDoc:
+    extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+    annotation_text = str(field.annotation)
+    return SettingDoc(
+        name=env_name(path),
+        path=path,
+        type=_type_name(field.annotation),
+        default=_default_text(field.default),
+        unit=str(extra.get("unit", "")),
+        description=field.description or "",
+        secret="SecretStr" in annotation_text,
+    )
+
+
+def masked_values(settings: Settings) -> dict[str, str]:
+    """The effective configuration with every secret (and URL password) masked."""
+    values: dict[str, str] = {}
+    for doc in iter_setting_docs():
+        value: Any = settings
+        for part in doc.path:
+            value = getattr(value, part)
+        if isinstance(value, SecretStr):
+            values[doc.name] = "**********"
+        else:
+            values[doc.name] = _default_text(value)
+    return values
+
+
+def redact_url(url: str) -> str:
+    """``postgresql://u:pw@h/db`` -> ``postgresql://u:***@h/db``: URLs in messages never carry passwords."""
+    return re.sub(r"(//[^:/@]+:)[^@]+@", r"\1***@", url)
+
+
+def child_environment(settings: Settings, extra: Mapping[str, str]) -> dict[str, str]:
+    """The environment for a process M1 starts: ours, plus what that process must be told."""
+    environment = dict(os.environ)
+    environment.update(extra)
+    environment.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    return environment
+
+
+def prefect_api_url_from_environment() -> str | None:
+    """An outside Prefect server named by ``PREFECT_API_URL``: then `m1 up` starts none of its own."""
+    return _empty_as_none(os.environ.get("PREFECT_API_URL"))
