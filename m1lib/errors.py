@@ -1,11 +1,11 @@
 """Every error M1 raises on purpose, as one tree, so callers and the API can map them by class.
 
-    M1Error
-    ├── SettingsError            configuration does not validate (names each M1_* variable)
-    ├── InputError               a caller's input is wrong (path, problem, allowed): HTTP 422/400
-    ├── UnavailableError         a dependency M1 needs is down (database, Redis): HTTP 503
-    │   └── DatabaseUnavailable  the database did not answer or refused the statement
-    └── UsageError (RuntimeError) a caller used the library out of order (e.g. before start)
+M1Error
+├── SettingsError            configuration does not validate (names each M1_* variable)
+├── InputError               a caller's input is wrong (path, problem, allowed): HTTP 422/400
+├── UnavailableError         a dependency M1 needs is down (database, Redis): HTTP 503
+│   └── DatabaseUnavailable  the database did not answer or refused the statement
+└── UsageError (RuntimeError) a caller used the library out of order (e.g. before start)
 """
 
 from __future__ import annotations

@@ -20,7 +20,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    Field,
+    JsonValue,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings import SettingsError as _SourceError
 
@@ -38,7 +46,9 @@ def parse_duration(value: Any) -> Any:
     if isinstance(value, str):
         match = _DURATION.match(value)
         if not match:
-            raise ValueError(f"{value!r} is not a duration; use a number with s, m, h or d (e.g. 24h)")
+            raise ValueError(
+                f"{value!r} is not a duration; use a number with s, m, h or d (e.g. 24h)"
+            )
         return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
     return value
 
@@ -64,7 +74,7 @@ OptionalStr = Annotated[str | None, BeforeValidator(_empty_as_none)]
 
 def _f(default: Any, description: str, unit: str = "", **kwargs: Any) -> Any:
     """A field with a description and a unit the docs generator reads."""
-    extra = {"unit": unit} if unit else None
+    extra: dict[str, JsonValue] | None = {"unit": unit} if unit else None
     return Field(default, description=description, json_schema_extra=extra, **kwargs)
 
 
@@ -107,10 +117,13 @@ class DatabaseSettings(BaseModel):
 class RedisSettings(BaseModel):
     url: OptionalSecret = _f(None, "Redis URL; empty: no Redis (memory cache, one replica alone).")
     prefix: str = _f(
-        "m1", "Namespace of every Redis key and channel, so deployments can share one Redis.",
+        "m1",
+        "Namespace of every Redis key and channel, so deployments can share one Redis.",
         pattern=r"^[A-Za-z0-9_.:-]{1,64}$",
     )
-    timeout_s: float = _f(0.5, "Socket timeout of Redis calls; past it Redis counts as failing.", "s", gt=0)
+    timeout_s: float = _f(
+        0.5, "Socket timeout of Redis calls; past it Redis counts as failing.", "s", gt=0
+    )
 
 
 class PrefectSettings(BaseModel):
@@ -122,9 +135,12 @@ class PrefectSettings(BaseModel):
         "How long the Prefect server keeps finished flow runs and events (min 1h).",
         "duration",
     )
-    runner_poll_s: int = _f(10, "How often the deployment runner polls for scheduled runs.", "s", ge=1)
+    runner_poll_s: int = _f(
+        10, "How often the deployment runner polls for scheduled runs.", "s", ge=1
+    )
     deployments_file: Path = _f(
-        PROJECT_ROOT / "prefect.yaml", "The deployments file `m1 up` serves (single source of truth)."
+        PROJECT_ROOT / "prefect.yaml",
+        "The deployments file `m1 up` serves (single source of truth).",
     )
 
 
@@ -150,8 +166,11 @@ class TokenSettings(BaseModel):
 
 
 class JwtSettings(BaseModel):
-    algorithm: str = _f("HS256", "Signing algorithm of capability tokens: HS256, RS256 or EdDSA.",
-                        pattern=r"^(HS256|RS256|EdDSA)$")
+    algorithm: str = _f(
+        "HS256",
+        "Signing algorithm of capability tokens: HS256, RS256 or EdDSA.",
+        pattern=r"^(HS256|RS256|EdDSA)$",
+    )
     secret: OptionalSecret = _f(
         None,
         "HS256 signing secret (at least 32 bytes); empty: generated once into the data directory.",
@@ -159,12 +178,16 @@ class JwtSettings(BaseModel):
 
 
 class RevocationSettings(BaseModel):
-    enabled: bool = _f(True, "Check every token against the revocation state (off is logged loudly).")
+    enabled: bool = _f(
+        True, "Check every token against the revocation state (off is logged loudly)."
+    )
     resync_s: float = _f(1.0, "Period of the database resync of revocations.", "s", gt=0)
     max_staleness_s: float = _f(
         10.0, "Past this age of the last resync a replica denies and reports not ready.", "s", gt=0
     )
-    fail_open: bool = _f(False, "Accept tokens when revocation state is stale (critical in production).")
+    fail_open: bool = _f(
+        False, "Accept tokens when revocation state is stale (critical in production)."
+    )
 
 
 class RawSettings(BaseModel):
@@ -194,10 +217,12 @@ class CacheSettings(BaseModel):
 
 
 class ControlSettings(BaseModel):
-    poll_s: float = _f(1.0, "How often a replica polls the control channel (pub/sub wakes it sooner).",
-                       "s", gt=0)
-    command_ttl_s: int = _f(3600, "A command not applied by a replica within this time is skipped.",
-                            "s", ge=1)
+    poll_s: float = _f(
+        1.0, "How often a replica polls the control channel (pub/sub wakes it sooner).", "s", gt=0
+    )
+    command_ttl_s: int = _f(
+        3600, "A command not applied by a replica within this time is skipped.", "s", ge=1
+    )
 
 
 class ReplicaSettings(BaseModel):
@@ -218,7 +243,9 @@ class Settings(BaseSettings):
     )
 
     env: Environment = _f(Environment.DEVELOPMENT, "development, staging or production.")
-    data_dir: Path = _f(Path(".m1"), "Where the embedded defaults keep their files (SQLite, secrets).")
+    data_dir: Path = _f(
+        Path(".m1"), "Where the embedded defaults keep their files (SQLite, secrets)."
+    )
     api: ApiSettings = ApiSettings()
     database: DatabaseSettings = DatabaseSettings()
     redis: RedisSettings = RedisSettings()
@@ -331,13 +358,24 @@ class SettingDoc(BaseModel):
 
 
 def _type_name(annotation: Any) -> str:
-    text = getattr(annotation, "__name__", None) or str(annotation)
-    text = str(annotation) if "[" in str(annotation) else text
-    return (
-        text.replace("typing.", "").replace("pydantic.types.", "").replace("pathlib.", "")
-        .replace("datetime.timedelta", "duration").replace("NoneType", "None")
-        .replace("m1lib.settings.", "").replace("<class '", "").replace("'>", "")
-    )
+    """A reader's name for a field type: ``secret``, ``path``, ``one of: a, b``, ``duration``..."""
+    args = [arg for arg in getattr(annotation, "__args__", ()) if arg is not type(None)]
+    if args and getattr(annotation, "__origin__", None) is not list:
+        annotation = args[0]  # X | None: the variable is optional, the type is X
+    if isinstance(annotation, type) and issubclass(annotation, StrEnum):
+        return "one of: " + ", ".join(member.value for member in annotation)
+    names = {
+        SecretStr: "secret",
+        Path: "path",
+        timedelta: "duration",
+        bool: "bool",
+        int: "int",
+        float: "number",
+        str: "text",
+    }
+    if getattr(annotation, "__origin__", None) is list:
+        return "list (comma-separated)"
+    return names.get(annotation, getattr(annotation, "__name__", str(annotation)))
 
 
 def _default_text(value: Any) -> str:
@@ -417,4 +455,5 @@ def child_environment(settings: Settings, extra: Mapping[str, str]) -> dict[str,
 
 def prefect_api_url_from_environment() -> str | None:
     """An outside Prefect server named by ``PREFECT_API_URL``: then `m1 up` starts none of its own."""
-    return _empty_as_none(os.environ.get("PREFECT_API_URL"))
+    value = os.environ.get("PREFECT_API_URL", "").strip()
+    return value or None

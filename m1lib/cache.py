@@ -1,0 +1,513 @@
+"""The shared cache: Redis when it answers, an in-process LRU when it does not, and `cached_call`.
+
+Values are JSON-serialisable Python objects, stored as JSON text, so every replica (and both
+backends) hands back the same thing: a fresh decoded copy, never an object another thread holds.
+
+Each replica protects itself with a circuit breaker. A Redis error opens it: that call and the
+later ones use memory without touching Redis, and a PING at most every ``M1_CACHE_PROBE_S``
+closes it again. Nothing read from either side may be staler than what this replica wrote, so:
+
+- on opening, the memory fallback starts empty (it never saw Redis's writes);
+- on closing, the keys this replica set or deleted on memory are deleted in Redis first (Redis may
+  still hold older values for them), or the whole namespace if there were too many to remember;
+  then memory is emptied.
+
+``force_backend`` pins either backend for the control channel's "switch cache backend" command.
+The hot path emits nothing but the Redis call; values are never logged (they may be secrets).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import math
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
+
+import redis
+
+from m1lib.errors import InputError, UnavailableError
+from m1lib.redis_conn import key as redis_key
+from m1lib.redis_conn import make_redis
+
+if TYPE_CHECKING:
+    from m1lib.settings import Settings
+
+logger = logging.getLogger("m1.cache")
+
+Backend = Literal["redis", "memory"]
+
+DIRTY_KEYS_LIMIT = 10_000
+"""Keys written on memory that recovery deletes one by one; past this it clears the namespace."""
+
+_UNLINK_BATCH = 500
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    """Counters since the cache was built, for the heartbeat and the dashboard."""
+
+    hits: int
+    misses: int
+    breaker_opens: int
+    breaker_closes: int
+    backend: Backend
+    forced: Backend | None
+    memory_entries: int
+
+
+class _Flight:
+    """One running `cached_call` that concurrent callers of the same key wait on."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.data: bytes | None = None
+        self.error: BaseException | None = None
+
+
+class _MemoryLRU:
+    """Encoded values with absolute expiry, least recently used first; the caller holds the lock."""
+
+    def __init__(self, max_entries: int) -> None:
+        self._max_entries = max_entries
+        self._entries: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: str, now: float) -> bytes | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        data, expires_at = entry
+        if now >= expires_at:
+            del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
+        return data
+
+    def set(self, key: str, data: bytes, expires_at: float) -> None:
+        self._entries[key] = (data, expires_at)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._max_entries:
+            self._entries.popitem(last=False)
+
+    def delete(self, key: str) -> None:
+        self._entries.pop(key, None)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+class Cache:
+    """A JSON cache on Redis with an in-memory fallback behind a per-replica circuit breaker.
+
+    Use one per process (it is thread-safe) for results worth sharing across replicas, such as
+    tool registry lookups. Without a Redis client it is a bounded in-process LRU.
+
+        cache = Cache.from_settings(settings)
+        tools = cache.cached_call("tools:v1", load_tools, ttl=60)
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        redis_client: redis.Redis | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._settings = settings
+        self._client = redis_client
+        self._clock = clock
+        self._default_ttl_s = settings.cache.default_ttl_s
+        self._probe_s = settings.cache.probe_s
+        self._owns_client = False
+        # One lock for the memory store, breaker state and counters; Redis I/O never runs under it.
+        self._lock = threading.Lock()
+        # Serialises probes and backend switches, so one drain of stale keys runs at a time.
+        self._switch_lock = threading.Lock()
+        self._memory = _MemoryLRU(settings.cache.max_entries)
+        self._breaker_open = False
+        self._next_probe = 0.0
+        self._forced: Backend | None = None
+        self._dirty: set[str] = set()
+        self._wipe_namespace = False
+        self._hits = 0
+        self._misses = 0
+        self._opens = 0
+        self._closes = 0
+        self._flights: dict[str, _Flight] = {}
+        self._flights_lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Cache:
+        """The cache on the configured Redis (memory only without ``M1_REDIS_URL``)."""
+        cache = cls(settings, redis_client=make_redis(settings))
+        cache._owns_client = True
+        return cache
+
+    def close(self) -> None:
+        """Close the Redis client if this cache created it (`from_settings`)."""
+        if self._owns_client and self._client is not None:
+            self._client.close()
+
+    # -- the public calls -----------------------------------------------------------------------
+
+    @property
+    def backend(self) -> Backend:
+        """Where calls go right now."""
+        with self._lock:
+            return "memory" if self._active_client_locked() is None else "redis"
+
+    def get(self, key: str) -> Any:
+        """The cached value, or None when absent or expired (a stored JSON null reads the same)."""
+        return self._lookup(key)[1]
+
+    def set(self, key: str, value: Any, ttl: float | None = None) -> None:
+        """Store a JSON-serialisable value for ``ttl`` s (default ``M1_CACHE_DEFAULT_TTL_S``)."""
+        self._set_encoded(key, _encode(value), ttl)
+
+    def delete(self, key: str) -> None:
+        """Remove one key; absent keys are fine."""
+        name = self._name(key)
+
+        def on_redis(client: redis.Redis) -> None:
+            client.unlink(name)
+
+        def on_memory() -> None:
+            self._memory.delete(key)
+            self._mark_dirty_locked(key)
+
+        self._execute(on_redis, on_memory)
+
+    def clear(self) -> None:
+        """Remove every key of this deployment's namespace (SCAN + UNLINK; never FLUSHDB)."""
+
+        def on_redis(client: redis.Redis) -> None:
+            self._unlink_namespace(client)
+
+        def on_memory() -> None:
+            self._memory.clear()
+            if self._client is not None:
+                self._dirty.clear()
+                self._wipe_namespace = True
+
+        self._execute(on_redis, on_memory)
+
+    def cached_call(self, key: str, fn: Callable[[], Any], *, ttl: float | None = None) -> Any:
+        """The cached value, or ``fn()`` cached for ``ttl``; concurrent misses share one call.
+
+        Threads asking for the same key while ``fn`` runs wait for it and get its result (each a
+        fresh copy) or its exception. Exceptions are not cached.
+        """
+        hit, value = self._lookup(key)
+        if hit:
+            return value
+        with self._flights_lock:
+            flight = self._flights.get(key)
+            leader = flight is None
+            if flight is None:
+                flight = self._flights[key] = _Flight()
+        if not leader:
+            flight.done.wait()
+            if flight.error is not None:
+                raise flight.error
+            return _decode(cast(bytes, flight.data))[1]
+        try:
+            # A leader that finished just before we registered has already filled the cache.
+            hit, value = self._lookup(key, count=False)
+            if hit:
+                flight.data = _encode(value)
+                return value
+            data = _encode(fn())
+            self._set_encoded(key, data, ttl)
+            flight.data = data
+            return _decode(data)[1]
+        except BaseException as exc:  # handed to the waiters, then re-raised unchanged
+            flight.error = exc
+            raise
+        finally:
+            with self._flights_lock:
+                del self._flights[key]
+            flight.done.set()
+
+    def stats(self) -> CacheStats:
+        """Hit and miss counts, breaker transitions and the backend in use."""
+        with self._lock:
+            return CacheStats(
+                hits=self._hits,
+                misses=self._misses,
+                breaker_opens=self._opens,
+                breaker_closes=self._closes,
+                backend="memory" if self._active_client_locked() is None else "redis",
+                forced=self._forced,
+                memory_entries=len(self._memory),
+            )
+
+    def probe(self) -> bool:
+        """PING Redis now if the breaker is open; True when the cache is on Redis afterwards.
+
+        Calls probe by themselves at most every ``M1_CACHE_PROBE_S``; this lets a heartbeat or an
+        operator skip the wait.
+        """
+        self._probe(wait=True)
+        return self.backend == "redis"
+
+    def force_backend(self, backend: Backend | None) -> None:
+        """Pin the backend (None: automatic, the breaker decides), for the control channel.
+
+        Pinned to "redis", the breaker stays closed and a Redis failure raises `UnavailableError`.
+        Leaving memory for Redis first deletes in Redis the keys written on memory.
+        """
+        if backend not in ("redis", "memory", None):
+            raise InputError("backend", f"{backend!r} is not a cache backend", ["redis", "memory"])
+        client = self._client
+        if backend == "redis" and client is None:
+            raise InputError(
+                "backend", "redis is not configured (M1_REDIS_URL is empty)", ["memory"]
+            )
+        with self._switch_lock:
+            with self._lock:
+                on_memory = self._active_client_locked() is None
+                if backend == "memory":
+                    if not on_memory:
+                        self._start_memory_locked()
+                    self._forced = "memory"
+                elif backend is None:
+                    self._forced = None
+                    # Still on memory, now under the breaker: the next call probes and drains.
+                    self._breaker_open = on_memory and client is not None
+                    self._next_probe = self._clock()
+                elif not on_memory:
+                    self._forced = "redis"
+                    self._breaker_open = False
+            if backend == "redis" and on_memory:
+                assert client is not None
+                try:
+                    self._drain_then(client, self._pin_redis_locked)
+                except redis.RedisError as exc:
+                    raise UnavailableError(
+                        f"cache: cannot switch to redis, Redis failed: {type(exc).__name__}"
+                    ) from exc
+        logger.info("cache backend set to %s", backend or "automatic (circuit breaker)")
+
+    # -- routing and the breaker ----------------------------------------------------------------
+
+    def _execute(self, on_redis: Callable[[redis.Redis], _T], on_memory: Callable[[], _T]) -> _T:
+        """Run one operation on the active backend; a Redis error opens the breaker and uses memory.
+
+        The memory branch runs under the lock hold that chose memory, so a write can never land on
+        memory after a switch back to Redis has drained the stale keys.
+        """
+        with self._lock:
+            probe = self._claim_probe_locked()
+            client = self._active_client_locked()
+            if client is None and not probe:
+                return on_memory()
+        if probe:
+            self._probe(wait=False)
+            with self._lock:
+                client = self._active_client_locked()
+                if client is None:
+                    return on_memory()
+        assert client is not None
+        try:
+            return on_redis(client)
+        except redis.RedisError as exc:
+            with self._lock:
+                opened = self._open_locked(exc)
+                result = on_memory()
+            if opened:
+                logger.warning(
+                    "cache circuit breaker open: Redis failed (%s: %s); on memory, probe every %ss",
+                    type(exc).__name__,
+                    exc,
+                    self._probe_s,
+                )
+            return result
+
+    def _active_client_locked(self) -> redis.Redis | None:
+        if self._client is None or self._forced == "memory":
+            return None
+        if self._forced is None and self._breaker_open:
+            return None
+        return self._client
+
+    def _claim_probe_locked(self) -> bool:
+        """True for the one call that should PING now (open breaker, probe due); pushes the next."""
+        if not self._breaker_open or self._forced is not None or self._client is None:
+            return False
+        now = self._clock()
+        if now < self._next_probe:
+            return False
+        self._next_probe = now + self._probe_s
+        return True
+
+    def _open_locked(self, exc: redis.RedisError) -> bool:
+        if self._forced == "redis":
+            raise UnavailableError(
+                f"cache: Redis failed ({type(exc).__name__}) and the cache is pinned to redis"
+            ) from exc
+        if self._forced is not None or self._breaker_open:
+            return False
+        self._breaker_open = True
+        self._opens += 1
+        self._next_probe = self._clock() + self._probe_s
+        self._start_memory_locked()
+        return True
+
+    def _start_memory_locked(self) -> None:
+        """Memory never saw Redis's writes, so it starts empty, with nothing to drain yet."""
+        self._memory.clear()
+        self._dirty.clear()
+        self._wipe_namespace = False
+
+    def _probe(self, *, wait: bool) -> None:
+        client = self._client
+        if client is None or not self._switch_lock.acquire(blocking=wait):
+            return
+        try:
+            with self._lock:
+                if not self._breaker_open or self._forced is not None:
+                    return
+                self._next_probe = self._clock() + self._probe_s
+            try:
+                client.ping()
+                self._drain_then(client, self._close_locked)
+            except redis.RedisError as exc:
+                with self._lock:
+                    self._next_probe = self._clock() + self._probe_s
+                logger.debug("cache probe failed: %s", type(exc).__name__)
+                return
+        finally:
+            self._switch_lock.release()
+        logger.info("cache circuit breaker closed: Redis answers again; back on redis")
+
+    def _drain_then(self, client: redis.Redis, switch: Callable[[], None]) -> None:
+        """Delete in Redis what was written on memory, then ``switch`` in the same lock hold.
+
+        Writes keep landing on memory while we delete, so loop until a look under the lock finds
+        nothing left. Raises the `redis.RedisError` that stopped it, keeping what is left to do.
+        """
+        while True:
+            with self._lock:
+                dirty, wipe = self._dirty, self._wipe_namespace
+                self._dirty, self._wipe_namespace = set(), False
+                if not dirty and not wipe:
+                    switch()
+                    self._memory.clear()
+                    return
+            try:
+                if wipe:
+                    self._unlink_namespace(client)
+                else:
+                    names = (self._name(key) for key in dirty)
+                    for batch in _batches(names, _UNLINK_BATCH):
+                        client.unlink(*batch)
+            except redis.RedisError:
+                with self._lock:
+                    self._wipe_namespace = self._wipe_namespace or wipe
+                    for key in dirty:
+                        self._mark_dirty_locked(key)
+                raise
+
+    def _close_locked(self) -> None:
+        self._breaker_open = False
+        self._closes += 1
+
+    def _pin_redis_locked(self) -> None:
+        self._forced = "redis"
+        self._breaker_open = False
+
+    def _mark_dirty_locked(self, key: str) -> None:
+        """Remember a key written on memory; too many to remember means clearing the namespace."""
+        if self._client is None or self._wipe_namespace:
+            return
+        self._dirty.add(key)
+        if len(self._dirty) > DIRTY_KEYS_LIMIT:
+            self._dirty.clear()
+            self._wipe_namespace = True
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _lookup(self, key: str, *, count: bool = True) -> tuple[bool, Any]:
+        """(hit, value): tells a miss from a stored null, which `get` cannot."""
+        name = self._name(key)
+
+        def on_redis(client: redis.Redis) -> bytes | str | None:
+            return client.get(name)
+
+        def on_memory() -> bytes | None:
+            return self._memory.get(key, self._clock())
+
+        raw = self._execute(on_redis, on_memory)
+        hit, value = (False, None) if raw is None else _decode(raw)
+        if count:
+            with self._lock:
+                if hit:
+                    self._hits += 1
+                else:
+                    self._misses += 1
+        return hit, value
+
+    def _set_encoded(self, key: str, data: bytes, ttl: float | None) -> None:
+        ttl_s = self._ttl(ttl)
+        name = self._name(key)
+
+        def on_redis(client: redis.Redis) -> None:
+            client.set(name, data, px=max(1, math.ceil(ttl_s * 1000)))
+
+        def on_memory() -> None:
+            self._memory.set(key, data, self._clock() + ttl_s)
+            self._mark_dirty_locked(key)
+
+        self._execute(on_redis, on_memory)
+
+    def _unlink_namespace(self, client: redis.Redis) -> None:
+        pattern = redis_key(self._settings, "cache", "*")
+        found: Iterator[bytes | str] = client.scan_iter(match=pattern, count=1000)
+        for batch in _batches(found, _UNLINK_BATCH):
+            client.unlink(*batch)
+
+    def _name(self, key: str) -> str:
+        if not isinstance(key, str) or not key:
+            raise InputError("key", f"{key!r} is not a cache key", ["a non-empty string"])
+        return redis_key(self._settings, "cache", key)
+
+    def _ttl(self, ttl: float | None) -> float:
+        if ttl is None:
+            return self._default_ttl_s
+        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl < math.inf:
+            raise InputError("ttl", f"{ttl!r} is not a TTL", ["a positive number of seconds"])
+        return float(ttl)
+
+
+def _encode(value: Any) -> bytes:
+    try:
+        return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
+    except (TypeError, ValueError) as exc:
+        raise InputError(
+            "value",
+            f"a {type(value).__name__} is not JSON-serialisable ({exc})",
+            ["dict", "list", "str", "int", "float (finite)", "bool", "None"],
+        ) from exc
+
+
+def _decode(raw: bytes | str) -> tuple[bool, Any]:
+    """(hit, value); text that is not JSON (written by something else) counts as a miss."""
+    try:
+        return True, json.loads(raw)
+    except ValueError:
+        return False, None
+
+
+def _batches(items: Iterable[_T], size: int) -> Iterator[list[_T]]:
+    iterator = iter(items)
+    while batch := list(itertools.islice(iterator, size)):
+        yield batch
