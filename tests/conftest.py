@@ -76,7 +76,7 @@ def pg_url() -> Iterator[str]:
     try:
         with admin.connect() as connection:
             connection.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as error:  # noqa: BLE001 - any failure here means the service is missing
+    except Exception as error:
         admin.dispose()
         _unavailable("PostgreSQL at 127.0.0.1:5432", error)
     yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
@@ -138,9 +138,21 @@ class OwnRedis:
         if binary is None:
             _unavailable("redis-server binary", FileNotFoundError("redis-server"))
         self.process = subprocess.Popen(
-            [str(binary), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.workdir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                str(binary),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         client = redis_lib.Redis(port=self.port, socket_timeout=0.5)
         deadline = time.monotonic() + 10

@@ -68,4 +68,6 @@ def _run(db: Database, step: object) -> str | None:
 
 
 def table_names(db: Database) -> list[str]:
-    return sorted(name for name in inspect(db.engine).get_table_names() if name != "alembic_version")
+    return sorted(
+        name for name in inspect(db.engine).get_table_names() if name != "alembic_version"
+    )

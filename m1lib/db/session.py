@@ -37,7 +37,9 @@ def make_engine(settings: Settings, *, url: str | None = None) -> Engine:
     else:
         kwargs["pool_size"] = settings.database.pool_size
         kwargs["max_overflow"] = settings.database.pool_size
-        kwargs["connect_args"] = {"connect_timeout": max(1, round(settings.database.connect_timeout_s))}
+        kwargs["connect_args"] = {
+            "connect_timeout": max(1, round(settings.database.connect_timeout_s))
+        }
     engine = create_engine(target, **kwargs)
     if target.startswith("sqlite"):
         event.listen(engine, "connect", _sqlite_pragmas)
