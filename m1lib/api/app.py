@@ -1,0 +1,43 @@
+"""The FastAPI application: built by a factory from settings, its live state in one lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from m1lib.api.problems import install_problem_handlers
+from m1lib.api.routes import health
+from m1lib.runtime import Runtime
+from m1lib.settings import Settings, get_settings
+
+
+def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:
+    """Build the API; pass ``runtime`` to share one (tests), else one is built at start-up."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = runtime is None
+        live = runtime or Runtime.from_settings(settings)
+        app.state.runtime = live
+        if owned:
+            live.start()
+        try:
+            yield
+        finally:
+            if owned:
+                live.close()
+
+    app = FastAPI(
+        title="M1 control plane API",
+        version="0.1.0",
+        summary="Capability tokens, revocation, live metrics and operations for AI agents' tool calls.",
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    install_problem_handlers(app)
+    app.include_router(health.router)
+    return app

@@ -1,0 +1,78 @@
+"""A replica's live parts, built once per API process and closed with it.
+
+Everything a request handler needs lives here (database, cache, the control agent), so the app
+factory and the tests build the same thing and nothing is created at import.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+
+import psutil
+
+from m1lib.cache import Cache
+from m1lib.control import CommandRegistry, ReplicaAgent, ReplicaFigures
+from m1lib.db.session import Database
+from m1lib.settings import Settings
+
+logger = logging.getLogger("m1.runtime")
+
+
+@dataclass
+class Runtime:
+    """The process's live state: one per API replica."""
+
+    settings: Settings
+    db: Database
+    cache: Cache
+    registry: CommandRegistry = field(default_factory=CommandRegistry)
+    agent: ReplicaAgent | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Runtime:
+        runtime = cls(settings=settings, db=Database(settings), cache=Cache.from_settings(settings))
+        register_builtin_commands(runtime)
+        return runtime
+
+    def figures(self) -> ReplicaFigures:
+        return ReplicaFigures(
+            cache_backend=self.cache.backend,
+            revocation_sync_age_s=None,
+            store_lag_s=None,
+            rss_bytes=psutil.Process(os.getpid()).memory_info().rss,
+            queue_drops=0,
+        )
+
+    def start(self) -> None:
+        self.agent = ReplicaAgent(
+            self.settings, db=self.db, registry=self.registry, figures=self.figures
+        )
+        self.agent.start()
+
+    def close(self) -> None:
+        if self.agent is not None:
+            self.agent.stop()
+        self.cache.close()
+        self.db.dispose()
+
+
+def register_builtin_commands(runtime: Runtime) -> None:
+    """Commands every replica understands from the start; later modules add their own."""
+
+    def evict(_args: dict[str, object]) -> str:
+        runtime.cache.clear()
+        return "cache cleared"
+
+    def set_backend(args: dict[str, object]) -> str:
+        wanted = args.get("backend")
+        if wanted not in {"redis", "memory", None}:
+            raise ValueError(
+                f"backend: {wanted!r} is not a cache backend; allowed: redis, memory, null"
+            )
+        runtime.cache.force_backend(wanted)
+        return f"cache backend now {runtime.cache.backend}"
+
+    runtime.registry.register("cache.evict", evict)
+    runtime.registry.register("cache.set_backend", set_backend)
