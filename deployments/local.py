@@ -1,0 +1,291 @@
+"""`m1 up`: the whole control plane on one machine, supervised by one process.
+
+Children, each in its own session so a terminal's Ctrl-C reaches only this supervisor, which stops
+them in order (runner, API, Prefect server) and then kills anything left in their process trees:
+no orphan survives, and each child also gets SIGTERM if this process dies (PR_SET_PDEATHSIG).
+After a crash, the next start marks runs of M1's deployments left Running or Pending as Crashed, so
+deployment concurrency limits cannot stay wedged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+
+import httpx
+import psutil
+
+from m1lib import bootstrap
+from m1lib.db import migrate
+from m1lib.db.session import Database
+from m1lib.logs import configure_logging
+from m1lib.settings import Settings, child_environment, prefect_api_url_from_environment
+
+logger = logging.getLogger("m1.up")
+_PR_SET_PDEATHSIG = 1
+M1_TAG = "m1"
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@dataclass
+class Child:
+    name: str
+    process: subprocess.Popen[bytes]
+
+    def tree(self) -> list[psutil.Process]:
+        try:
+            root = psutil.Process(self.process.pid)
+            return [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+
+def prefect_environment(settings: Settings, api_url: str, *, local_server: bool) -> dict[str, str]:
+    """What every child is told about Prefect; the server's retention comes from M1's settings."""
+    retention_s = str(int(settings.prefect.retention.total_seconds()))
+    extra = {
+        "PREFECT_HOME": str(settings.prefect_home),
+        "PREFECT_API_URL": api_url,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_RUNNER_POLL_FREQUENCY": str(settings.prefect.runner_poll_s),
+    }
+    if local_server:
+        extra.update(
+            {
+                "PREFECT_SERVER_API_HOST": settings.prefect.host,
+                "PREFECT_SERVER_API_PORT": str(settings.prefect.port),
+                "PREFECT_UI_API_URL": api_url,
+                "PREFECT_UI_ENABLED": "true",
+                "PREFECT_SERVER_SERVICES_DB_VACUUM_ENABLED": "events,flow_runs",
+                "PREFECT_SERVER_SERVICES_DB_VACUUM_RETENTION_PERIOD": retention_s,
+                "PREFECT_SERVER_EVENTS_RETENTION_PERIOD": f"PT{retention_s}S",  # ISO 8601 duration
+                "PREFECT_SERVER_CONCURRENCY_INITIAL_DEPLOYMENT_LEASE_DURATION": "120",
+            }
+        )
+    return child_environment(settings, extra)
+
+
+class Supervisor:
+    """Starts, watches and stops the processes of `m1 up`."""
+
+    def __init__(self, settings: Settings, *, serve: bool = True) -> None:
+        self.settings = settings
+        self.serve = serve
+        self.children: list[Child] = []
+        self.stopping = threading.Event()
+        self.external_prefect = prefect_api_url_from_environment()
+        self.prefect_api_url = self.external_prefect or settings.prefect_api_url
+        self.env = prefect_environment(
+            settings, self.prefect_api_url, local_server=self.external_prefect is None
+        )
+        self.project_dir = settings.prefect.deployments_file.resolve().parent
+
+    def _spawn(self, name: str, argv: list[str]) -> Child:
+        logger.info("starting %s", name)
+        process = subprocess.Popen(
+            argv,
+            cwd=self.project_dir,
+            env=self.env,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+        child = Child(name, process)
+        self.children.append(child)
+        return child
+
+    def prepare(self) -> bootstrap.BootstrapResult:
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.settings.prefect_home.mkdir(parents=True, exist_ok=True)
+        db = Database(self.settings)
+        try:
+            revision = migrate.upgrade(db)
+            logger.info("database at revision %s", revision)
+            return bootstrap.ensure_embedded_secrets(self.settings, db)
+        finally:
+            db.dispose()
+
+    def start_prefect_server(self) -> None:
+        if self.external_prefect is not None:
+            logger.info("using the Prefect server at %s", self.external_prefect)
+            return
+        self._spawn(
+            "prefect-server",
+            [
+                sys.executable,
+                "-m",
+                "prefect",
+                "server",
+                "start",
+                "--host",
+                self.settings.prefect.host,
+                "--port",
+                str(self.settings.prefect.port),
+            ],
+        )
+
+    def wait_for_prefect(self, timeout_s: float = 120) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not self.stopping.is_set():
+            self._check_children()
+            try:
+                if httpx.get(f"{self.prefect_api_url}/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the Prefect server did not answer at {self.prefect_api_url}")
+            time.sleep(0.3)
+
+    def mark_abandoned_runs_crashed(self) -> int:
+        """Runs of M1's deployments still Running/Pending belong to a runner that died with us."""
+        body = {
+            "deployments": {"tags": {"all_": [M1_TAG]}},
+            "flow_runs": {"state": {"type": {"any_": ["RUNNING", "PENDING", "CANCELLING"]}}},
+            "limit": 200,
+        }
+        with httpx.Client(base_url=self.prefect_api_url, timeout=10) as client:
+            runs = client.post("/flow_runs/filter", json=body).raise_for_status().json()
+            for run in runs:
+                client.post(
+                    f"/flow_runs/{run['id']}/set_state",
+                    json={
+                        "state": {
+                            "type": "CRASHED",
+                            "name": "Crashed",
+                            "message": "m1 up restarted: the runner of this flow run is gone",
+                        },
+                        "force": True,
+                    },
+                ).raise_for_status()
+                logger.warning("marked flow run %s (%s) as crashed", run["name"], run["id"])
+        return len(runs)
+
+    def start_runner(self) -> None:
+        self._spawn(
+            "deployment-runner",
+            [
+                sys.executable,
+                "-m",
+                "deployments.serve",
+                "--file",
+                str(self.settings.prefect.deployments_file),
+            ],
+        )
+
+    def start_api(self) -> None:
+        self._spawn("api", [sys.executable, "-m", "m1lib.api"])
+
+    def wait_for_api(self, timeout_s: float = 60) -> None:
+        url = f"{self.settings.api_base_url}/health/live"
+        deadline = time.monotonic() + timeout_s
+        while not self.stopping.is_set():
+            self._check_children()
+            try:
+                if httpx.get(url, timeout=2, verify=False).status_code == 200:  # noqa: S501 - own cert
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the M1 API did not answer at {url}")
+            time.sleep(0.2)
+
+    def _check_children(self) -> None:
+        for child in self.children:
+            code = child.process.poll()
+            if code is not None and not self.stopping.is_set():
+                raise ChildExited(f"{child.name} exited with code {code}")
+
+    def stop(self, timeout_s: float = 15) -> None:
+        """Stop in reverse order, politely then by force, including every grandchild."""
+        self.stopping.set()
+        for child in reversed(self.children):
+            tree = child.tree()
+            for process in tree:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    process.send_signal(signal.SIGTERM)
+            _, alive = psutil.wait_procs(tree, timeout=timeout_s / max(1, len(self.children)))
+            for process in alive:
+                logger.warning(
+                    "killing %s (pid %s) after the grace period", child.name, process.pid
+                )
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    process.kill()
+            psutil.wait_procs(alive, timeout=5)
+            try:
+                child.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                child.process.kill()
+        self.children.clear()
+
+    def banner(self, boot: bootstrap.BootstrapResult) -> str:
+        lines = ["", "M1 control plane is up:"]
+        if self.external_prefect is None:
+            lines.append(
+                f"  Prefect UI     http://{self.settings.prefect.host}:{self.settings.prefect.port}"
+            )
+        lines.append(f"  Prefect API    {self.prefect_api_url}")
+        lines.append(
+            f"  M1 API         {self.settings.api_base_url}   (docs: /docs, ready: /health/ready)"
+        )
+        if not self.serve:
+            lines.append(
+                "  deployments    not served here (--no-serve): run workers of pool m1-pool"
+            )
+        if boot.admin_key is not None:
+            lines += [
+                "",
+                "  Admin API key (shown once; also stored with mode 0600 in "
+                f"{boot.admin_key_path}):",
+                f"    {boot.admin_key}",
+            ]
+        lines.append("")
+        return "\n".join(lines)
+
+    def run(self) -> int:
+        """Start everything, then wait for a signal or a child's death; returns the exit code."""
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: self.stopping.set())
+        try:
+            boot = self.prepare()
+            self.start_prefect_server()
+            self.wait_for_prefect()
+            if self.serve:
+                crashed = self.mark_abandoned_runs_crashed()
+                if crashed:
+                    logger.warning("%d abandoned flow runs marked crashed", crashed)
+                self.start_runner()
+            self.start_api()
+            self.wait_for_api()
+            print(self.banner(boot), flush=True)
+            while not self.stopping.wait(0.5):
+                self._check_children()
+            logger.info("stopping")
+            return 0
+        except ChildExited as error:
+            logger.error("%s; stopping everything", error)
+            return 1
+        except RuntimeError as error:
+            logger.error("%s", error)
+            return 1
+        finally:
+            self.stop()
+
+
+class ChildExited(RuntimeError):
+    """A supervised process ended on its own: `m1 up` stops the rest so a process manager restarts it."""
+
+
+def up(settings: Settings, *, serve: bool = True) -> int:
+    configure_logging(settings)
+    return Supervisor(settings, serve=serve).run()

@@ -1,0 +1,100 @@
+"""Reading ``prefect.yaml``: the one description of M1's deployments, for `m1 up` and for workers.
+
+`prefect deploy --all` reads the same file, so serving locally and running on workers cannot drift.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass(frozen=True)
+class ScheduleSpec:
+    cron: str | None = None
+    interval_s: float | None = None
+    timezone: str | None = None
+    active: bool = True
+
+
+@dataclass(frozen=True)
+class DeploymentSpec:
+    name: str
+    entrypoint: str
+    description: str
+    tags: list[str] = field(default_factory=list)
+    parameters: dict[str, Any] = field(default_factory=dict)
+    schedules: list[ScheduleSpec] = field(default_factory=list)
+    concurrency_limit: int | None = None
+    collision_strategy: str = "ENQUEUE"
+    grace_period_seconds: int | None = None
+    enforce_parameter_schema: bool = True
+
+    @property
+    def flow_file(self) -> str:
+        return self.entrypoint.split(":", 1)[0]
+
+
+class DeploymentFileError(ValueError):
+    """``prefect.yaml`` does not describe deployments M1 can serve; names the entry and field."""
+
+
+def _interval_seconds(value: Any) -> float:
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    raise DeploymentFileError(f"schedules[].interval: {value!r} is not a number of seconds")
+
+
+def load_deployment_specs(path: Path) -> list[DeploymentSpec]:
+    try:
+        document = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise DeploymentFileError(f"{path}: cannot read ({error})") from error
+    entries = (document or {}).get("deployments")
+    if not isinstance(entries, list) or not entries:
+        raise DeploymentFileError(f"{path}: no `deployments:` list")
+    specs = []
+    for index, entry in enumerate(entries):
+        where = f"{path.name}: deployments[{index}]"
+        for required in ("name", "entrypoint", "description"):
+            if not entry.get(required):
+                raise DeploymentFileError(f"{where}.{required}: missing")
+        schedules = [
+            ScheduleSpec(
+                cron=item.get("cron"),
+                interval_s=_interval_seconds(item["interval"]) if "interval" in item else None,
+                timezone=item.get("timezone"),
+                active=bool(item.get("active", True)),
+            )
+            for item in entry.get("schedules") or []
+        ]
+        concurrency = entry.get("concurrency_limit")
+        limit: int | None
+        strategy, grace = "ENQUEUE", None
+        if isinstance(concurrency, dict):
+            limit = int(concurrency["limit"])
+            strategy = str(concurrency.get("collision_strategy", "ENQUEUE"))
+            grace = concurrency.get("grace_period_seconds")
+        else:
+            limit = int(concurrency) if concurrency is not None else None
+        specs.append(
+            DeploymentSpec(
+                name=entry["name"],
+                entrypoint=entry["entrypoint"],
+                description=" ".join(str(entry["description"]).split()),
+                tags=list(entry.get("tags") or []),
+                parameters=dict(entry.get("parameters") or {}),
+                schedules=schedules,
+                concurrency_limit=limit,
+                collision_strategy=strategy,
+                grace_period_seconds=int(grace) if grace is not None else None,
+                enforce_parameter_schema=bool(entry.get("enforce_parameter_schema", True)),
+            )
+        )
+    return specs

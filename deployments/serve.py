@@ -1,0 +1,70 @@
+"""Serve every deployment of ``prefect.yaml`` from one long-running process (what `m1 up` runs).
+
+Each flow run is its own subprocess started by Prefect's runner; this process only polls for work.
+In production, workers in a work pool run the same deployments instead (`prefect deploy --all`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from prefect import serve
+from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+from prefect.deployments.runner import RunnerDeployment
+from prefect.flows import load_flow_from_entrypoint
+from prefect.schedules import Cron, Interval, Schedule
+
+from deployments.prefect_yaml import DeploymentSpec, ScheduleSpec, load_deployment_specs
+
+
+def _schedule(spec: ScheduleSpec) -> Schedule:
+    if spec.cron:
+        return Cron(spec.cron, timezone=spec.timezone, active=spec.active)
+    if spec.interval_s is not None:
+        return Interval(spec.interval_s, timezone=spec.timezone, active=spec.active)
+    raise ValueError("a schedule needs `cron` or `interval`")
+
+
+def to_runner_deployment(spec: DeploymentSpec, project_dir: Path) -> RunnerDeployment:
+    flow = load_flow_from_entrypoint(
+        str(project_dir / spec.flow_file) + ":" + spec.entrypoint.split(":")[1]
+    )
+    concurrency: Any = None
+    if spec.concurrency_limit is not None:
+        concurrency = ConcurrencyLimitConfig(
+            limit=spec.concurrency_limit,
+            collision_strategy=ConcurrencyLimitStrategy(spec.collision_strategy),
+            grace_period_seconds=spec.grace_period_seconds,
+        )
+    deployment = flow.to_deployment(
+        name=spec.name,
+        description=spec.description,
+        tags=spec.tags,
+        parameters=spec.parameters,
+        schedules=[_schedule(item) for item in spec.schedules],
+        concurrency_limit=concurrency,
+        enforce_parameter_schema=spec.enforce_parameter_schema,
+    )
+    deployment.entrypoint = (
+        spec.entrypoint
+    )  # relative, as in prefect.yaml: runs start in project_dir
+    return deployment
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--file", type=Path, required=True, help="the prefect.yaml to serve")
+    args = parser.parse_args(argv)
+    project_dir = args.file.resolve().parent
+    sys.path.insert(0, str(project_dir))
+    deployments = [
+        to_runner_deployment(spec, project_dir) for spec in load_deployment_specs(args.file)
+    ]
+    serve(*deployments, print_starting_message=True)
+
+
+if __name__ == "__main__":
+    main()

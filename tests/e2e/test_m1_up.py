@@ -1,0 +1,72 @@
+"""End to end: `m1 up` serves M1's deployments; an operator runs one as the UI would."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from deployments.prefect_yaml import load_deployment_specs
+from m1lib.settings import PROJECT_ROOT
+from tests.e2e import prefect_api
+from tests.e2e.live import LiveM1
+
+pytestmark = pytest.mark.e2e
+
+
+def test_every_deployment_of_prefect_yaml_is_served(live_m1: LiveM1) -> None:
+    served = {d["name"]: d for d in live_m1.deployments()}
+    for spec in load_deployment_specs(PROJECT_ROOT / "prefect.yaml"):
+        assert spec.name in served
+        assert served[spec.name]["description"] == spec.description
+        assert set(spec.tags) <= set(served[spec.name]["tags"])
+
+
+def test_api_is_ready_and_prints_the_admin_key_once(live_m1: LiveM1) -> None:
+    assert httpx.get(f"{live_m1.api_url}/health/ready", timeout=5).status_code == 200
+    key = live_m1.admin_key()
+    assert key is not None
+    assert (live_m1.workdir / "data" / "admin_key").read_text().strip() == key
+    assert live_m1.output().count(key) == 1
+
+
+def test_database_setup_runs_from_the_prefect_api_with_its_artifact(live_m1: LiveM1) -> None:
+    deployment = prefect_api.deployment_by_name(live_m1.prefect_api_url, "database-setup")
+    run_id = prefect_api.run_deployment(live_m1.prefect_api_url, deployment["id"])
+    run = prefect_api.wait_for_final_state(live_m1.prefect_api_url, run_id)
+    assert run["state"]["type"] == "COMPLETED", run["state"]
+    (artifact,) = [a for a in prefect_api.artifacts_of(live_m1.prefect_api_url, run_id)]
+    assert artifact["key"] == "database-schema"
+    assert artifact["type"] == "table"
+    rows = json.loads(artifact["data"]) if isinstance(artifact["data"], str) else artifact["data"]
+    tables = {row["table"] for row in rows}
+    assert {"replicas", "control_commands", "control_acks", "api_credentials"} <= tables
+    assert "postgresql" in artifact["description"]
+
+
+def test_database_setup_rejects_a_bad_parameter_naming_it(live_m1: LiveM1) -> None:
+    deployment = prefect_api.deployment_by_name(live_m1.prefect_api_url, "database-setup")
+    response = httpx.post(
+        f"{live_m1.prefect_api_url}/deployments/{deployment['id']}/create_flow_run",
+        json={"parameters": {"params": {"target_revision": "drop table"}}},
+        timeout=10,
+    )
+    assert response.status_code == 409
+    assert "target_revision" in response.text
+
+
+def test_replica_heartbeat_row_is_written(live_m1: LiveM1) -> None:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(live_m1.database_url or "")
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(
+                text("SELECT id, base_url, rss_bytes FROM replicas WHERE base_url = :u"),
+                {"u": live_m1.api_url},
+            ).all()
+    finally:
+        engine.dispose()
+    assert rows
+    assert rows[0].rss_bytes > 0
