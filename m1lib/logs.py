@@ -92,6 +92,13 @@ def configure_logging(settings: Settings) -> None:
         logger = logging.getLogger(name)
         logger.handlers[:] = []
         logger.propagate = True
+    quiet_chatty_libraries()
+
+
+def quiet_chatty_libraries() -> None:
+    """Per-request INFO lines of clients and migrations would drown what matters (probes poll)."""
+    for name in ("httpx", "httpcore", "alembic.runtime.migration"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def uvicorn_log_config(settings: Settings) -> dict[str, Any]:
@@ -119,5 +126,7 @@ def uvicorn_log_config(settings: Settings) -> dict[str, Any]:
             "uvicorn": {"level": settings.log.level.value},
             "uvicorn.error": {"level": settings.log.level.value},
             "uvicorn.access": {"level": settings.log.level.value},
+            "httpx": {"level": "WARNING"},
+            "alembic.runtime.migration": {"level": "WARNING"},
         },
     }

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from m1lib.api.docs import install_docs
 from m1lib.api.problems import install_problem_handlers
 from m1lib.api.routes import health
 from m1lib.runtime import Runtime
@@ -35,9 +36,10 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         version="0.1.0",
         summary="Capability tokens, revocation, live metrics and operations for AI agents' tool calls.",
         lifespan=lifespan,
-        docs_url="/docs",
+        docs_url=None,
         redoc_url=None,
     )
     install_problem_handlers(app)
+    install_docs(app)
     app.include_router(health.router)
     return app

@@ -80,3 +80,11 @@ def test_unexpected_error_is_a_500_without_traceback(
     assert "secret internals" not in response.text
     assert "Traceback" not in response.text
     assert "reference" in response.json()["detail"]
+
+
+def test_docs_page_uses_local_assets_not_a_cdn(make_client: Callable[..., TestClient]) -> None:
+    client = make_client()
+    page = client.get("/docs").text
+    assert "cdn" not in page.lower()
+    assert client.get("/docs/assets/swagger-ui-bundle.js").status_code == 200
+    assert client.get("/docs/assets/swagger-ui.css").status_code == 200
