@@ -13,6 +13,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -94,3 +95,73 @@ class ApiCredential(Base):
 
 
 Index("ix_control_acks_replica", ControlAck.replica_id, ControlAck.command_id)
+
+
+class RevokedToken(Base):
+    """A revoked jti; the database is the truth every replica's in-memory set is rebuilt from.
+
+    ``id`` orders rows for resync cursors, but ids are not commit order: readers re-read an
+    overlap window behind their cursor.
+    """
+
+    __tablename__ = "revoked_tokens"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    jti: Mapped[str] = mapped_column(String(64), unique=True)
+    tool_name: Mapped[str | None] = mapped_column(String(128), index=True)
+    subject: Mapped[str | None] = mapped_column(String(255))
+    reason: Mapped[str] = mapped_column(String(500))
+    revoked_by: Mapped[str] = mapped_column(String(64))
+    revoked_at: Mapped[datetime] = mapped_column(index=True)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class RevocationRule(Base):
+    """A not-before rule: tokens for this tool and/or subject issued before a time are denied."""
+
+    __tablename__ = "revocation_rules"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    tool_name: Mapped[str | None] = mapped_column(String(128))
+    subject: Mapped[str | None] = mapped_column(String(255))
+    issued_before: Mapped[datetime]
+    reason: Mapped[str] = mapped_column(String(500))
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(index=True)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class RevocationAudit(Base):
+    """Every revocation action, including repeated and purging ones; written in the same transaction."""
+
+    __tablename__ = "revocation_audit"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    at: Mapped[datetime] = mapped_column(index=True)
+    action: Mapped[str] = mapped_column(String(32))  # revoke, revoke_repeat, revoke_all, purge, ...
+    actor: Mapped[str] = mapped_column(String(64))
+    jti: Mapped[str | None] = mapped_column(String(64), index=True)
+    rule_id: Mapped[int | None] = mapped_column(BigInteger)
+    tool_name: Mapped[str | None] = mapped_column(String(128))
+    reason: Mapped[str] = mapped_column(String(500), default="")
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class MetricChunk(Base):
+    """A closed, compressed chunk of one metric's events or rollups, so a restart rebuilds history."""
+
+    __tablename__ = "metric_chunks"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    metric: Mapped[str] = mapped_column(String(64))
+    resolution: Mapped[str] = mapped_column(String(8))  # raw, 1m, 1h
+    replica: Mapped[str] = mapped_column(String(128))
+    start_ts: Mapped[datetime]
+    end_ts: Mapped[datetime]
+    points: Mapped[int] = mapped_column(BigInteger)
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime]
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+Index("ix_metric_chunks_lookup", MetricChunk.metric, MetricChunk.resolution, MetricChunk.start_ts)

@@ -11,7 +11,16 @@ from m1lib.db.session import Database
 from m1lib.errors import DatabaseUnavailable
 from m1lib.settings import Settings
 
-EXPECTED = {"api_credentials", "control_acks", "control_commands", "replicas"}
+EXPECTED = {
+    "api_credentials",
+    "control_acks",
+    "control_commands",
+    "replicas",
+    "revoked_tokens",
+    "revocation_rules",
+    "revocation_audit",
+    "metric_chunks",
+}
 
 
 def _roundtrip(db: Database) -> None:
