@@ -58,6 +58,45 @@ def _config(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _keys(settings: Settings, args: argparse.Namespace) -> int:
+    from m1lib import auth
+    from m1lib.db.session import Database
+
+    db = Database(settings)
+    try:
+        if args.action == "create":
+            if not args.name:
+                print("m1 keys create: give a NAME", file=sys.stderr)
+                return 2
+            key = auth.create_credential(db, args.name, args.role, created_by=_operator())
+            print(f"created {args.role} credential {args.name!r}; its key (shown once):\n{key}")
+        elif args.action == "revoke":
+            if not args.name:
+                print("m1 keys revoke: give a NAME", file=sys.stderr)
+                return 2
+            if not auth.revoke_credential(db, args.name):
+                print(f"no active credential named {args.name!r}", file=sys.stderr)
+                return 1
+            print(f"revoked {args.name!r}: replicas refuse it within {settings.auth.refresh_s:g} s")
+        else:
+            for row in auth.list_credentials(db):
+                state = f"revoked {row.revoked_at:%Y-%m-%d %H:%M}" if row.revoked_at else "active"
+                print(f"{row.name:24} {row.role:7} {state:24} created by {row.created_by}")
+        return 0
+    finally:
+        db.dispose()
+
+
+def _operator() -> str:
+    """The actor recorded for CLI actions: the operating-system user at the terminal."""
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (OSError, KeyError):
+        return "cli:unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="m1", description="M1 control plane for AI agents' tool calls"
@@ -84,6 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--root", default=".", help="docs: project directory (README, .env.example)"
     )
     config.set_defaults(handler=_config)
+
+    keys = verbs.add_parser("keys", help="API credentials: create, list, revoke")
+    keys.add_argument("action", choices=["create", "list", "revoke"])
+    keys.add_argument("name", nargs="?", help="credential name (the actor in audits)")
+    keys.add_argument("--role", choices=["viewer", "admin"], default="viewer")
+    keys.set_defaults(handler=_keys)
     return parser
 
 

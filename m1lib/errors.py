@@ -46,3 +46,19 @@ class DatabaseUnavailable(UnavailableError):
 
 class UsageError(M1Error, RuntimeError):
     """Raised when the library is called out of order (a programming error, not bad input)."""
+
+
+class AuthenticationError(M1Error):
+    """Raised when a request carries no credential, or one that is unknown or revoked."""
+
+
+class PermissionDeniedError(M1Error):
+    """Raised when the credential's role does not allow the route (or no admin exists at all)."""
+
+
+class RateLimitedError(M1Error):
+    """Raised when a credential or client address is over its limit; says when to come back."""
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(message)

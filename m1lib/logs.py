@@ -22,6 +22,7 @@ _PATTERNS = [
     re.compile(r"\beyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"),  # JWTs
     re.compile(r"(?i)((?:m1_session|cookie|authorization)\s*[=:]\s*)[^\s;,]+"),
     re.compile(r"(//[^:/@\s]+:)[^@\s]+@"),  # passwords in URLs
+    re.compile(r"(?i)([?&](?:key|api_key|token|access_token|secret|password)=)[^&\s\"']+"),
 ]
 _KNOWN_SECRETS: set[str] = set()
 

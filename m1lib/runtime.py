@@ -12,9 +12,15 @@ from dataclasses import dataclass, field
 
 import psutil
 
+from m1lib.api.sessions import session_key
+from m1lib.auth import CredentialStore
+from m1lib.bootstrap import resolve_jwt_secret
 from m1lib.cache import Cache
 from m1lib.control import CommandRegistry, ReplicaAgent, ReplicaFigures
 from m1lib.db.session import Database
+from m1lib.errors import UsageError
+from m1lib.ratelimit import RateLimiter
+from m1lib.redis_conn import make_redis
 from m1lib.settings import Settings
 
 logger = logging.getLogger("m1.runtime")
@@ -27,12 +33,28 @@ class Runtime:
     settings: Settings
     db: Database
     cache: Cache
+    credentials: CredentialStore
+    limiter: RateLimiter
+    session_key: bytes | None  # None: no signing secret yet, so no browser sessions
     registry: CommandRegistry = field(default_factory=CommandRegistry)
     agent: ReplicaAgent | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Runtime:
-        runtime = cls(settings=settings, db=Database(settings), cache=Cache.from_settings(settings))
+        db = Database(settings)
+        try:
+            cookie_key: bytes | None = session_key(resolve_jwt_secret(settings))
+        except UsageError:
+            logger.warning("no signing secret (M1_JWT_SECRET or `m1 up`): browser sessions are off")
+            cookie_key = None
+        runtime = cls(
+            settings=settings,
+            db=db,
+            cache=Cache.from_settings(settings),
+            credentials=CredentialStore(db, refresh_s=settings.auth.refresh_s),
+            limiter=RateLimiter(settings, redis_client=make_redis(settings)),
+            session_key=cookie_key,
+        )
         register_builtin_commands(runtime)
         return runtime
 

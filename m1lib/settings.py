@@ -230,6 +230,33 @@ class ReplicaSettings(BaseModel):
     heartbeat_s: float = _f(5.0, "Period of the replica heartbeat row.", "s", gt=0)
 
 
+class AuthSettings(BaseModel):
+    refresh_s: float = _f(
+        5.0,
+        "How often a replica reloads API credentials (a revoked key stops within it).",
+        "s",
+        gt=0,
+    )
+    session_ttl_s: int = _f(
+        8 * 3600, "Lifetime of a browser session cookie.", "s", ge=60, le=7 * 86400
+    )
+
+
+class RatelimitSettings(BaseModel):
+    read_per_min: int = _f(
+        600, "GET requests per minute, per credential and per client address.", ge=1
+    )
+    query_per_min: int = _f(
+        120, "Dashboard queries per minute, per credential and per client address.", ge=1
+    )
+    admin_per_min: int = _f(
+        60, "Admin changes (revoke, commands) per minute, per credential and address.", ge=1
+    )
+    login_per_min: int = _f(
+        10, "Session logins and failed authentications per minute per address.", ge=1
+    )
+
+
 class Settings(BaseSettings):
     """Everything M1 can be told, read once from ``M1_*`` variables and an optional ``.env``."""
 
@@ -264,6 +291,8 @@ class Settings(BaseSettings):
     cache: CacheSettings = CacheSettings()
     control: ControlSettings = ControlSettings()
     replica: ReplicaSettings = ReplicaSettings()
+    auth: AuthSettings = AuthSettings()
+    ratelimit: RatelimitSettings = RatelimitSettings()
 
     @model_validator(mode="after")
     def _check_secrets(self) -> Settings:

@@ -6,10 +6,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from m1lib.api.docs import install_docs
 from m1lib.api.problems import install_problem_handlers
-from m1lib.api.routes import health
+from m1lib.api.routes import health, ops, session
 from m1lib.runtime import Runtime
 from m1lib.settings import Settings, get_settings
 
@@ -41,5 +42,23 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     )
     install_problem_handlers(app)
     install_docs(app)
+    install_cors(app, settings)
     app.include_router(health.router)
+    app.include_router(session.router)
+    app.include_router(ops.router)
     return app
+
+
+def install_cors(app: FastAPI, settings: Settings) -> None:
+    """Only the configured origins; credentials never go with a wildcard origin."""
+    origins = settings.cors.origins
+    if not origins:
+        return
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=origins,
+        allow_credentials="*" not in origins,
+        allow_methods=["GET", "POST", "DELETE"],
+        allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
+        max_age=600,
+    )

@@ -15,7 +15,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from m1lib.errors import InputError, M1Error, UnavailableError
+from m1lib.errors import (
+    AuthenticationError,
+    InputError,
+    M1Error,
+    PermissionDeniedError,
+    RateLimitedError,
+    UnavailableError,
+)
 
 PROBLEM_JSON = "application/problem+json"
 logger = logging.getLogger("m1.api")
@@ -93,6 +100,18 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(UnavailableError)
     async def _unavailable(_: Request, error: UnavailableError) -> JSONResponse:
         return problem(503, str(error), headers={"Retry-After": str(error.retry_after_s)})
+
+    @app.exception_handler(AuthenticationError)
+    async def _unauthenticated(_: Request, error: AuthenticationError) -> JSONResponse:
+        return problem(401, str(error), headers={"WWW-Authenticate": 'Bearer realm="m1"'})
+
+    @app.exception_handler(PermissionDeniedError)
+    async def _forbidden(_: Request, error: PermissionDeniedError) -> JSONResponse:
+        return problem(403, str(error))
+
+    @app.exception_handler(RateLimitedError)
+    async def _limited(_: Request, error: RateLimitedError) -> JSONResponse:
+        return problem(429, str(error), headers={"Retry-After": str(error.retry_after_s)})
 
     @app.exception_handler(M1Error)
     async def _m1(_: Request, error: M1Error) -> JSONResponse:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from datetime import datetime
 from typing import Any
 
@@ -161,7 +162,7 @@ class MetricChunk(Base):
     points: Mapped[int] = mapped_column(BigInteger)
     bytes: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime]
-    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    payload: Mapped[builtins.bytes] = mapped_column(LargeBinary)  # `bytes` is a column here
 
 
 Index("ix_metric_chunks_lookup", MetricChunk.metric, MetricChunk.resolution, MetricChunk.start_ts)

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import pytest
 from fastapi.testclient import TestClient
 
+from m1lib import auth
 from m1lib.api.app import create_app
 from m1lib.db import migrate
 from m1lib.runtime import Runtime
@@ -33,3 +35,25 @@ def make_client(make_settings: Callable[..., Settings]) -> Iterator[Callable[...
         client.__exit__(None, None, None)
     for runtime in runtimes:
         runtime.close()
+
+
+@dataclass
+class Keys:
+    admin: str
+    viewer: str
+
+
+@pytest.fixture
+def keyed_client(make_client: Callable[..., TestClient]) -> tuple[TestClient, Keys]:
+    """A client over a migrated app with one admin and one viewer credential."""
+    client = make_client(jwt={"secret": "s" * 40})
+    db = client.app.state.runtime.db  # type: ignore[attr-defined]
+    keys = Keys(
+        admin=auth.create_credential(db, "ops-admin", "admin", created_by="test"),
+        viewer=auth.create_credential(db, "ops-viewer", "viewer", created_by="test"),
+    )
+    return client, keys
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}

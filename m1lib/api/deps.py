@@ -1,0 +1,131 @@
+"""Request dependencies: who is calling, may they, and are they within their limits.
+
+Routes declare the role they need with the ``ViewerPrincipal`` / ``AdminPrincipal`` aliases (or
+``dependencies=[...]`` where a router is included); tests swap ``require_viewer`` /
+``require_admin`` through ``app.dependency_overrides``. A key arrives only in the
+``Authorization: Bearer`` header; the session cookie counts on GET and HEAD only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from m1lib.api.sessions import COOKIE_NAME, decode_session, fingerprint
+from m1lib.auth import Role
+from m1lib.errors import AuthenticationError, PermissionDeniedError, RateLimitedError
+from m1lib.runtime import Runtime
+
+SAFE_METHODS = frozenset({"GET", "HEAD"})
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The authenticated caller; ``name`` is the actor recorded in audits and incidents."""
+
+    name: str
+    role: Role
+    via: str = "key"  # "key" or "session"
+
+
+def runtime_of(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def enforce_limit(request: Request, route_class: str, who: str | None) -> None:
+    """Count this request against the credential's and the address's limit for its class."""
+    runtime = runtime_of(request)
+    limit = int(getattr(runtime.settings.ratelimit, f"{route_class}_per_min"))
+    buckets = [f"{route_class}:addr:{client_address(request)}"]
+    if who is not None:
+        buckets.append(f"{route_class}:cred:{who}")
+    for bucket in buckets:
+        verdict = runtime.limiter.hit(bucket, limit)
+        if not verdict.allowed:
+            scope = "credential" if ":cred:" in bucket else "client address"
+            raise RateLimitedError(
+                f"rate limit of {limit} {route_class} requests per minute per {scope} reached",
+                retry_after_s=verdict.retry_after_s,
+            )
+
+
+def _from_header(request: Request, header: str) -> Principal:
+    scheme, _, key = header.partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise AuthenticationError("Authorization: use the form `Bearer <API key>`")
+    credential = runtime_of(request).credentials.authenticate(key.strip())
+    if credential is None:
+        enforce_limit(request, "login", None)  # slows down key guessing from one address
+        raise AuthenticationError("Authorization: unknown or revoked API key")
+    return Principal(credential.name, credential.role, "key")
+
+
+def _from_cookie(request: Request, cookie: str) -> Principal | None:
+    runtime = runtime_of(request)
+    if runtime.session_key is None:
+        return None
+    claims = decode_session(runtime.session_key, cookie)
+    if claims is None:
+        return None
+    credential = runtime.credentials.by_name(claims.name)
+    if credential is None or fingerprint(credential.key_hash) != claims.fingerprint:
+        return None
+    return Principal(credential.name, credential.role, "session")
+
+
+def authenticate(request: Request) -> Principal | None:
+    header = request.headers.get("authorization")
+    if header:
+        return _from_header(request, header)
+    cookie = request.cookies.get(COOKIE_NAME)
+    if cookie and request.method in SAFE_METHODS:
+        return _from_cookie(request, cookie)
+    return None
+
+
+def _require(request: Request, needed: Role) -> Principal:
+    principal = authenticate(request)
+    if principal is None:
+        if needed is Role.ADMIN and not runtime_of(request).credentials.any_configured():
+            raise PermissionDeniedError("no API credential is configured: admin routes are closed")
+        hint = " (the session cookie is accepted on GET only)" if request.cookies else ""
+        raise AuthenticationError(f"this route needs an API key: Authorization: Bearer <key>{hint}")
+    if not principal.role.allows(needed):
+        raise PermissionDeniedError(
+            f"this route needs the {needed.value} role; credential {principal.name!r} is "
+            f"{principal.role.value}"
+        )
+    if needed is Role.ADMIN:
+        route_class = "admin"
+    else:
+        route_class = "read" if request.method in SAFE_METHODS else "query"
+    enforce_limit(request, route_class, principal.name)
+    request.state.principal = principal
+    return principal
+
+
+# Declared so OpenAPI documents the scheme (and Swagger UI's Authorize works); parsing is ours.
+bearer_scheme = HTTPBearer(
+    auto_error=False, scheme_name="M1 API key", description="`m1 keys create NAME --role ROLE`"
+)
+_Documented = Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)]
+
+
+def require_viewer(request: Request, _: _Documented) -> Principal:
+    return _require(request, Role.VIEWER)
+
+
+def require_admin(request: Request, _: _Documented) -> Principal:
+    return _require(request, Role.ADMIN)
+
+
+ViewerPrincipal = Annotated[Principal, Depends(require_viewer)]
+AdminPrincipal = Annotated[Principal, Depends(require_admin)]

@@ -1,0 +1,96 @@
+"""Operator routes: the full health report, the replicas, and the control channel."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from m1lib import control
+from m1lib.api.deps import AdminPrincipal, ViewerPrincipal, runtime_of
+from m1lib.api.routes.health import readiness_checks
+from m1lib.errors import InputError
+
+router = APIRouter(prefix="/api/m1", tags=["operations"])
+HEALTH_JSON = "application/health+json"
+
+
+@router.get("/health", summary="Full health report (application/health+json)")
+def health_report(request: Request, _: ViewerPrincipal) -> JSONResponse:
+    runtime = runtime_of(request)
+    checks = readiness_checks(runtime)
+    status = "pass" if all(check["ok"] for check in checks.values()) else "fail"
+    now = datetime.now(UTC).isoformat()
+    body: dict[str, Any] = {
+        "status": status,
+        "serviceId": runtime.settings.replica_id,
+        "checks": {
+            name: [
+                {
+                    "status": "pass" if check["ok"] else "fail",
+                    "output": check.get("detail", ""),
+                    "time": now,
+                }
+            ]
+            for name, check in checks.items()
+        },
+    }
+    return JSONResponse(body, status_code=200 if status == "pass" else 503, media_type=HEALTH_JSON)
+
+
+@router.get("/replicas", summary="API replicas seen recently, with their heartbeat figures")
+def replicas(request: Request, _: ViewerPrincipal, within_s: float = 60) -> list[dict[str, Any]]:
+    if not 0 < within_s <= 86400:
+        raise InputError("within_s", f"{within_s} is out of range", ["0 < within_s <= 86400"])
+    rows = control.live_replicas(runtime_of(request).db, within_s)
+    return [
+        {
+            name: (value.isoformat() if isinstance(value, datetime) else value)
+            for name, value in vars(row).items()
+        }
+        for row in rows
+    ]
+
+
+class CommandRequest(BaseModel):
+    name: str = Field(max_length=64, description="A command every replica has registered.")
+    args: dict[str, Any] = Field(default_factory=dict, description="The command's arguments.")
+    target: str | None = Field(None, max_length=128, description="One replica id; empty: all.")
+    ttlS: int | None = Field(None, ge=1, le=86400, description="Seconds until replicas skip it.")  # noqa: N815
+
+
+@router.post("/control/commands", status_code=202, summary="Issue a command to every replica")
+def issue(request: Request, body: CommandRequest, principal: AdminPrincipal) -> dict[str, Any]:
+    runtime = runtime_of(request)
+    if body.name not in runtime.registry:
+        raise InputError("/name", f"{body.name!r} is not a command", runtime.registry.names())
+    command_id = control.issue_command(
+        runtime.db,
+        body.name,
+        body.args,
+        created_by=principal.name,
+        target=body.target,
+        ttl_s=body.ttlS,
+        settings=runtime.settings,
+    )
+    return {"id": command_id, "name": body.name, "createdBy": principal.name}
+
+
+@router.get("/control/commands/{command_id}", summary="Acknowledgements of one command")
+def acknowledgements(request: Request, command_id: int, _: ViewerPrincipal) -> dict[str, Any]:
+    acks = control.acks_for(runtime_of(request).db, command_id)
+    return {
+        "id": command_id,
+        "acks": [
+            {
+                "replica": a.replica_id,
+                "ok": a.ok,
+                "detail": a.detail,
+                "appliedAt": a.applied_at.isoformat(),
+            }
+            for a in acks
+        ],
+    }

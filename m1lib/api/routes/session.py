@@ -1,0 +1,65 @@
+"""Browser login: exchange an API key (in the body, never the URL) for a session cookie."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Request, Response
+from pydantic import BaseModel, Field
+
+from m1lib.api.deps import enforce_limit, runtime_of
+from m1lib.api.sessions import COOKIE_NAME, SessionClaims, encode_session, fingerprint
+from m1lib.errors import AuthenticationError, UnavailableError
+
+router = APIRouter(prefix="/api/m1/session", tags=["session"])
+
+
+class Login(BaseModel):
+    key: str = Field(min_length=1, max_length=256, description="A viewer or admin API key.")
+
+
+class SessionInfo(BaseModel):
+    name: str
+    role: str
+    expiresAt: int = Field(description="Unix time the cookie stops working.")  # noqa: N815
+
+
+@router.post("", summary="Log a browser in: sets an HttpOnly SameSite=Strict session cookie")
+def login(request: Request, response: Response, body: Annotated[Login, Body()]) -> SessionInfo:
+    runtime = runtime_of(request)
+    enforce_limit(request, "login", None)
+    if runtime.session_key is None:
+        raise UnavailableError(
+            "sessions are off: no signing secret is configured", retry_after_s=60
+        )
+    credential = runtime.credentials.authenticate(body.key)
+    if credential is None:
+        raise AuthenticationError("key: unknown or revoked API key")
+    ttl = runtime.settings.auth.session_ttl_s
+    claims = SessionClaims(
+        credential.name, fingerprint(credential.key_hash), int(time.time()) + ttl
+    )
+    response.set_cookie(
+        COOKIE_NAME,
+        encode_session(runtime.session_key, claims),
+        max_age=ttl,
+        httponly=True,
+        samesite="strict",
+        secure=runtime.settings.tls_enabled,
+        path="/",
+    )
+    return SessionInfo(
+        name=credential.name, role=credential.role.value, expiresAt=claims.expires_at
+    )
+
+
+@router.delete("", status_code=204, summary="Log out: clears the session cookie")
+def logout(request: Request, response: Response) -> None:
+    response.delete_cookie(
+        COOKIE_NAME,
+        httponly=True,
+        samesite="strict",
+        secure=runtime_of(request).settings.tls_enabled,
+        path="/",
+    )
