@@ -70,3 +70,38 @@ def test_replica_heartbeat_row_is_written(live_m1: LiveM1) -> None:
         engine.dispose()
     assert rows
     assert rows[0].rss_bytes > 0
+
+
+def test_printed_admin_key_issues_a_command_the_replica_applies(live_m1: LiveM1) -> None:
+    import time
+
+    key = live_m1.admin_key()
+    headers = {"Authorization": f"Bearer {key}"}
+    response = httpx.post(
+        f"{live_m1.api_url}/api/m1/control/commands",
+        json={"name": "cache.evict"},
+        headers=headers,
+        timeout=10,
+    )
+    assert response.status_code == 202, response.text
+    command_id = response.json()["id"]
+    assert response.json()["createdBy"] == "admin"
+    deadline = time.monotonic() + 30
+    while True:
+        acks = httpx.get(
+            f"{live_m1.api_url}/api/m1/control/commands/{command_id}", headers=headers, timeout=10
+        ).json()["acks"]
+        if acks:
+            break
+        assert time.monotonic() < deadline, "the replica never acknowledged the command"
+        time.sleep(0.2)
+    assert acks[0]["ok"] is True
+    assert acks[0]["detail"] == "cache cleared"
+
+
+def test_admin_routes_refuse_requests_without_a_key(live_m1: LiveM1) -> None:
+    response = httpx.post(
+        f"{live_m1.api_url}/api/m1/control/commands", json={"name": "cache.evict"}, timeout=10
+    )
+    assert response.status_code == 401
+    assert response.headers["content-type"].startswith("application/problem+json")
