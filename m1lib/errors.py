@@ -3,6 +3,7 @@
 M1Error
 ├── SettingsError            configuration does not validate (names each M1_* variable)
 ├── InputError               a caller's input is wrong (path, problem, allowed): HTTP 422/400
+├── TokenRejectedError       a capability token is not accepted; ``reason`` is the policy Reason
 ├── UnavailableError         a dependency M1 needs is down (database, Redis): HTTP 503
 │   └── DatabaseUnavailable  the database did not answer or refused the statement
 └── UsageError (RuntimeError) a caller used the library out of order (e.g. before start)
@@ -11,6 +12,10 @@ M1Error
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from m1lib.tokens import Reason
 
 
 class M1Error(Exception):
@@ -30,6 +35,18 @@ class InputError(M1Error):
         self.allowed = list(allowed) if allowed else []
         suffix = f"; allowed: {', '.join(self.allowed)}" if self.allowed else ""
         super().__init__(f"{path}: {problem}{suffix}")
+
+
+class TokenRejectedError(M1Error):
+    """Raised by ``TokenCodec.decode`` for a token it does not accept; ``reason`` says why.
+
+    The message never quotes the token: it may be a live credential.
+    """
+
+    def __init__(self, reason: Reason, detail: str) -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"token rejected ({reason}): {detail}")
 
 
 class UnavailableError(M1Error):
