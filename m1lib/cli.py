@@ -9,9 +9,13 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from m1lib.errors import M1Error
 from m1lib.settings import Settings, load_settings, masked_values
+
+if TYPE_CHECKING:
+    from m1lib.revocation import RevocationManager
 
 
 def _up(settings: Settings, args: argparse.Namespace) -> int:
@@ -97,6 +101,144 @@ def _operator() -> str:
         return "cli:unknown"
 
 
+def _tokens(settings: Settings, args: argparse.Namespace) -> int:
+    """Capability tokens and their revocation, from a terminal; the actor is ``cli:<os user>``."""
+    if args.action in {"issue", "introspect"}:
+        return _tokens_policy(settings, args)
+    from m1lib.revocation import RevocationManager
+
+    manager = RevocationManager.from_settings(settings)
+    try:
+        return _TOKEN_ACTIONS[args.action](manager, args)
+    finally:
+        manager.close()
+
+
+def _tokens_policy(settings: Settings, args: argparse.Namespace) -> int:
+    import json
+    from datetime import timedelta
+
+    from m1lib.errors import TokenRejectedError
+    from m1lib.policy import PolicyEngine, Scope
+    from m1lib.revocation import RevocationManager
+    from m1lib.tokens import TokenCodec
+
+    manager = RevocationManager.from_settings(settings)
+    try:
+        codec = TokenCodec.from_settings(settings)
+        engine = PolicyEngine(settings=settings, codec=codec, revocation=manager)
+        if args.action == "issue":
+            ttl = timedelta(seconds=args.ttl_s) if args.ttl_s else None
+            print(engine.issue_token(args.tool, Scope(args.scope), subject=args.subject, ttl=ttl))
+            return 0
+        presented = sys.stdin.read().strip() if args.presented == "-" else args.presented
+        try:
+            claims = codec.decode(presented)
+        except TokenRejectedError as error:
+            print(json.dumps({"active": False}))
+            print(f"inactive: {error.reason}", file=sys.stderr)
+            return 1
+        manager.load()  # the answer needs the current revocations, not an empty set
+        denial = manager.denial(claims)
+        if denial is not None:
+            print(json.dumps({"active": False}))
+            print(f"inactive: {denial}", file=sys.stderr)
+            return 1
+        print(json.dumps({**claims, "active": True}))
+        return 0
+    finally:
+        manager.close()
+
+
+def _tokens_revoke(manager: RevocationManager, args: argparse.Namespace) -> int:
+    record = manager.revoke_token(args.jti, args.reason, _operator(), tool_name=args.tool)
+    state = "revoked" if record.created else f"already revoked by {record.revoked_by}"
+    print(f"{record.jti}: {state} at {record.revoked_at:%Y-%m-%d %H:%M:%S}Z")
+    return 0
+
+
+def _tokens_revoke_all(manager: RevocationManager, args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    before = datetime.now(UTC)
+    if args.issued_before:
+        try:
+            before = datetime.fromisoformat(args.issued_before)
+        except ValueError:
+            print(
+                f"--issued-before: {args.issued_before!r} is not an ISO 8601 time", file=sys.stderr
+            )
+            return 2
+    rule = manager.revoke_all(
+        tool_name=args.tool,
+        subject=args.subject,
+        issued_before=before,
+        reason=args.reason,
+        revoked_by=_operator(),
+    )
+    print(
+        f"rule {rule.id}: tokens for tool {rule.tool_name or '(any)'}, subject "
+        f"{rule.subject or '(any)'} issued before {rule.issued_before.isoformat()} are denied"
+    )
+    return 0
+
+
+def _tokens_list(manager: RevocationManager, args: argparse.Namespace) -> int:
+    if args.rules:
+        for rule in manager.get_rules():
+            print(
+                f"rule {rule.id:<6} tool={rule.tool_name or '*'} subject={rule.subject or '*'} "
+                f"before={rule.issued_before:%Y-%m-%d %H:%M:%S}Z by {rule.created_by}: {rule.reason}"
+            )
+        return 0
+    page = manager.get_revocation_list(args.tool, cursor=args.cursor, limit=args.limit)
+    for record in page.items:
+        print(
+            f"{record.jti:36}  {record.tool_name or '-':20} {record.revoked_at:%Y-%m-%d %H:%M}Z "
+            f"by {record.revoked_by}: {record.reason}"
+        )
+    if page.next_cursor:
+        print(f"more: m1 tokens list --cursor {page.next_cursor}")
+    return 0
+
+
+def _tokens_status(manager: RevocationManager, args: argparse.Namespace) -> int:
+    record = manager.get_record(args.jti)
+    if record is None:
+        print(f"{args.jti}: not revoked")
+        return 1
+    print(
+        f"{record.jti}: revoked at {record.revoked_at:%Y-%m-%d %H:%M:%S}Z by {record.revoked_by} "
+        f"(tool {record.tool_name or '-'}): {record.reason}; record kept until "
+        f"{record.expires_at:%Y-%m-%d %H:%M:%S}Z"
+    )
+    return 0
+
+
+def _tokens_purge(manager: RevocationManager, args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime, timedelta
+
+    cutoff = datetime.now(UTC) - timedelta(hours=args.older_than_hours)
+    summary = manager.purge(cutoff, actor=_operator(), dry_run=args.dry_run)
+    verb = "would purge" if summary.dry_run else "purged"
+    print(
+        f"{verb} {summary.tokens} token records and {summary.rules} rules "
+        f"expired before {cutoff:%Y-%m-%d %H:%M}Z"
+    )
+    for row in summary.rows():
+        print(f"  {row['kind']:5} {row['tool']:24} {row['records']}")
+    return 0
+
+
+_TOKEN_ACTIONS: dict[str, Callable[[RevocationManager, argparse.Namespace], int]] = {
+    "revoke": _tokens_revoke,
+    "revoke-all": _tokens_revoke_all,
+    "list": _tokens_list,
+    "status": _tokens_status,
+    "purge": _tokens_purge,
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="m1", description="M1 control plane for AI agents' tool calls"
@@ -129,7 +271,49 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_argument("name", nargs="?", help="credential name (the actor in audits)")
     keys.add_argument("--role", choices=["viewer", "admin"], default="viewer")
     keys.set_defaults(handler=_keys)
+
+    _add_tokens_parser(verbs)
     return parser
+
+
+def _add_tokens_parser(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    tokens = verbs.add_parser(
+        "tokens",
+        help="capability tokens: issue, revoke, revoke-all, list, status, purge, introspect",
+        description="Exit codes: 0 ok; 1 status of a jti that is not revoked, or an inactive token.",
+    )
+    actions = tokens.add_subparsers(dest="action", required=True)
+    issue = actions.add_parser("issue", help="sign a token for a tool, scope and subject")
+    issue.add_argument("tool", help="tool name from the registry")
+    issue.add_argument("--scope", choices=["read", "write", "execute"], default="read")
+    issue.add_argument("--subject", required=True, help="the agent or user the token is for")
+    issue.add_argument(
+        "--ttl-s", type=int, default=0, help="lifetime in s (default M1_TOKEN_TTL_S)"
+    )
+    revoke = actions.add_parser("revoke", help="revoke one token by jti (idempotent)")
+    revoke.add_argument("jti")
+    revoke.add_argument("--reason", default="", help="kept in the record and the audit")
+    revoke.add_argument("--tool", help="the token's tool, for listings")
+    revoke_all = actions.add_parser(
+        "revoke-all", help="deny every token for a tool and/or subject issued before a time"
+    )
+    revoke_all.add_argument("--tool")
+    revoke_all.add_argument("--subject")
+    revoke_all.add_argument("--issued-before", help="ISO 8601 time with zone (default now)")
+    revoke_all.add_argument("--reason", default="")
+    listing = actions.add_parser("list", help="revoked tokens, newest first (or --rules)")
+    listing.add_argument("--tool")
+    listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument("--cursor")
+    listing.add_argument("--rules", action="store_true", help="list not-before rules instead")
+    status = actions.add_parser("status", help="the database's record of a jti")
+    status.add_argument("jti")
+    purge = actions.add_parser("purge", help="delete records of tokens that expired long ago")
+    purge.add_argument("--older-than-hours", type=float, default=24.0)
+    purge.add_argument("--dry-run", action="store_true", help="only count")
+    introspect = actions.add_parser("introspect", help="is a token active? (its claims if so)")
+    introspect.add_argument("presented", metavar="TOKEN", help="the token, or - to read stdin")
+    tokens.set_defaults(handler=_tokens)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,328 @@
+"""Token routes: revoke (RFC 7009), revoke-all, introspect (RFC 7662), revocation list and status.
+
+The actor of every change is the authenticated credential's name, never a field of the request.
+Revoke and introspect take form-encoded or JSON bodies, as their RFCs' clients send either; the
+body is parsed here (no multipart dependency) and validated by the same pydantic models either
+way, so a bad field is the usual 422 problem naming it. Handlers that touch the database are
+plain ``def`` (FastAPI runs them in its thread pool); only body reading is async.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Annotated, Any, TypeVar
+from urllib.parse import parse_qsl
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from starlette.exceptions import HTTPException
+
+from m1lib.api.deps import AdminPrincipal, ViewerPrincipal, runtime_of
+from m1lib.errors import InputError, TokenRejectedError, UnavailableError
+from m1lib.policy import PolicyEngine
+from m1lib.revocation import RevocationManager
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/api/m1/tokens", tags=["tokens"])
+
+M = TypeVar("M", bound=BaseModel)
+_MAX_BODY = 64 * 1024  # a token request is a token and a reason; anything bigger is not one
+_FORM = "application/x-www-form-urlencoded"
+_NO_STORE = {"Cache-Control": "no-store"}
+
+
+# -- bodies ------------------------------------------------------------------------------------------
+
+
+class RevokeRequest(BaseModel):
+    """RFC 7009 revocation: the token itself, or (M1's extension) only its jti."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    token: str | None = Field(
+        None, min_length=1, max_length=16384, description="The token to revoke (RFC 7009)."
+    )
+    jti: str | None = Field(
+        None, min_length=1, max_length=64, description="The jti to revoke, when the token is gone."
+    )
+    reason: str = Field("", max_length=500, description="Why; kept in the record and the audit.")
+    token_type_hint: str | None = Field(None, description="Accepted and ignored (RFC 7009).")
+
+    @model_validator(mode="after")
+    def _token_or_jti(self) -> RevokeRequest:
+        if self.token is None and self.jti is None:
+            raise ValueError("give `token` or `jti`")
+        return self
+
+
+class RevokeAllRequest(BaseModel):
+    """A not-before rule: deny every token for a tool and/or subject issued before a time."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    tool_name: str | None = Field(
+        None,
+        min_length=1,
+        max_length=128,
+        validation_alias=AliasChoices("toolName", "tool_name"),
+        description="The tool whose tokens are denied; omit for every tool of the subject.",
+    )
+    subject: str | None = Field(
+        None,
+        min_length=1,
+        max_length=255,
+        description="The subject (`sub`) whose tokens are denied; omit for every subject.",
+    )
+    issued_before: datetime | None = Field(
+        None,
+        validation_alias=AliasChoices("issuedBefore", "issued_before"),
+        description="Deny tokens issued before this time (ISO 8601 with zone); default now.",
+    )
+    reason: str = Field("", max_length=500, description="Why; kept in the rule and the audit.")
+
+    @model_validator(mode="after")
+    def _tool_or_subject(self) -> RevokeAllRequest:
+        if self.tool_name is None and self.subject is None:
+            raise ValueError("give `toolName`, `subject` or both")
+        if self.issued_before is not None and self.issued_before.tzinfo is None:
+            raise ValueError("`issuedBefore` needs a time zone (e.g. 2026-01-01T00:00:00Z)")
+        return self
+
+
+class IntrospectRequest(BaseModel):
+    """RFC 7662 introspection request."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    token: str = Field(..., min_length=1, max_length=16384, description="The token to inspect.")
+    token_type_hint: str | None = Field(None, description="Accepted and ignored (RFC 7662).")
+
+
+def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
+    schema = model.model_json_schema()
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": schema}, _FORM: {"schema": schema}},
+        }
+    }
+
+
+async def _read_body(request: Request) -> dict[str, Any]:
+    """The body as a flat mapping, from JSON or from a form (the two encodings RFC clients use)."""
+    raw = await request.body()
+    if len(raw) > _MAX_BODY:
+        raise HTTPException(413, f"the body is {len(raw)} bytes; allowed: at most {_MAX_BODY}")
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type == _FORM:
+        try:
+            pairs = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, max_num_fields=20)
+        except (UnicodeDecodeError, ValueError) as error:
+            raise _invalid((), f"not a form body: {error}") from None
+        names = [name for name, _ in pairs]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:  # RFC 6749 section 3.2: parameters must not be included more than once
+            raise _invalid((repeated[0],), "given more than once")
+        return dict(pairs)
+    if media_type in {"application/json", ""} or media_type.endswith("+json"):
+        try:
+            data = json.loads(raw or b"{}")
+        except ValueError as error:
+            raise _invalid((), f"not JSON: {error}") from None
+        if not isinstance(data, dict):
+            raise _invalid((), "the body must be a JSON object")
+        return data
+    raise HTTPException(
+        415, f"content type {media_type!r} is not accepted; allowed: application/json, {_FORM}"
+    )
+
+
+def _invalid(loc: tuple[str, ...], message: str) -> RequestValidationError:
+    return RequestValidationError([{"loc": ("body", *loc), "msg": message, "type": "value_error"}])
+
+
+def _validate(model: type[M], data: dict[str, Any]) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        errors = [
+            {
+                **item,
+                "loc": ("body", *item["loc"]),
+                "msg": item["msg"].removeprefix("Value error, "),
+            }
+            for item in error.errors(include_url=False, include_context=False)
+        ]
+        raise RequestValidationError(errors) from None
+
+
+async def _revoke_body(request: Request) -> RevokeRequest:
+    return _validate(RevokeRequest, await _read_body(request))
+
+
+async def _revoke_all_body(request: Request) -> RevokeAllRequest:
+    return _validate(RevokeAllRequest, await _read_body(request))
+
+
+async def _introspect_body(request: Request) -> IntrospectRequest:
+    return _validate(IntrospectRequest, await _read_body(request))
+
+
+# -- tokens: the one place that asks the policy engine to read a token -----------------------------
+
+
+def read_token(request: Request, token: str) -> Mapping[str, Any] | None:
+    """The claims of a token this deployment signed, checked as every verify checks them (size,
+    type, key, signature, times, issuer, audience, claim shapes) but for no particular tool or
+    scope; None when it is not valid. Revocation is the caller's question."""
+    policy: PolicyEngine | None = runtime_of(request).policy
+    if policy is None:
+        raise UnavailableError(
+            "tokens cannot be read: no signing key (set M1_JWT_SECRET or run `m1 up` once)",
+            retry_after_s=60,
+        )
+    try:
+        return policy.codec.decode(token)
+    except TokenRejectedError:
+        return None
+
+
+def _manager(request: Request) -> RevocationManager:
+    manager: RevocationManager = runtime_of(request).revocations
+    return manager
+
+
+# -- routes ------------------------------------------------------------------------------------------
+
+
+@router.post(
+    "/revoke",
+    summary="Revoke a token (RFC 7009), by the token or its jti; repeating it is harmless",
+    openapi_extra=_body_schema(RevokeRequest),
+    responses={503: {"description": "Database unavailable: nothing was revoked; retry"}},
+)
+def revoke(
+    request: Request,
+    principal: AdminPrincipal,
+    body: Annotated[RevokeRequest, Depends(_revoke_body)],
+) -> JSONResponse:
+    manager = _manager(request)
+    tool_name: str | None = None
+    subject: str | None = None
+    expires_at: datetime | None = None
+    jti = body.jti
+    if body.token is not None:
+        claims = read_token(request, body.token)
+        if claims is None:
+            # RFC 7009 section 2.2: an invalid token is not an error; there is nothing to revoke.
+            return JSONResponse(
+                {"revoked": False, "detail": "the token is not valid here: nothing to revoke"}
+            )
+        if jti is not None and jti != claims.get("jti"):
+            raise InputError("jti", "does not match the token's jti", ["the token's jti, or omit"])
+        jti = str(claims["jti"])
+        tool_name = _text_claim(claims, "toolName")
+        subject = _text_claim(claims, "sub")
+        expires_at = _expiry(claims, manager.settings.token.leeway_s)
+    assert jti is not None  # the model requires token or jti
+    record = manager.revoke_token(
+        jti,
+        body.reason,
+        principal.name,
+        tool_name=tool_name,
+        subject=subject,
+        expires_at=expires_at,
+    )
+    return JSONResponse(
+        {"revoked": True, "alreadyRevoked": not record.created, "record": record.to_json()}
+    )
+
+
+@router.post(
+    "/revoke-all",
+    summary="Deny every token for a tool and/or subject issued before a time",
+    openapi_extra=_body_schema(RevokeAllRequest),
+    responses={503: {"description": "Database unavailable: no rule was stored; retry"}},
+)
+def revoke_all(
+    request: Request,
+    principal: AdminPrincipal,
+    body: Annotated[RevokeAllRequest, Depends(_revoke_all_body)],
+) -> JSONResponse:
+    rule = _manager(request).revoke_all(
+        tool_name=body.tool_name,
+        subject=body.subject,
+        issued_before=body.issued_before or datetime.now(UTC),
+        reason=body.reason,
+        revoked_by=principal.name,
+    )
+    return JSONResponse({"rule": rule.to_json()})
+
+
+@router.post(
+    "/introspect",
+    summary="Is this token active (RFC 7662)? Inactive tokens get only {active: false}",
+    openapi_extra=_body_schema(IntrospectRequest),
+)
+def introspect(
+    request: Request,
+    _principal: ViewerPrincipal,
+    body: Annotated[IntrospectRequest, Depends(_introspect_body)],
+) -> JSONResponse:
+    claims = read_token(request, body.token)
+    if claims is None or _manager(request).denial(claims) is not None:
+        return JSONResponse({"active": False}, headers=_NO_STORE)
+    return JSONResponse({**claims, "active": True}, headers=_NO_STORE)
+
+
+@router.get("/revocations", summary="Revoked tokens, newest first, with cursor paging")
+def revocations(
+    request: Request,
+    _principal: ViewerPrincipal,
+    tool_name: Annotated[
+        str | None,
+        Query(alias="toolName", min_length=1, max_length=128, description="Only this tool."),
+    ] = None,
+    cursor: Annotated[
+        str | None, Query(max_length=200, description="`nextCursor` of the previous page.")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Records per page.")] = 100,
+) -> dict[str, Any]:
+    page = _manager(request).get_revocation_list(tool_name, cursor=cursor, limit=limit)
+    return {"items": [record.to_json() for record in page.items], "nextCursor": page.next_cursor}
+
+
+@router.get(
+    "/{jti}/status", summary="Whether a jti is revoked, in the database and on this replica"
+)
+def status(
+    request: Request,
+    _principal: ViewerPrincipal,
+    jti: Annotated[str, Path(min_length=1, max_length=64)],
+) -> dict[str, Any]:
+    manager = _manager(request)
+    record = manager.get_record(jti)
+    return {
+        "jti": jti,
+        "revoked": record is not None,
+        "enforcedHere": manager.is_revoked(jti),
+        "record": None if record is None else record.to_json(),
+    }
+
+
+def _text_claim(claims: Mapping[str, Any], name: str) -> str | None:
+    value = claims.get(name)
+    return value if isinstance(value, str) else None
+
+
+def _expiry(claims: Mapping[str, Any], leeway_s: int) -> datetime | None:
+    """When the record may go: the token's ``exp`` plus the leeway it is accepted with."""
+    exp = claims.get("exp")
+    if not isinstance(exp, int | float) or isinstance(exp, bool):
+        return None
+    return datetime.fromtimestamp(exp + leeway_s, UTC)

@@ -1,0 +1,436 @@
+"""The database side of revocation: the truth every replica's state is rebuilt from.
+
+Each public method is one short transaction. Times written here come from the database's clock
+(``now()`` on PostgreSQL: the transaction's start), and readers compute their overlap windows
+from the same clock, so replicas on machines with skewed clocks still agree on what is "recent".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, cast
+
+from sqlalchemy import Row, Table, delete, exc, func, insert, or_, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from m1lib.db import models
+from m1lib.errors import DatabaseUnavailable
+from m1lib.revocation.records import (
+    AuditEntry,
+    Page,
+    PurgeSummary,
+    RevocationRule,
+    RevokedToken,
+    check_limit,
+    decode_cursor,
+    encode_cursor,
+)
+from m1lib.revocation.state import RuleEntry, jti_hash, to_us, utc
+
+if TYPE_CHECKING:
+    from m1lib.db.session import Database
+
+__all__ = ["Changes", "Digest", "RevocationStore", "Snapshot"]
+
+TOKENS = cast(Table, models.RevokedToken.__table__)
+RULES = cast(Table, models.RevocationRule.__table__)
+AUDIT = cast(Table, models.RevocationAudit.__table__)
+_NO_TOOL = "(any tool)"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything revoked, as one full load reads it; ``db_now`` is when the read began."""
+
+    db_now: datetime
+    jtis: dict[str, int]  # jti -> revoked_at (µs)
+    rules: dict[int, RuleEntry]
+    max_token_id: int
+    max_rule_id: int
+
+
+@dataclass(frozen=True)
+class Changes:
+    """Rows of an incremental read: past the cursors, or inside the overlap window."""
+
+    db_now: datetime
+    jtis: list[tuple[str, int]]
+    rules: list[tuple[int, RuleEntry]]
+    max_token_id: int
+    max_rule_id: int
+
+
+@dataclass(frozen=True)
+class Digest:
+    """What a reconciliation compares: written before ``bound``, by the database's clock."""
+
+    bound: datetime
+    token_count: int
+    token_hash: int
+    rule_count: int
+    rule_id_sum: int
+
+
+class RevocationStore:
+    """SQL for revocations, rules and their audit; every driver error leaves as an M1 error."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._postgres = db.engine.dialect.name == "postgresql"
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Session]:
+        """``db.transaction`` names connection failures; a refused statement is named here."""
+        try:
+            with self.db.transaction() as session:
+                yield session
+        except exc.DBAPIError as error:
+            raise DatabaseUnavailable(
+                f"database {self.db.url_for_messages} refused a revocation statement "
+                f"({type(error.orig).__name__}); is the schema current? (m1 db upgrade)",
+                retry_after_s=5,
+            ) from error
+
+    def _now(self, session: Session) -> datetime:
+        if self._postgres:
+            return utc(session.execute(select(func.now())).scalar_one())
+        return datetime.now(UTC)
+
+    # -- writes -------------------------------------------------------------------------------
+
+    def revoke(
+        self,
+        *,
+        jti: str,
+        reason: str,
+        actor: str,
+        tool_name: str | None,
+        subject: str | None,
+        expires_at: datetime | None,
+        lifetime: timedelta,
+    ) -> RevokedToken:
+        """Insert the record unless the jti is known, and audit the attempt, in one transaction."""
+        with self._transaction() as session:
+            now = self._now(session)
+            values: dict[str, Any] = {
+                "jti": jti,
+                "tool_name": tool_name,
+                "subject": subject,
+                "reason": reason,
+                "revoked_by": actor,
+                "revoked_at": now,
+                "expires_at": utc(expires_at) if expires_at is not None else now + lifetime,
+            }
+            statement = _insert_ignoring(self._postgres, TOKENS, values, "jti").returning(
+                TOKENS.c.id
+            )
+            new_id = session.execute(statement).scalar_one_or_none()
+            if new_id is None:
+                row = session.execute(select(TOKENS).where(TOKENS.c.jti == jti)).one()
+                record = _token(row)
+                action = "revoke_repeat"
+                detail: dict[str, Any] = {
+                    "firstRevokedBy": record.revoked_by,
+                    "firstRevokedAt": record.revoked_at.isoformat(),
+                }
+            else:
+                record = RevokedToken(id=int(new_id), created=True, **values)
+                action = "revoke"
+                detail = {"subject": subject, "expiresAt": record.expires_at.isoformat()}
+            session.execute(
+                insert(AUDIT).values(
+                    at=now,
+                    action=action,
+                    actor=actor,
+                    jti=jti,
+                    rule_id=None,
+                    tool_name=tool_name if tool_name is not None else record.tool_name,
+                    reason=reason,
+                    detail=detail,
+                )
+            )
+        return record
+
+    def add_rule(
+        self,
+        *,
+        tool_name: str | None,
+        subject: str | None,
+        issued_before: datetime,
+        reason: str,
+        actor: str,
+        lifetime: timedelta,
+    ) -> RevocationRule:
+        """Store a not-before rule and its audit; it matters until ``issued_before + lifetime``."""
+        with self._transaction() as session:
+            now = self._now(session)
+            values: dict[str, Any] = {
+                "tool_name": tool_name,
+                "subject": subject,
+                "issued_before": utc(issued_before),
+                "reason": reason,
+                "created_by": actor,
+                "created_at": now,
+                "expires_at": utc(issued_before) + lifetime,
+            }
+            rule_id = session.execute(insert(RULES).values(values).returning(RULES.c.id))
+            rule = RevocationRule(id=int(rule_id.scalar_one()), **values)
+            session.execute(
+                insert(AUDIT).values(
+                    at=now,
+                    action="revoke_all",
+                    actor=actor,
+                    jti=None,
+                    rule_id=rule.id,
+                    tool_name=tool_name,
+                    reason=reason,
+                    detail={"subject": subject, "issuedBefore": rule.issued_before.isoformat()},
+                )
+            )
+        return rule
+
+    def purge(self, older_than: datetime, *, actor: str, dry_run: bool) -> PurgeSummary:
+        """Delete token records and rules that expired before ``older_than`` (and audit it)."""
+        cutoff = utc(older_than)
+        with self._transaction() as session:
+            now = self._now(session)
+            tokens_by_tool = _count_by_tool(session, TOKENS, cutoff)
+            rules_by_tool = _count_by_tool(session, RULES, cutoff)
+            tokens, rules = sum(tokens_by_tool.values()), sum(rules_by_tool.values())
+            if not dry_run:
+                tokens = _rowcount(
+                    session.execute(delete(TOKENS).where(TOKENS.c.expires_at < cutoff))
+                )
+                rules = _rowcount(session.execute(delete(RULES).where(RULES.c.expires_at < cutoff)))
+                session.execute(
+                    insert(AUDIT).values(
+                        at=now,
+                        action="purge",
+                        actor=actor,
+                        jti=None,
+                        rule_id=None,
+                        tool_name=None,
+                        reason=f"expired before {cutoff.isoformat()}",
+                        detail={
+                            "olderThan": cutoff.isoformat(),
+                            "tokens": tokens,
+                            "rules": rules,
+                            "tokensByTool": tokens_by_tool,
+                            "rulesByTool": rules_by_tool,
+                        },
+                    )
+                )
+        return PurgeSummary(
+            older_than=cutoff,
+            dry_run=dry_run,
+            tokens=tokens,
+            rules=rules,
+            tokens_by_tool=tokens_by_tool,
+            rules_by_tool=rules_by_tool,
+        )
+
+    # -- reads for the in-memory state --------------------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        """Every revoked jti and every rule (one full load)."""
+        with self._transaction() as session:
+            now = self._now(session)
+            token_rows = session.execute(select(TOKENS.c.id, TOKENS.c.jti, TOKENS.c.revoked_at))
+            jtis: dict[str, int] = {}
+            max_token_id = 0
+            for token_id, jti, revoked_at in token_rows:
+                jtis[jti] = to_us(revoked_at)
+                max_token_id = max(max_token_id, token_id)
+            rules = _rule_entries(session.execute(select(*_RULE_COLUMNS)).all())
+        return Snapshot(
+            db_now=now,
+            jtis=jtis,
+            rules=dict(rules),
+            max_token_id=max_token_id,
+            max_rule_id=max((rule_id for rule_id, _ in rules), default=0),
+        )
+
+    def changes(self, *, after_token_id: int, after_rule_id: int, since: datetime) -> Changes:
+        """Rows past the id cursors plus every row written at or after ``since``.
+
+        Ids and timestamps are handed out before commit, so a row can become visible after rows
+        with higher ids were read: re-reading the window behind the cursor catches it, as long
+        as its transaction took less than the window to commit.
+        """
+        with self._transaction() as session:
+            now = self._now(session)
+            token_rows = session.execute(
+                select(TOKENS.c.id, TOKENS.c.jti, TOKENS.c.revoked_at).where(
+                    or_(TOKENS.c.id > after_token_id, TOKENS.c.revoked_at >= since)
+                )
+            ).all()
+            rule_rows = session.execute(
+                select(*_RULE_COLUMNS).where(
+                    or_(RULES.c.id > after_rule_id, RULES.c.created_at >= since)
+                )
+            ).all()
+        rules = _rule_entries(rule_rows)
+        return Changes(
+            db_now=now,
+            jtis=[(row.jti, to_us(row.revoked_at)) for row in token_rows],
+            rules=rules,
+            max_token_id=max((int(row.id) for row in token_rows), default=after_token_id),
+            max_rule_id=max((rule_id for rule_id, _ in rules), default=after_rule_id),
+        )
+
+    def digest(self, window: timedelta) -> Digest:
+        """Counts and checksums of what was written before ``now - window``.
+
+        PostgreSQL sums the jti hashes itself, so a reconciliation moves a few numbers, not every
+        jti; SQLite (one replica, small) has no MD5, so its jtis are hashed here. Rules are few
+        and never change once written: their ids' count and sum identify the set.
+        """
+        with self._transaction() as session:
+            bound = self._now(session) - window
+            older = TOKENS.c.revoked_at < bound
+            rule_count, rule_sum = session.execute(
+                select(func.count(), func.coalesce(func.sum(RULES.c.id), 0)).where(
+                    RULES.c.created_at < bound
+                )
+            ).one()
+            if self._postgres:
+                hashed = func.cast(
+                    func.cast("x" + func.substr(func.md5(TOKENS.c.jti), 1, 15), postgresql.BIT(60)),
+                    postgresql.BIGINT,
+                )
+                count, total = session.execute(
+                    select(func.count(), func.coalesce(func.sum(hashed), 0)).where(older)
+                ).one()
+            else:
+                jtis = session.execute(select(TOKENS.c.jti).where(older)).scalars().all()
+                count, total = len(jtis), sum(jti_hash(jti) for jti in jtis)
+        return Digest(bound, int(count), int(total), int(rule_count), int(rule_sum))
+
+    # -- reads for people ---------------------------------------------------------------------
+
+    def token(self, jti: str) -> RevokedToken | None:
+        with self._transaction() as session:
+            row = session.execute(select(TOKENS).where(TOKENS.c.jti == jti)).one_or_none()
+        return None if row is None else _token(row)
+
+    def tokens_page(
+        self, tool_name: str | None, cursor: str | None, limit: int
+    ) -> Page[RevokedToken]:
+        check_limit(limit)
+        query = select(TOKENS).order_by(TOKENS.c.id.desc()).limit(limit + 1)
+        if tool_name is not None:
+            query = query.where(TOKENS.c.tool_name == tool_name)
+        if cursor is not None:
+            query = query.where(TOKENS.c.id < decode_cursor("revocations", cursor))
+        with self._transaction() as session:
+            rows = session.execute(query).all()
+        items = [_token(row) for row in rows[:limit]]
+        more = len(rows) > limit
+        return Page(items, encode_cursor("revocations", items[-1].id) if more else None)
+
+    def rules(self, *, include_expired: bool = False) -> list[RevocationRule]:
+        query = select(RULES).order_by(RULES.c.id.desc())
+        with self._transaction() as session:
+            if not include_expired:
+                query = query.where(RULES.c.expires_at >= self._now(session))
+            rows = session.execute(query).all()
+        return [
+            RevocationRule(
+                id=int(row.id),
+                tool_name=row.tool_name,
+                subject=row.subject,
+                issued_before=utc(row.issued_before),
+                reason=row.reason,
+                created_by=row.created_by,
+                created_at=utc(row.created_at),
+                expires_at=utc(row.expires_at),
+            )
+            for row in rows
+        ]
+
+    def audit_page(self, cursor: str | None, limit: int) -> Page[AuditEntry]:
+        check_limit(limit)
+        query = select(AUDIT).order_by(AUDIT.c.id.desc()).limit(limit + 1)
+        if cursor is not None:
+            query = query.where(AUDIT.c.id < decode_cursor("audit", cursor))
+        with self._transaction() as session:
+            rows = session.execute(query).all()
+        items = [
+            AuditEntry(
+                id=int(row.id),
+                at=utc(row.at),
+                action=row.action,
+                actor=row.actor,
+                jti=row.jti,
+                rule_id=None if row.rule_id is None else int(row.rule_id),
+                tool_name=row.tool_name,
+                reason=row.reason,
+                detail=dict(row.detail or {}),
+            )
+            for row in rows[:limit]
+        ]
+        more = len(rows) > limit
+        return Page(items, encode_cursor("audit", items[-1].id) if more else None)
+
+
+_RULE_COLUMNS = (
+    RULES.c.id,
+    RULES.c.tool_name,
+    RULES.c.subject,
+    RULES.c.issued_before,
+    RULES.c.created_at,
+)
+
+
+def _rule_entries(rows: Sequence[Any]) -> list[tuple[int, RuleEntry]]:
+    return [
+        (
+            int(row.id),
+            RuleEntry(
+                tool_name=row.tool_name,
+                subject=row.subject,
+                issued_before_s=utc(row.issued_before).timestamp(),
+                created_at_us=to_us(row.created_at),
+            ),
+        )
+        for row in rows
+    ]
+
+
+def _token(row: Row[Any]) -> RevokedToken:
+    return RevokedToken(
+        id=int(row.id),
+        jti=row.jti,
+        tool_name=row.tool_name,
+        subject=row.subject,
+        reason=row.reason,
+        revoked_by=row.revoked_by,
+        revoked_at=utc(row.revoked_at),
+        expires_at=utc(row.expires_at),
+    )
+
+
+def _insert_ignoring(
+    postgres: bool, table: Table, values: dict[str, Any], key: str
+) -> postgresql.Insert | sqlite.Insert:
+    """``INSERT ... ON CONFLICT (key) DO NOTHING``: a concurrent first writer wins, we see it."""
+    if postgres:
+        return postgresql.insert(table).values(values).on_conflict_do_nothing(index_elements=[key])
+    return sqlite.insert(table).values(values).on_conflict_do_nothing(index_elements=[key])
+
+
+def _count_by_tool(session: Session, table: Table, cutoff: datetime) -> dict[str, int]:
+    rows = session.execute(
+        select(table.c.tool_name, func.count())
+        .where(table.c.expires_at < cutoff)
+        .group_by(table.c.tool_name)
+    ).all()
+    return {tool or _NO_TOOL: int(count) for tool, count in rows}
+
+
+def _rowcount(result: Any) -> int:
+    return int(result.rowcount)

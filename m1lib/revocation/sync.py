@@ -1,0 +1,357 @@
+"""Keeping one process's revocation state in step with the database and the other replicas.
+
+Three paths, from fastest to surest:
+
+- **pub/sub**: a revoking process publishes after its commit; subscribers add the jti at once.
+  Redis drops messages (a subscriber that is reconnecting hears nothing), so it is only a hint.
+- **resync** every ``M1_REVOCATION_RESYNC_S``: rows past the id cursor, plus every row written
+  in the last ``M1_REVOCATION_OVERLAP_S`` (ids and timestamps are not commit order). Right after
+  a (re)subscription too, since messages sent while we were away are lost.
+- **reconciliation** every ``M1_REVOCATION_RECONCILE_S``: count and hash of everything older
+  than the overlap window on both sides; on a difference, a full reload. It also drops purged
+  records, which the cursors never see disappear.
+
+A resync is "successful" only when the database answered; the state's freshness is the time of
+that read, and past ``M1_REVOCATION_MAX_STALENESS_S`` the manager fails closed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import redis
+from sqlalchemy import exc
+
+from m1lib.errors import M1Error
+from m1lib.redis_conn import key, make_pubsub_redis
+from m1lib.revocation.state import RevocationState, RuleEntry, to_us
+
+if TYPE_CHECKING:
+    from m1lib.revocation.store import RevocationStore
+    from m1lib.settings import Settings
+
+__all__ = ["Synchronizer", "decode_message", "encode_rule", "encode_token", "revocation_channel"]
+
+logger = logging.getLogger("m1.revocation")
+
+_SUBSCRIBE_WAIT_S = 0.25  # how long the subscriber blocks, so stop() is answered quickly
+_BACKOFF_MIN_S = 0.1
+_BACKOFF_MAX_S = 5.0
+_JOIN_TIMEOUT_S = 10.0
+# What the loops survive and retry: the database or Redis being down or refusing a statement.
+_TRANSIENT: tuple[type[BaseException], ...] = (M1Error, exc.SQLAlchemyError)
+
+
+def revocation_channel(settings: Settings) -> str:
+    """The Redis channel revocations are announced on (after their commit)."""
+    return key(settings, "revocations")
+
+
+def encode_token(jti: str, revoked_at_us: int) -> str:
+    return json.dumps({"jti": jti, "at": revoked_at_us}, separators=(",", ":"))
+
+
+def encode_rule(rule_id: int, rule: RuleEntry) -> str:
+    return json.dumps(
+        {
+            "rule": rule_id,
+            "tool": rule.tool_name,
+            "sub": rule.subject,
+            "before": rule.issued_before_s,
+            "at": rule.created_at_us,
+        },
+        separators=(",", ":"),
+    )
+
+
+def decode_message(data: bytes | str) -> tuple[str, int] | tuple[int, RuleEntry] | None:
+    """A jti ``(jti, revoked_at_us)`` or a rule ``(id, entry)``; None for anything malformed."""
+    try:
+        message = json.loads(data)
+        if not isinstance(message, dict):
+            return None
+        if "jti" in message:
+            jti, at = message["jti"], message["at"]
+            if isinstance(jti, str) and 0 < len(jti) <= 64 and type(at) is int:
+                return jti, at
+            return None
+        rule_id, tool, subject = message["rule"], message["tool"], message["sub"]
+        before, at = message["before"], message["at"]
+        if (
+            type(rule_id) is int
+            and isinstance(tool, str | None)
+            and isinstance(subject, str | None)
+            and isinstance(before, int | float)
+            and not isinstance(before, bool)
+            and type(at) is int
+        ):
+            return rule_id, RuleEntry(tool, subject, float(before), at)
+    except (ValueError, KeyError, TypeError):
+        pass
+    return None
+
+
+class Synchronizer:
+    """The background threads that keep a :class:`RevocationState` current.
+
+    One sync runs at a time (the thread or a caller of :meth:`sync_once`). The first sync is a
+    full load; until it succeeds the state is not loaded and the manager denies.
+    """
+
+    def __init__(
+        self, *, settings: Settings, store: RevocationStore, state: RevocationState
+    ) -> None:
+        self.settings = settings
+        self._store = store
+        self._state = state
+        config = settings.revocation
+        self._resync_s = config.resync_s
+        self._reconcile_s = config.reconcile_s
+        self._overlap = timedelta(seconds=config.overlap_s)
+        self._channel = revocation_channel(settings)
+        self._sync_lock = threading.Lock()
+        self._thread_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._token_cursor = 0
+        self._rule_cursor = 0
+        self._since: datetime | None = None  # start of the next resync's overlap window
+        self._next_reconcile = 0.0
+        self._failing_since: float | None = None
+        self._last_failure_log = 0.0
+        self._stale_reported = False
+        self.subscribed = False
+        self.reconciliations = 0  # full reloads done because the digests differed
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        with self._thread_lock:
+            if self._threads:
+                return
+            self._stop.clear()
+            self._wake.set()
+            loops: list[tuple[str, Callable[[], None]]] = [("sync", self._sync_loop)]
+            if self.settings.redis_url is not None:
+                loops.append(("subscriber", self._subscriber_loop))
+            for name, target in loops:
+                thread = threading.Thread(target=target, name=f"m1-revocation-{name}", daemon=True)
+                thread.start()
+                self._threads.append(thread)
+
+    def stop(self) -> None:
+        with self._thread_lock:
+            threads, self._threads = self._threads, []
+            self._stop.set()
+            self._wake.set()
+            for thread in threads:
+                thread.join(_JOIN_TIMEOUT_S)
+                if thread.is_alive():
+                    logger.warning("%s did not stop within %.0f s", thread.name, _JOIN_TIMEOUT_S)
+            self.subscribed = False
+
+    @property
+    def running(self) -> bool:
+        return bool(self._threads)
+
+    def wake(self) -> None:
+        """Resync now instead of at the end of the period."""
+        self._wake.set()
+
+    # -- one step, public so owners (and tests) can run it synchronously ----------------------
+
+    def sync_once(self) -> None:
+        """Full load if nothing is loaded yet, else a resync (and a reconciliation when due)."""
+        with self._sync_lock:
+            if not self._state.loaded:
+                self._full_load()
+                return
+            self._resync()
+            if time.monotonic() >= self._next_reconcile:
+                self._reconcile()
+
+    def reconcile_now(self) -> bool:
+        """Compare digests now; True when a full reload was needed."""
+        with self._sync_lock:
+            if not self._state.loaded:
+                self._full_load()
+                return True
+            return self._reconcile()
+
+    def _full_load(self) -> None:
+        began = time.monotonic()
+        snapshot = self._store.snapshot()
+        keep_since = to_us(snapshot.db_now - self._overlap)
+        self._state.replace(snapshot.jtis, snapshot.rules, keep_since_us=keep_since)
+        self._token_cursor = max(self._token_cursor, snapshot.max_token_id)
+        self._rule_cursor = max(self._rule_cursor, snapshot.max_rule_id)
+        self._since = snapshot.db_now - self._overlap
+        first = not self._state.loaded
+        self._state.mark_synced(began)
+        self._next_reconcile = began + self._reconcile_s
+        if first:
+            logger.info(
+                "revocation state loaded: %d revoked jtis, %d rules in %.0f ms",
+                len(snapshot.jtis),
+                len(snapshot.rules),
+                (time.monotonic() - began) * 1000,
+            )
+
+    def _resync(self) -> None:
+        began = time.monotonic()
+        assert self._since is not None  # set by the full load
+        changes = self._store.changes(
+            after_token_id=self._token_cursor, after_rule_id=self._rule_cursor, since=self._since
+        )
+        self._state.add_jtis(changes.jtis)
+        if changes.rules:
+            self._state.add_rules(changes.rules)
+        self._token_cursor = max(self._token_cursor, changes.max_token_id)
+        self._rule_cursor = max(self._rule_cursor, changes.max_rule_id)
+        self._since = changes.db_now - self._overlap
+        self._state.mark_synced(began)
+
+    def _reconcile(self) -> bool:
+        began = time.monotonic()
+        digest = self._store.digest(self._overlap)
+        local = self._state.digest(to_us(digest.bound))
+        remote = (digest.token_count, digest.token_hash, digest.rule_count, digest.rule_id_sum)
+        self._next_reconcile = began + self._reconcile_s
+        if local == remote:
+            return False
+        snapshot = self._store.snapshot()
+        removed, added = self._state.replace(
+            snapshot.jtis, snapshot.rules, keep_since_us=to_us(snapshot.db_now - self._overlap)
+        )
+        self._token_cursor = max(self._token_cursor, snapshot.max_token_id)
+        self._rule_cursor = max(self._rule_cursor, snapshot.max_rule_id)
+        self._since = snapshot.db_now - self._overlap
+        self._state.mark_synced(began)
+        self.reconciliations += 1
+        log = logger.warning if added else logger.info
+        log(
+            "revocation state reconciled with the database: %d jtis added, %d dropped "
+            "(purged or never committed); local %d/%d rules, database %d/%d",
+            added,
+            removed,
+            local[0],
+            local[2],
+            digest.token_count,
+            digest.rule_count,
+        )
+        return True
+
+    # -- the loops ------------------------------------------------------------------------------
+
+    def _sync_loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()  # before the pass: a wake-up during it causes another pass
+            try:
+                self.sync_once()
+            except _TRANSIENT as error:
+                self._report_failure(error)
+            else:
+                self._report_recovery()
+            self._report_staleness()
+            self._wake.wait(self._resync_s)
+
+    def _report_failure(self, error: BaseException) -> None:
+        now = time.monotonic()
+        if self._failing_since is None:
+            self._failing_since = now
+        if now - self._last_failure_log >= self.settings.revocation.max_staleness_s:
+            self._last_failure_log = now
+            what = "resync" if self._state.loaded else "first load"
+            logger.warning(
+                "revocation %s failed (failing for %.1f s, retrying every %.1f s): %s",
+                what,
+                now - self._failing_since,
+                self._resync_s,
+                error,
+            )
+
+    def _report_recovery(self) -> None:
+        if self._failing_since is not None:
+            logger.info(
+                "revocation resync works again after %.1f s",
+                time.monotonic() - self._failing_since,
+            )
+            self._failing_since = None
+            self._last_failure_log = 0.0
+
+    def _report_staleness(self) -> None:
+        fresh = self._state.is_fresh()
+        if not fresh and not self._stale_reported and self._state.loaded:
+            self._stale_reported = True
+            config = self.settings.revocation
+            if config.fail_open:
+                logger.critical(
+                    "revocation state is older than %.1f s and M1_REVOCATION_FAIL_OPEN is set: "
+                    "tokens are ACCEPTED without a current revocation check",
+                    config.max_staleness_s,
+                )
+            else:
+                logger.error(
+                    "revocation state is older than %.1f s: every token is denied "
+                    "(revocation_state_stale) and this replica reports not ready",
+                    config.max_staleness_s,
+                )
+        elif fresh and self._stale_reported:
+            self._stale_reported = False
+            logger.info("revocation state is fresh again")
+
+    def _subscriber_loop(self) -> None:
+        """Apply announced revocations at once; reconnect with backoff, resync meanwhile."""
+        backoff = _BACKOFF_MIN_S
+        while not self._stop.is_set():
+            client = make_pubsub_redis(self.settings)
+            if client is None:
+                return
+            pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+            try:
+                pubsub.subscribe(self._channel)
+                self.subscribed = True
+                self.wake()  # announcements sent while we were not subscribed are lost
+                while not self._stop.is_set():
+                    message = pubsub.get_message(timeout=_SUBSCRIBE_WAIT_S)
+                    backoff = _BACKOFF_MIN_S
+                    if message is not None and message.get("type") == "message":
+                        self._apply(message["data"])
+            except (redis.RedisError, OSError) as error:
+                self.subscribed = False
+                logger.warning(
+                    "revocation subscriber lost Redis, retrying in %.1f s (resync continues): %s",
+                    backoff,
+                    error,
+                )
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, _BACKOFF_MAX_S)
+            finally:
+                self.subscribed = False
+                _close_quietly(pubsub, client)
+
+    def _apply(self, data: Any) -> None:
+        decoded = decode_message(data)
+        if decoded is None:
+            logger.debug("ignored a malformed revocation announcement: %r", data)
+            return
+        first, second = decoded
+        if isinstance(first, str) and isinstance(second, int):
+            self._state.add_jti(first, second)
+        elif isinstance(first, int) and isinstance(second, RuleEntry):
+            self._state.add_rules([(first, second)])
+
+
+def _close_quietly(pubsub: redis.client.PubSub, client: redis.Redis) -> None:
+    try:
+        pubsub.close()
+        client.close()
+    except (redis.RedisError, OSError):
+        logger.debug("closing the revocation subscriber failed", exc_info=True)
