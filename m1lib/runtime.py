@@ -19,9 +19,12 @@ from m1lib.cache import Cache
 from m1lib.control import CommandRegistry, ReplicaAgent, ReplicaFigures
 from m1lib.db.session import Database
 from m1lib.errors import UsageError
+from m1lib.policy import PolicyEngine
 from m1lib.ratelimit import RateLimiter
 from m1lib.redis_conn import make_redis
+from m1lib.revocation import RevocationManager
 from m1lib.settings import Settings
+from m1lib.tokens import TokenCodec
 
 logger = logging.getLogger("m1.runtime")
 
@@ -36,17 +39,23 @@ class Runtime:
     credentials: CredentialStore
     limiter: RateLimiter
     session_key: bytes | None  # None: no signing secret yet, so no browser sessions
+    revocations: RevocationManager
+    policy: PolicyEngine | None  # None: no signing key yet, so no token can be issued or read
     registry: CommandRegistry = field(default_factory=CommandRegistry)
     agent: ReplicaAgent | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Runtime:
         db = Database(settings)
+        revocations = RevocationManager(settings=settings, db=db)
         try:
             cookie_key: bytes | None = session_key(resolve_jwt_secret(settings))
-        except UsageError:
-            logger.warning("no signing secret (M1_JWT_SECRET or `m1 up`): browser sessions are off")
-            cookie_key = None
+            policy: PolicyEngine | None = PolicyEngine(
+                settings=settings, codec=TokenCodec.from_settings(settings), revocation=revocations
+            )
+        except UsageError as error:
+            logger.warning("no signing key, so no sessions and no tokens: %s", error)
+            cookie_key, policy = None, None
         runtime = cls(
             settings=settings,
             db=db,
@@ -54,6 +63,8 @@ class Runtime:
             credentials=CredentialStore(db, refresh_s=settings.auth.refresh_s),
             limiter=RateLimiter(settings, redis_client=make_redis(settings)),
             session_key=cookie_key,
+            revocations=revocations,
+            policy=policy,
         )
         register_builtin_commands(runtime)
         return runtime
@@ -61,13 +72,14 @@ class Runtime:
     def figures(self) -> ReplicaFigures:
         return ReplicaFigures(
             cache_backend=self.cache.backend,
-            revocation_sync_age_s=None,
+            revocation_sync_age_s=self.revocations.sync_age_s,
             store_lag_s=None,
             rss_bytes=psutil.Process(os.getpid()).memory_info().rss,
             queue_drops=0,
         )
 
     def start(self) -> None:
+        self.revocations.start()
         self.agent = ReplicaAgent(
             self.settings, db=self.db, registry=self.registry, figures=self.figures
         )
@@ -76,6 +88,7 @@ class Runtime:
     def close(self) -> None:
         if self.agent is not None:
             self.agent.stop()
+        self.revocations.close()
         self.cache.close()
         self.db.dispose()
 
@@ -96,5 +109,10 @@ def register_builtin_commands(runtime: Runtime) -> None:
         runtime.cache.force_backend(wanted)
         return f"cache backend now {runtime.cache.backend}"
 
+    def resync_revocations(_args: dict[str, object]) -> str:
+        runtime.revocations.request_resync()
+        return "revocation resync requested"
+
     runtime.registry.register("cache.evict", evict)
+    runtime.registry.register("revocation.resync", resync_revocations)
     runtime.registry.register("cache.set_backend", set_backend)

@@ -161,8 +161,21 @@ class TlsSettings(BaseModel):
 
 
 class TokenSettings(BaseModel):
-    ttl_s: int = _f(300, "Lifetime of a capability token.", "s", ge=1, le=86400)
+    ttl_s: int = _f(
+        300,
+        "Lifetime of a capability token: the default and the maximum (longer tokens are refused).",
+        "s",
+        ge=1,
+        le=86400,
+    )
     leeway_s: int = _f(5, "Clock skew allowed when checking exp, nbf and iat.", "s", ge=0, le=300)
+    max_bytes: int = _f(
+        4096,
+        "Largest token verify looks at; longer ones are refused before any decoding.",
+        "bytes",
+        ge=512,
+        le=65536,
+    )
 
 
 class JwtSettings(BaseModel):
@@ -174,6 +187,23 @@ class JwtSettings(BaseModel):
     secret: OptionalSecret = _f(
         None,
         "HS256 signing secret (at least 32 bytes); empty: generated once into the data directory.",
+    )
+    private_key_file: OptionalPath = _f(
+        None, "PEM private key that signs tokens with RS256 (RSA, 2048 bits or more) or EdDSA."
+    )
+    kid: OptionalStr = _f(
+        None,
+        "Key id written into every token header; empty: derived from the signing key's fingerprint.",
+        pattern=r"^[A-Za-z0-9._:-]{1,64}$",
+    )
+    verify_keys: OptionalSecret = _f(
+        None,
+        "Older keys still accepted during a rotation, comma-separated kid=value; value is an "
+        "HS256 secret or file:<path> (PEM public key, or a file holding an HS256 secret).",
+    )
+    issuer: str = _f("m1", "iss claim of issued tokens; verify accepts no other.", min_length=1)
+    audience: str = _f(
+        "m1-tools", "aud claim of issued tokens; verify accepts no other.", min_length=1
     )
 
 
@@ -188,10 +218,81 @@ class RevocationSettings(BaseModel):
     fail_open: bool = _f(
         False, "Accept tokens when revocation state is stale (critical in production)."
     )
+    reconcile_s: float = _f(
+        60.0, "Period of the full count-and-hash reconciliation of revocations.", "s", gt=0
+    )
+    overlap_s: float = _f(
+        30.0,
+        "Window each resync re-reads behind its cursor (ids are not commit order); longer "
+        "than any revoke transaction.",
+        "s",
+        gt=0,
+    )
+
+    @model_validator(mode="after")
+    def _staleness_above_resync(self) -> RevocationSettings:
+        """A bound at or below the resync period would make a healthy replica flap not-ready."""
+        if self.max_staleness_s <= self.resync_s:
+            raise ValueError(
+                f"M1_REVOCATION_MAX_STALENESS_S ({self.max_staleness_s:g}) must be greater than "
+                f"M1_REVOCATION_RESYNC_S ({self.resync_s:g})"
+            )
+        return self
+
+
+class PolicySettings(BaseModel):
+    tools_file: OptionalPath = _f(
+        None, "TOML file of the operator's tools, added to M1's built-in tool registry."
+    )
 
 
 class RawSettings(BaseModel):
     retention: Duration = _f(timedelta(hours=24), "How long raw events are kept.", "duration")
+
+
+class EventsSettings(BaseModel):
+    queue_size: int = _f(
+        100_000,
+        "Events waiting for the store; past it new events are dropped and counted, never blocking.",
+        ge=100,
+        le=10_000_000,
+    )
+    flush_ms: int = _f(
+        50, "How often the ingest thread moves queued events into the store.", "ms", ge=1, le=10_000
+    )
+    chunk_events: int = _f(
+        1_048_576,
+        "Largest raw chunk (and rollup block) in memory; smaller ones are merged up to it.",
+        ge=1024,
+    )
+    persist_s: float = _f(
+        60.0, "How often a replica writes its own closed chunks to metric_chunks.", "s", gt=0
+    )
+    stream_maxlen: int = _f(
+        10_000,
+        "Entries kept in the shared Redis event stream (one entry is a batch of events).",
+        ge=100,
+    )
+
+
+class RollupSettings(BaseModel):
+    retention_1m: Duration = _f(
+        timedelta(days=7), "How long 1-minute rollups are kept.", "duration"
+    )
+    retention_1h: Duration = _f(
+        timedelta(days=90), "How long 1-hour rollups are kept.", "duration"
+    )
+
+
+class QuerySettings(BaseModel):
+    max_range: Duration = _f(
+        timedelta(days=90), "Longest timeRange a dashboard query may ask for.", "duration"
+    )
+    max_groups: int = _f(
+        100_000, "Most groups (buckets x groupBy values) one query may build.", ge=1
+    )
+    max_rows: int = _f(10_000, "Most rows one query returns (and the largest limit).", ge=1)
+    timeout_s: float = _f(10.0, "Longest time one query may compute.", "s", gt=0)
 
 
 class HealthSettings(BaseModel):
@@ -283,7 +384,11 @@ class Settings(BaseSettings):
     token: TokenSettings = TokenSettings()
     jwt: JwtSettings = JwtSettings()
     revocation: RevocationSettings = RevocationSettings()
+    policy: PolicySettings = PolicySettings()
     raw: RawSettings = RawSettings()
+    events: EventsSettings = EventsSettings()
+    rollup: RollupSettings = RollupSettings()
+    query: QuerySettings = QuerySettings()
     health: HealthSettings = HealthSettings()
     healing: HealingSettings = HealingSettings()
     stream: StreamSettings = StreamSettings()

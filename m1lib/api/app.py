@@ -10,7 +10,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from m1lib.api.docs import install_docs
 from m1lib.api.problems import install_problem_handlers
-from m1lib.api.routes import health, ops, session
+from m1lib.api.routes import health, ops, session, tokens
 from m1lib.runtime import Runtime
 from m1lib.settings import Settings, get_settings
 
@@ -46,6 +46,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.include_router(health.router)
     app.include_router(session.router)
     app.include_router(ops.router)
+    app.include_router(tokens.router)
     return app
 
 

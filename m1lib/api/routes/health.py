@@ -34,6 +34,10 @@ def readiness_checks(runtime: Runtime) -> dict[str, dict[str, Any]]:
     except UnavailableError as error:
         checks["database"] = {"ok": False, "detail": str(error)}
         checks["migrations"] = {"ok": False, "detail": "unknown: database unreachable"}
+    checks["revocation"] = {
+        "ok": runtime.revocations.ready,
+        "detail": runtime.revocations.status().detail(),
+    }
     checks["cache"] = {"ok": True, "detail": f"backend {runtime.cache.backend}"}
     return checks
 

@@ -25,6 +25,7 @@ def make_client(make_settings: Callable[..., Settings]) -> Iterator[Callable[...
         runtimes.append(runtime)
         if migrated:
             migrate.upgrade(runtime.db)
+            runtime.revocations.load()  # what start() does on its thread, done here synchronously
         client = TestClient(create_app(settings, runtime=runtime), raise_server_exceptions=False)
         client.__enter__()
         clients.append(client)
