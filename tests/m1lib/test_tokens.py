@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import inspect
 import json
 import time
 import uuid
@@ -14,11 +15,15 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from jwt.algorithms import HMACAlgorithm
+from jwt.api_jws import PyJWS
 
 from m1lib.bootstrap import JWT_SECRET_FILE
 from m1lib.errors import InputError, SettingsError, TokenRejectedError, UsageError
 from m1lib.settings import Settings
-from m1lib.tokens import TOKEN_TYPE, JwtKey, Reason, Scope, TokenCodec
+from m1lib.tokens import TOKEN_TYPE, JwtKey, Reason, Scope, TokenCodec, _CheckedHMAC, _FastJWS
 
 SECRET = "s" * 40
 OLD_SECRET = "o" * 40
@@ -224,6 +229,115 @@ def test_a_signed_lifetime_longer_than_the_maximum_is_refused() -> None:
     with pytest.raises(TokenRejectedError) as caught:
         _codec(key).decode(token)
     assert caught.value.reason is Reason.MALFORMED
+
+
+# -- the faster PyJWT: same verdicts as PyJWT 2.15 -------------------------------------------------
+#
+# m1lib.tokens overrides PyJWS._decode_base64url_segment (private) and HMACAlgorithm.prepare_key.
+# pyproject.toml pins PyJWT to 2.15.x; these tests fail loudly if an upgrade moves what they rely on.
+
+_B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+def test_pyjwt_still_has_the_internals_the_codec_overrides() -> None:
+    assert jwt.__version__.startswith("2.15."), (
+        f"PyJWT {jwt.__version__}: m1lib.tokens._FastJWS was checked against 2.15 only; "
+        "re-check it against the new PyJWS._decode_base64url_segment and move the pin"
+    )
+    original = inspect.getattr_static(PyJWS, "_decode_base64url_segment", None)
+    assert isinstance(original, staticmethod), "PyJWS._decode_base64url_segment is gone or moved"
+    assert list(inspect.signature(PyJWS._decode_base64url_segment).parameters) == [
+        "segment",
+        "name",
+    ]
+    assert "self._decode_base64url_segment(" in inspect.getsource(PyJWS._load)
+    assert isinstance(jwt.PyJWT()._jws, PyJWS)
+    assert list(inspect.signature(HMACAlgorithm.prepare_key).parameters) == ["self", "key"]
+
+
+def test_the_codec_decodes_every_segment_through_the_override(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    codec = _codec(JwtKey.hmac(SECRET))
+    token = codec.issue(subject="a", tool_name="t", scope="read")
+    assert type(codec._jwt._jws) is _FastJWS
+    seen: list[str] = []
+    fast = _FastJWS._decode_base64url_segment
+
+    def spy(segment: bytes, name: str) -> bytes:
+        seen.append(name)
+        return fast(segment, name)
+
+    monkeypatch.setattr(_FastJWS, "_decode_base64url_segment", staticmethod(spy))
+    assert codec.decode(token)["sub"] == "a"
+    assert seen == ["header", "payload", "crypto"]
+
+
+def _outcome(decode: Callable[[bytes, str], bytes], segment: bytes, name: str) -> tuple[Any, ...]:
+    try:
+        return ("ok", decode(segment, name))
+    except Exception as exc:  # any error at all: the comparison is the point
+        return ("error", type(exc), str(exc), type(exc.__cause__))
+
+
+_valid = st.binary(max_size=48).map(lambda b: base64.urlsafe_b64encode(b).rstrip(b"="))
+_segments = st.one_of(
+    _valid,
+    st.binary(max_size=48).map(base64.urlsafe_b64encode),  # padded, as AWS ALB sends
+    st.tuples(_valid, st.integers(1, 4)).map(lambda v: v[0] + b"=" * v[1]),  # bad padding
+    st.binary(max_size=64),  # random bytes
+    st.sampled_from([b"!!!!", b"!!!!==", b"AA!!", b"====", b"=", b"AA==AA", b"AA\nA", b""]),
+    st.text(alphabet=_B64URL + "=!.+/ \n", max_size=24).map(str.encode),  # near misses
+    st.integers(0, 12)
+    .flatmap(  # length 4n+1
+        lambda n: st.text(alphabet=_B64URL, min_size=4 * n + 1, max_size=4 * n + 1)
+    )
+    .map(str.encode),
+    st.text(alphabet=_B64URL, min_size=1, max_size=24).map(str.encode),  # stray trailing bits
+)
+
+
+@settings(deadline=None, max_examples=300)
+@given(segment=_segments, name=st.sampled_from(["header", "payload", "crypto"]))
+def test_fast_segment_decode_matches_pyjwt(segment: bytes, name: str) -> None:
+    expected = _outcome(PyJWS._decode_base64url_segment, segment, name)
+    assert _outcome(_FastJWS._decode_base64url_segment, segment, name) == expected
+
+
+@pytest.mark.parametrize(
+    ("segment", "verdict"),
+    [(b"eyJhIjoxfQ", b'{"a":1}'), (b"eyJhIjoxfQ==", b'{"a":1}'), (b"!!!!", None), (b"QR", None)],
+)
+def test_fast_segment_decode_examples(segment: bytes, verdict: bytes | None) -> None:
+    if verdict is None:
+        with pytest.raises(jwt.DecodeError, match="Invalid payload padding"):
+            _FastJWS._decode_base64url_segment(segment, "payload")
+    else:
+        assert _FastJWS._decode_base64url_segment(segment, "payload") == verdict
+
+
+def test_the_hs256_shortcut_covers_only_the_codecs_own_checked_secrets(
+    rsa_key: rsa.RSAPrivateKey,
+) -> None:
+    codec = _codec(JwtKey.hmac(SECRET), JwtKey.hmac(OLD_SECRET, kid="old"))
+    hs256 = codec._jwt._jws.get_algorithm_by_name("HS256")
+    assert isinstance(hs256, _CheckedHMAC)
+    assert hs256.prepare_key(SECRET.encode()) == SECRET.encode()
+    assert hs256.prepare_key(OLD_SECRET.encode()) == OLD_SECRET.encode()
+    for other in (b"", _pem(rsa_key, public=True), b'{"kty":"oct","k":"c2VjcmV0"}'):
+        with pytest.raises(jwt.InvalidKeyError):
+            hs256.prepare_key(other)
+    # A hand-built key that fails the check is not trusted: it is refused on every use.
+    pem = _pem(rsa_key, public=True)
+    hand_built = JwtKey(kid="pem", algorithm="HS256", verifying_key=pem, signing_key=pem)
+    codec = _codec(JwtKey.hmac(SECRET), hand_built)
+    with pytest.raises(jwt.InvalidKeyError):
+        codec._jwt._jws.get_algorithm_by_name("HS256").prepare_key(pem)
+
+
+def test_the_codec_knows_only_m1_algorithms() -> None:
+    codec = _codec(JwtKey.hmac(SECRET))
+    assert sorted(codec._jwt._jws.get_algorithms()) == sorted(["HS256", "RS256", "EdDSA"])
 
 
 # -- from settings ---------------------------------------------------------------------------------
