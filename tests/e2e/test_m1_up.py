@@ -105,3 +105,58 @@ def test_admin_routes_refuse_requests_without_a_key(live_m1: LiveM1) -> None:
     )
     assert response.status_code == 401
     assert response.headers["content-type"].startswith("application/problem+json")
+
+
+def test_a_token_issued_by_the_cli_is_revoked_over_http_and_introspects_inactive(
+    live_m1: LiveM1,
+) -> None:
+    import subprocess
+    import sys
+
+    from m1lib.settings import PROJECT_ROOT
+
+    issued = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "m1lib.cli",
+            "tokens",
+            "issue",
+            "log_agent_run",
+            "--scope",
+            "write",
+            "--subject",
+            "agent-7",
+        ],
+        cwd=PROJECT_ROOT,
+        env=live_m1.environment(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert issued.returncode == 0, issued.stderr
+    token = issued.stdout.strip().splitlines()[-1].strip()
+    headers = {"Authorization": f"Bearer {live_m1.admin_key()}"}
+    introspect = f"{live_m1.api_url}/api/m1/tokens/introspect"
+
+    active = httpx.post(introspect, data={"token": token}, headers=headers, timeout=10).json()
+    assert active["active"] is True
+    assert active["sub"] == "agent-7"
+
+    revoked = httpx.post(
+        f"{live_m1.api_url}/api/m1/tokens/revoke",
+        data={"token": token, "reason": "e2e: credential leaked"},
+        headers=headers,
+        timeout=10,
+    )
+    assert revoked.status_code == 200, revoked.text
+    assert httpx.post(introspect, data={"token": token}, headers=headers, timeout=10).json() == {
+        "active": False
+    }
+    status = httpx.get(
+        f"{live_m1.api_url}/api/m1/tokens/{active['jti']}/status", headers=headers, timeout=10
+    ).json()
+    assert status["revoked"] is True
+    assert status["enforcedHere"] is True
+    assert status["record"]["revokedBy"] == "admin"  # the credential, not a client field
+    assert status["record"]["toolName"] == "log_agent_run"
