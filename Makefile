@@ -30,6 +30,7 @@ test: $(VENV)/.installed-dev
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/control.py
+	$(BIN)/python bench/query.py
 	$(BIN)/python bench/revocation.py
 	$(BIN)/python bench/readme_table.py
 

@@ -252,8 +252,9 @@ class RawSettings(BaseModel):
 
 class EventsSettings(BaseModel):
     queue_size: int = _f(
-        100_000,
-        "Events waiting for the store; past it new events are dropped and counted, never blocking.",
+        1_000_000,
+        "Events waiting for the store; past it new events are dropped and counted, never blocking "
+        "(about 200 bytes each while waiting).",
         ge=100,
         le=10_000_000,
     )
@@ -279,9 +280,7 @@ class RollupSettings(BaseModel):
     retention_1m: Duration = _f(
         timedelta(days=7), "How long 1-minute rollups are kept.", "duration"
     )
-    retention_1h: Duration = _f(
-        timedelta(days=90), "How long 1-hour rollups are kept.", "duration"
-    )
+    retention_1h: Duration = _f(timedelta(days=90), "How long 1-hour rollups are kept.", "duration")
 
 
 class QuerySettings(BaseModel):
@@ -291,7 +290,7 @@ class QuerySettings(BaseModel):
     max_groups: int = _f(
         100_000, "Most groups (buckets x groupBy values) one query may build.", ge=1
     )
-    max_rows: int = _f(10_000, "Most rows one query returns (and the largest limit).", ge=1)
+    max_rows: int = _f(50_000, "Most rows one query returns (and the largest limit).", ge=1)
     timeout_s: float = _f(10.0, "Longest time one query may compute.", "s", gt=0)
 
 

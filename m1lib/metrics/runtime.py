@@ -1,0 +1,443 @@
+"""One process's metrics: the store, the recorder and the threads that share and persist events.
+
+:class:`MetricsRuntime` is what the API process builds once (``start()`` in its lifespan,
+``close()`` at shutdown). Without a database it keeps nothing across restarts; without Redis it
+sees only its own events; with both, every replica answers with every replica's events and a
+restarted replica rebuilds its history from ``metric_chunks`` and the stream.
+
+The module-level ``record_event``/``record_events``/``run_query`` of :mod:`m1lib.metrics` use a
+process-wide default runtime: built (in-memory, no database, no Redis) on first use, or the one
+the API installs with :func:`install_default`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Final
+
+from m1lib.errors import M1Error
+from m1lib.metrics.codec import DecodedChunk
+from m1lib.metrics.columns import RawChunk
+from m1lib.metrics.engine import execute
+from m1lib.metrics.plan import Limits
+from m1lib.metrics.query import Query, parse_query
+from m1lib.metrics.recorder import Recorder
+from m1lib.metrics.result import QueryResult
+from m1lib.metrics.schema import METRICS
+from m1lib.metrics.store import EventStore
+
+if TYPE_CHECKING:
+    import redis
+
+    from m1lib.control import CommandRegistry
+    from m1lib.db.session import Database
+    from m1lib.metrics.persist import Coverage
+    from m1lib.metrics.stream import StreamConsumer, StreamPublisher
+    from m1lib.settings import Settings
+
+# SQLAlchemy and redis load only for a runtime given a database or Redis: importing m1lib.metrics
+# (and recording in a process that has neither) stays light.
+
+__all__ = ["MetricsRuntime", "default_runtime", "install_default", "register_metrics_commands"]
+
+logger = logging.getLogger("m1.metrics")
+
+_COMPACT_EVERY_S: Final = 3600.0  # memory compaction without waiting for the flow's command
+_PENDING_FACTOR: Final = 10  # unpersisted own events kept while the database is away, x queue size
+_JOIN_TIMEOUT_S: Final = 10.0
+
+
+def _db_errors() -> tuple[type[Exception], ...]:
+    """What a database outage raises: M1's wrapped errors and SQLAlchemy's own."""
+    from sqlalchemy import exc
+
+    return (M1Error, exc.SQLAlchemyError)
+
+
+def limits_from(settings: Settings) -> Limits:
+    q = settings.query
+    return Limits(
+        max_range=q.max_range, max_groups=q.max_groups, max_rows=q.max_rows, timeout_s=q.timeout_s
+    )
+
+
+class MetricsRuntime:
+    """The event store of one process, with recording, the shared stream and persistence.
+
+    >>> metrics = MetricsRuntime(settings, db=db, redis_client=make_redis(settings),
+    ...                          replica_id=settings.replica_id)
+    >>> metrics.start()
+    >>> metrics.recorder.record_event("error_alerts", level="warning", source="cache", message="slow")
+    >>> metrics.run_query({"metric": "error_alerts", "timeRange": "1h", "groupBy": ["level"]})
+    >>> metrics.close()
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        db: Database | None = None,
+        redis_client: redis.Redis | None = None,
+        replica_id: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.redis = redis_client
+        self.replica_id = replica_id or settings.replica_id
+        self.run_id = uuid.uuid4().hex[:16]  # this process's life: own entries on the stream
+        self.store = EventStore.from_settings(settings, clock=clock)
+        self.limits = limits_from(settings)
+        self.recorder = Recorder(
+            self.store,
+            replica_id=self.replica_id,
+            queue_size=settings.events.queue_size,
+            flush_s=settings.events.flush_ms / 1000.0,
+            on_batch=self._on_batch,
+        )
+        self._lock = threading.Lock()
+        self._seq = 0
+        self._pending: deque[tuple[int, Sequence[tuple[str, RawChunk]], int]] = deque()
+        self._pending_events = 0
+        self._persisted: dict[str, Coverage] = {}  # origin replica -> what its chunks hold
+        self._applied: dict[tuple[str, str], tuple[int, int]] = {}  # last (seq, piece) per run
+        self.unpersisted_events = 0
+        self.persisted_events = 0
+        self.loaded_chunks = 0
+        self.history_loaded = db is None  # nothing to load without a database
+        self.publisher: StreamPublisher | None = None
+        self.consumer: StreamConsumer | None = None
+        if redis_client is not None:
+            from m1lib.metrics.stream import StreamConsumer, StreamPublisher
+            from m1lib.redis_conn import key
+
+            stream = key(settings, "events")
+            self.publisher = StreamPublisher(
+                redis_client,
+                stream,
+                origin=self.replica_id,
+                run=self.run_id,
+                maxlen=settings.events.stream_maxlen,
+                outbox_events=settings.events.queue_size,
+            )
+            self.consumer = StreamConsumer(
+                redis_client, stream, apply=self._apply_remote, skip=self._skip
+            )
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._started = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Load persisted history, then start recording, sharing and persisting; idempotent.
+
+        A database that is down at start-up costs the history, not the replica: it starts
+        without it (``history_loaded`` is False) and does not load it later, since the stream
+        may by then have given it batches those chunks hold.
+        """
+        if self._started:
+            return
+        self._started = True
+        if self.db is not None:
+            try:
+                self.load_history()
+                self.history_loaded = True
+            except _db_errors() as error:
+                logger.warning("metrics history not loaded, starting without it: %s", error)
+        self.recorder.start()
+        if self.publisher is not None:
+            self.publisher.start()
+        if self.consumer is not None:
+            self.consumer.start()
+        self._stop.clear()
+        self._thread = threading.Thread(
+            target=self._maintenance_loop, name="m1-metrics-maintain", daemon=True
+        )
+        self._thread.start()
+
+    def close(self) -> None:
+        """Ingest, publish and persist what is queued, then stop every thread; idempotent."""
+        if not self._started:
+            return
+        self._started = False
+        self.recorder.close()
+        if self.publisher is not None:
+            self.publisher.close()
+        if self.consumer is not None:
+            self.consumer.close()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            self._stop.set()
+            thread.join(_JOIN_TIMEOUT_S)
+        if self.db is not None:
+            try:
+                self.persist()
+            except _db_errors() as error:
+                logger.warning("metrics not persisted at shutdown: %s", error)
+
+    def load_history(self) -> int:
+        """Read persisted chunks into the store (start-up); returns the chunks loaded."""
+        from m1lib.metrics.persist import iter_chunks, merge_coverage
+
+        assert self.db is not None
+        loaded = 0
+        for item in iter_chunks(
+            self.db, self.settings, now=datetime.fromtimestamp(self.store.clock(), UTC)
+        ):
+            origin = str(item.header.get("replica", ""))
+            self._persisted[origin] = merge_coverage(
+                self._persisted.get(origin, {}), item.header.get("coverage", {})
+            )
+            metric = item.spec.name
+            if isinstance(item, DecodedChunk):
+                chunk = self.store.import_coded(metric, item.ts, item.columns, item.dictionaries)
+                self.store.insert(metric, chunk, raw=True, rollups=False)
+            else:
+                self.store.insert_block(
+                    metric, self.store.import_block(metric, item.block, item.dictionaries)
+                )
+            loaded += 1
+        self.loaded_chunks += loaded
+        if loaded:
+            logger.info("metrics history: %d chunks loaded from the database", loaded)
+        return loaded
+
+    # -- recording and querying ------------------------------------------------------------
+
+    def record_event(self, metric: str, /, *, timestamp: Any = None, **fields: Any) -> None:
+        self.recorder.record(metric, timestamp, fields)
+
+    def record_events(self, events: Iterable[Mapping[str, Any]]) -> int:
+        return self.recorder.record_events(events)
+
+    def run_query(self, query: Query | Mapping[str, Any] | str) -> QueryResult:
+        """Answer a query (model, mapping or JSON text) from this replica's store."""
+        parsed = parse_query(query)
+        snapshot = self.store.snapshot(parsed.metric)
+        return execute(parsed, snapshot, self.limits, dropped_events=self.dropped_events)
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every event recorded so far is in the store and (with Redis) published."""
+        deadline = time.monotonic() + timeout
+        if not self.recorder.flush(timeout):
+            return False
+        if self.publisher is not None and self._started:
+            return self.publisher.wait_sent(max(0.0, deadline - time.monotonic()))
+        return True
+
+    def sync(self, timeout: float = 10.0) -> bool:
+        """Wait until this replica has read everything on the shared stream so far."""
+        if self.consumer is None:
+            return True
+        return self.consumer.caught_up(timeout)
+
+    # -- figures ---------------------------------------------------------------------------
+
+    @property
+    def dropped_events(self) -> int:
+        """Events this replica dropped because its recording queue was full."""
+        return self.recorder.dropped_events
+
+    @property
+    def store_lag_s(self) -> float:
+        """How far the store is behind: the oldest queued local event, or the last remote batch."""
+        remote = self.consumer.lag_s if self.consumer is not None else 0.0
+        return max(self.recorder.lag_s, remote)
+
+    def stats(self) -> dict[str, Any]:
+        tiers = self.store.stats()
+        return {
+            "replica": self.replica_id,
+            "droppedEvents": self.dropped_events,
+            "storeLagS": round(self.store_lag_s, 3),
+            "unpublishedEvents": self.publisher.unpublished_events if self.publisher else 0,
+            "unpersistedEvents": self.unpersisted_events,
+            "tiers": [
+                {
+                    "metric": t.metric,
+                    "resolution": t.resolution,
+                    "points": t.points,
+                    "bytes": t.bytes,
+                }
+                for t in tiers
+                if t.points
+            ],
+        }
+
+    # -- sharing ---------------------------------------------------------------------------
+
+    def _on_batch(self, batch: Sequence[tuple[str, RawChunk]]) -> None:
+        """Called by the ingest thread with each batch of this replica's own events."""
+        size = sum(chunk.size for _, chunk in batch)
+        with self._lock:
+            self._seq += 1
+            seq = self._seq
+            if self.db is not None:
+                self._pending.append((seq, batch, size))
+                self._pending_events += size
+                limit = self.settings.events.queue_size * _PENDING_FACTOR
+                while self._pending_events > limit and len(self._pending) > 1:
+                    _, _, dropped = self._pending.popleft()
+                    self._pending_events -= dropped
+                    self.unpersisted_events += dropped
+        if self.publisher is not None:
+            self.publisher.offer(seq, batch)
+
+    def _skip(self, origin: str, run: str, seq: int, piece: int) -> bool:
+        from m1lib.metrics.persist import covered
+
+        if origin == self.replica_id and run == self.run_id:
+            return True  # our own: applied when recorded
+        if covered(self._persisted.get(origin, {}), run, seq):
+            return True  # loaded from metric_chunks at start-up
+        last = self._applied.get((origin, run))
+        return last is not None and (seq, piece) <= last  # a retried publish
+
+    def _apply_remote(
+        self, origin: str, run: str, seq: int, piece: int, chunks: list[DecodedChunk]
+    ) -> None:
+        for item in chunks:
+            metric = item.spec.name
+            chunk = self.store.import_coded(metric, item.ts, item.columns, item.dictionaries)
+            self.store.insert(metric, chunk)
+        self._applied[(origin, run)] = (seq, piece)
+
+    # -- persisting and maintenance --------------------------------------------------------
+
+    def persist(self) -> int:
+        """Write this replica's unpersisted batches to ``metric_chunks`` now; returns events.
+
+        On a database error the batches stay queued for the next attempt (and it raises).
+        """
+        if self.db is None:
+            return 0
+        from m1lib.metrics.persist import chunk_rows, merge_coverage, write_chunks
+
+        with self._lock:
+            taken = list(self._pending)
+            self._pending.clear()
+            self._pending_events = 0
+        if not taken:
+            return 0
+        try:
+            rows = []
+            for seqs, metric, chunk in _by_metric(taken):
+                coverage = merge_coverage({self.run_id: [[s, s] for s in seqs]})
+                rows.extend(
+                    chunk_rows(METRICS[metric], chunk, replica=self.replica_id, coverage=coverage)
+                )
+            write_chunks(self.db, rows)
+        except _db_errors():
+            with self._lock:
+                self._pending.extendleft(reversed(taken))
+                self._pending_events += sum(size for _, _, size in taken)
+            raise
+        events = sum(size for _, _, size in taken)
+        self.persisted_events += events
+        return events
+
+    def compact(self) -> dict[str, int]:
+        """Retention and merging in memory, then persist (the ``metrics.compact`` command)."""
+        report = self.store.compact()
+        if self.db is not None:
+            report["persisted_events"] = self.persist()
+        return report
+
+    def _maintenance_loop(self) -> None:
+        period = self.settings.events.persist_s
+        last_compact = time.monotonic()
+        while not self._stop.wait(period):
+            try:
+                if time.monotonic() - last_compact >= _COMPACT_EVERY_S:
+                    last_compact = time.monotonic()
+                    self.store.compact()
+                else:
+                    self.store.apply_retention()
+                self.persist()
+            except _db_errors() as error:
+                logger.warning("persisting metrics failed, retrying in %.0f s: %s", period, error)
+
+
+def _by_metric(
+    taken: Sequence[tuple[int, Sequence[tuple[str, RawChunk]], int]],
+) -> list[tuple[list[int], str, RawChunk]]:
+    """Pending batches as one sorted chunk per metric (per dictionary generation)."""
+    groups: dict[tuple[str, tuple[int, ...]], tuple[list[int], list[RawChunk]]] = {}
+    for seq, batch, _ in taken:
+        for metric, chunk in batch:
+            generation = tuple(id(d) for d in chunk.dictionaries.values())
+            seqs, chunks = groups.setdefault((metric, generation), ([], []))
+            if not seqs or seqs[-1] != seq:
+                seqs.append(seq)
+            chunks.append(chunk)
+    # every batch's seq belongs to the coverage of every metric's rows: a batch is all or nothing
+    every = sorted({seq for seq, _, _ in taken})
+    return [(every, metric, RawChunk.concat(chunks)) for (metric, _), (_, chunks) in groups.items()]
+
+
+# -- the command every replica applies -----------------------------------------------------
+
+
+def register_metrics_commands(registry: CommandRegistry, metrics: MetricsRuntime) -> None:
+    """Register ``metrics.compact``: retention and compaction of this replica's memory."""
+
+    def compact(_args: dict[str, Any]) -> str:
+        report = metrics.compact()
+        tiers = {(t.metric, t.resolution): t for t in metrics.store.stats()}
+        points = {
+            res: sum(t.points for (_, r), t in tiers.items() if r == res)
+            for res in ("raw", "1m", "1h")
+        }
+        return (
+            f"dropped raw {report['raw']}, 1m {report['1m']}, 1h {report['1h']} points; pruned "
+            f"{report['dictionary_values_pruned']} strings; persisted "
+            f"{report.get('persisted_events', 0)} events; kept raw {points['raw']}, "
+            f"1m {points['1m']}, 1h {points['1h']} points"
+        )
+
+    registry.register("metrics.compact", compact)
+
+
+# -- the process-wide default ----------------------------------------------------------------
+
+_default: MetricsRuntime | None = None
+_default_lock = threading.Lock()
+
+
+def default_runtime() -> MetricsRuntime:
+    """The runtime behind ``m1lib.metrics.record_event`` and friends, built on first use."""
+    runtime = _default
+    if runtime is not None:
+        return runtime
+    with _default_lock:
+        if _default is None:
+            from m1lib.settings import get_settings
+
+            built = MetricsRuntime(get_settings())
+            built.start()
+            _set_default(built)
+        assert _default is not None
+        return _default
+
+
+def _set_default(runtime: MetricsRuntime | None) -> None:
+    global _default
+    _default = runtime
+
+
+def install_default(runtime: MetricsRuntime | None) -> MetricsRuntime | None:
+    """Make ``runtime`` the process default (the API installs its own); returns the previous one.
+
+    The previous one is not closed: its owner closes it. ``None`` resets to build-on-first-use.
+    """
+    with _default_lock:
+        previous = _default
+        _set_default(runtime)
+    return previous
