@@ -19,6 +19,7 @@ from m1lib.cache import Cache
 from m1lib.control import CommandRegistry, ReplicaAgent, ReplicaFigures
 from m1lib.db.session import Database
 from m1lib.errors import UsageError
+from m1lib.metrics import MetricsRuntime, install_default, register_metrics_commands
 from m1lib.policy import PolicyEngine
 from m1lib.ratelimit import RateLimiter
 from m1lib.redis_conn import make_redis
@@ -40,6 +41,7 @@ class Runtime:
     limiter: RateLimiter
     session_key: bytes | None  # None: no signing secret yet, so no browser sessions
     revocations: RevocationManager
+    metrics: MetricsRuntime
     policy: PolicyEngine | None  # None: no signing key yet, so no token can be issued or read
     registry: CommandRegistry = field(default_factory=CommandRegistry)
     agent: ReplicaAgent | None = None
@@ -48,10 +50,16 @@ class Runtime:
     def from_settings(cls, settings: Settings) -> Runtime:
         db = Database(settings)
         revocations = RevocationManager(settings=settings, db=db)
+        metrics = MetricsRuntime(
+            settings, db=db, redis_client=make_redis(settings), replica_id=settings.replica_id
+        )
         try:
             cookie_key: bytes | None = session_key(resolve_jwt_secret(settings))
             policy: PolicyEngine | None = PolicyEngine(
-                settings=settings, codec=TokenCodec.from_settings(settings), revocation=revocations
+                settings=settings,
+                codec=TokenCodec.from_settings(settings),
+                revocation=revocations,
+                recorder=metrics.recorder.policy_decision_sink(),
             )
         except UsageError as error:
             logger.warning("no signing key, so no sessions and no tokens: %s", error)
@@ -64,22 +72,26 @@ class Runtime:
             limiter=RateLimiter(settings, redis_client=make_redis(settings)),
             session_key=cookie_key,
             revocations=revocations,
+            metrics=metrics,
             policy=policy,
         )
         register_builtin_commands(runtime)
+        register_metrics_commands(runtime.registry, metrics)
         return runtime
 
     def figures(self) -> ReplicaFigures:
         return ReplicaFigures(
             cache_backend=self.cache.backend,
             revocation_sync_age_s=self.revocations.sync_age_s,
-            store_lag_s=None,
+            store_lag_s=self.metrics.store_lag_s,
             rss_bytes=psutil.Process(os.getpid()).memory_info().rss,
-            queue_drops=0,
+            queue_drops=self.metrics.dropped_events,
         )
 
     def start(self) -> None:
         self.revocations.start()
+        self.metrics.start()
+        install_default(self.metrics)  # m1lib.record_event in this process feeds this replica
         self.agent = ReplicaAgent(
             self.settings, db=self.db, registry=self.registry, figures=self.figures
         )
@@ -89,6 +101,8 @@ class Runtime:
         if self.agent is not None:
             self.agent.stop()
         self.revocations.close()
+        install_default(None)
+        self.metrics.close()  # persists closed chunks, so it goes before the database
         self.cache.close()
         self.db.dispose()
 

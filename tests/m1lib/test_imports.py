@@ -5,8 +5,21 @@ from __future__ import annotations
 import subprocess
 import sys
 
-LIVE_MODULES = ["m1lib", "m1lib.settings", "m1lib.cache", "m1lib.control", "m1lib.runtime",
-                "m1lib.api.app", "m1lib.db.session", "m1lib.db.migrate", "m1lib.bootstrap"]
+LIVE_MODULES = [
+    "m1lib",
+    "m1lib.settings",
+    "m1lib.metrics",
+    "m1lib.tokens",
+    "m1lib.policy",
+    "m1lib.revocation",
+    "m1lib.cache",
+    "m1lib.control",
+    "m1lib.runtime",
+    "m1lib.api.app",
+    "m1lib.db.session",
+    "m1lib.db.migrate",
+    "m1lib.bootstrap",
+]
 
 
 def _run(code: str) -> str:
@@ -18,7 +31,9 @@ def _run(code: str) -> str:
 
 def test_m1lib_never_imports_prefect() -> None:
     imports = "; ".join(f"import {name}" for name in LIVE_MODULES)
-    out = _run(f"{imports}; import sys; print(sorted(m for m in sys.modules if m.startswith('prefect')))")
+    out = _run(
+        f"{imports}; import sys; print(sorted(m for m in sys.modules if m.startswith('prefect')))"
+    )
     assert out == "[]"
 
 
