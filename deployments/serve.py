@@ -7,10 +7,15 @@ In production, workers in a work pool run the same deployments instead (`prefect
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 from prefect import serve
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 from prefect.deployments.runner import RunnerDeployment
@@ -54,10 +59,35 @@ def to_runner_deployment(spec: DeploymentSpec, project_dir: Path) -> RunnerDeplo
     return deployment
 
 
+def _kill_tree_when_orphaned(poll_s: float = 0.5) -> None:
+    """If `m1 up` dies without stopping us, take our flow-run subprocesses down with us.
+
+    PR_SET_PDEATHSIG reaches only `m1 up`'s direct children; flow runs are our children, so this
+    process must clean them up itself, or a crash of `m1 up` leaves them running.
+    """
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        children = psutil.Process().children(recursive=True)
+        for child in children:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.terminate()
+        _, alive = psutil.wait_procs(children, timeout=5)
+        for child in alive:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.kill()
+        os._exit(1)
+
+    threading.Thread(target=watch, name="m1-orphan-watchdog", daemon=True).start()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--file", type=Path, required=True, help="the prefect.yaml to serve")
     args = parser.parse_args(argv)
+    _kill_tree_when_orphaned()
     project_dir = args.file.resolve().parent
     sys.path.insert(0, str(project_dir))
     deployments = [
