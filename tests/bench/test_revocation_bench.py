@@ -20,6 +20,7 @@ FIGURES = {
     "verify_vs_bare_ratio": ("x", 0.85, ">="),
     "verify_vs_redis_speedup": ("x", 3.0, ">="),
     "verify_vs_redis_same_decoder_speedup": ("x", None, None),
+    "policy_recorder_us": ("us", 2.0, "<="),
     "redis_exists_rtt_median_us": ("us", None, None),
     "redis_exists_rtt_p99_us": ("us", None, None),
     "propagation_p50_ms": ("ms", None, None),
