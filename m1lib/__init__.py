@@ -1,0 +1,52 @@
+"""M1's live-path library: verify capability tokens, check revocation, record events, query.
+
+The common calls are bound to the configured defaults (``M1_*`` settings) and load on first use,
+so ``import m1lib`` starts nothing and stays cheap::
+
+    import m1lib
+    decision = m1lib.verify(token, "log_agent_run", "write", subject="agent-7")
+    m1lib.record_event("tool_executions", toolName="web_search", scope="read", success=True,
+                       durationMs=41.0)
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from m1lib.defaults import is_revoked, issue_token, revoke_token, verify
+    from m1lib.metrics import record_event, record_events, run_query
+
+__all__ = [
+    "is_revoked",
+    "issue_token",
+    "record_event",
+    "record_events",
+    "revoke_token",
+    "run_query",
+    "verify",
+]
+
+_HOME = {
+    "is_revoked": "m1lib.defaults",
+    "issue_token": "m1lib.defaults",
+    "revoke_token": "m1lib.defaults",
+    "verify": "m1lib.defaults",
+    "record_event": "m1lib.metrics",
+    "record_events": "m1lib.metrics",
+    "run_query": "m1lib.metrics",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module 'm1lib' has no attribute {name!r}")
+    value = getattr(import_module(home), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

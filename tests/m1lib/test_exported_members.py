@@ -1,0 +1,98 @@
+"""The library surface of docs/contracts.md: sorted, resolvable, lazy, and working."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import m1lib
+from m1lib import defaults
+from m1lib.db import migrate
+from m1lib.db.session import Database
+from m1lib.metrics import install_default
+from m1lib.settings import get_settings
+
+
+def test_all_is_sorted_and_every_name_resolves() -> None:
+    assert m1lib.__all__ == sorted(m1lib.__all__)
+    for name in m1lib.__all__:
+        assert callable(getattr(m1lib, name)), name
+
+
+def test_unknown_attribute_is_an_attribute_error() -> None:
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        m1lib.nope  # noqa: B018
+
+
+def test_import_m1lib_loads_nothing_heavy() -> None:
+    code = (
+        "import sys, m1lib; heavy = [m for m in ('m1lib.metrics', 'm1lib.policy', 'numpy', "
+        "'sqlalchemy', 'prefect') if m in sys.modules]; print(heavy)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.fixture
+def configured(tmp_data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("M1_DATA_DIR", str(tmp_data_dir))
+    monkeypatch.setenv("M1_JWT_SECRET", "k" * 40)
+    get_settings.cache_clear()
+    db = Database(get_settings())
+    migrate.upgrade(db)
+    db.dispose()
+    yield
+    engine = defaults.install_engine(None)
+    if engine is not None:
+        engine.revocations.close()
+    install_default(None)
+    get_settings.cache_clear()
+
+
+def test_default_calls_issue_verify_revoke_and_record(configured: None) -> None:
+    token = m1lib.issue_token("log_agent_run", "write", subject="agent-7")
+    decision = m1lib.verify(token, "log_agent_run", "write", subject="agent-7")
+    assert decision.allowed, decision.reason
+    jti = str(decision.claims["jti"])  # type: ignore[index]
+    assert not m1lib.is_revoked(jti)
+    m1lib.revoke_token(jti, "leaked", "cli:test")
+    assert m1lib.is_revoked(jti)
+    assert m1lib.verify(token, "log_agent_run", "write").reason == "revoked"
+
+    m1lib.record_event(
+        "tool_executions", toolName="web", scope="read", success=True, durationMs=5.0
+    )
+    deadline = time.monotonic() + 10
+    while True:
+        result = m1lib.run_query(
+            {"metric": "tool_executions", "timeRange": "1h", "aggregations": ["count"]}
+        )
+        if result.rows and result.rows[0]["count"] >= 1:
+            break
+        assert time.monotonic() < deadline, result.to_dict()
+        time.sleep(0.1)
+    decisions = m1lib.run_query(
+        {
+            "metric": "policy_decisions",
+            "timeRange": "1h",
+            "groupBy": ["reason"],
+            "aggregations": ["count"],
+        }
+    )
+    deadline = time.monotonic() + 10
+    while {row["reason"] for row in decisions.rows} < {"ok", "revoked"}:
+        assert time.monotonic() < deadline, decisions.to_dict()
+        time.sleep(0.1)
+        decisions = m1lib.run_query(
+            {
+                "metric": "policy_decisions",
+                "timeRange": "1h",
+                "groupBy": ["reason"],
+                "aggregations": ["count"],
+            }
+        )
