@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import httpx
 import pytest
@@ -160,3 +161,73 @@ def test_a_token_issued_by_the_cli_is_revoked_over_http_and_introspects_inactive
     assert status["enforcedHere"] is True
     assert status["record"]["revokedBy"] == "admin"  # the credential, not a client field
     assert status["record"]["toolName"] == "log_agent_run"
+
+
+SEED_QUERY = {
+    "metric": "policy_decisions",
+    "timeRange": "24h",
+    "groupBy": ["toolName", "scope"],
+    "filters": [{"field": "allowed", "op": "eq", "value": False}],
+    "aggregations": ["count", "percentiles"],
+}
+
+
+def test_the_seed_query_answers_with_another_replicas_events(
+    live_m1: LiveM1, tmp_path: Path
+) -> None:
+    """A second replica (this test process) records denied decisions; the live replica reads
+    them from the shared Redis stream and answers the seed's query, unchanged, over HTTP."""
+    import time
+
+    import redis as redis_lib
+
+    from m1lib.metrics import MetricsRuntime
+    from m1lib.settings import Settings
+
+    settings = Settings(
+        data_dir=tmp_path,
+        redis={"url": live_m1.redis_url, "prefix": live_m1.redis_prefix},
+        _env_file=None,
+    )
+    writer = MetricsRuntime(
+        settings,
+        redis_client=redis_lib.Redis.from_url(live_m1.redis_url or ""),
+        replica_id="e2e-writer",
+    )
+    writer.start()
+    try:
+        for n in range(30):
+            writer.record_event(
+                "policy_decisions",
+                toolName="web_search",
+                scope="write",
+                allowed=False,
+                reason="insufficient_scope",
+                subject=f"agent-{n}",
+                checkMs=0.05 + n / 1000,
+            )
+        assert writer.flush()
+    finally:
+        writer.close()
+
+    headers = {"Authorization": f"Bearer {live_m1.admin_key()}"}
+    url = f"{live_m1.api_url}/api/m1/dashboard/query"
+    deadline = time.monotonic() + 30
+    while True:
+        response = httpx.post(url, json=SEED_QUERY, headers=headers, timeout=10)
+        assert response.status_code == 200, response.text
+        rows = [r for r in response.json()["rows"] if r["toolName"] == "web_search"]
+        if rows and rows[0]["count"] == 30:
+            break
+        assert time.monotonic() < deadline, response.json()
+        time.sleep(0.3)
+    assert rows[0]["scope"] == "write"
+    assert {"p50", "p95", "p99"} <= set(rows[0])
+
+    bad = httpx.post(
+        url, json={**SEED_QUERY, "aggregations": ["count", "p101"]}, headers=headers, timeout=10
+    )
+    assert bad.status_code in {400, 422}
+    assert bad.headers["content-type"].startswith("application/problem+json")
+    assert bad.json()["errors"][0]["path"].startswith("/aggregations")
+    assert httpx.post(url, json=SEED_QUERY, timeout=10).status_code == 401
