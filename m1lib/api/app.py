@@ -11,7 +11,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from m1lib.api.deps import require_viewer
 from m1lib.api.docs import install_docs
 from m1lib.api.problems import install_problem_handlers
-from m1lib.api.routes import dashboard, health, ops, session, tokens
+from m1lib.api.routes import dashboard, health, ops, prometheus, session, tokens
 from m1lib.runtime import Runtime
 from m1lib.settings import Settings, get_settings
 
@@ -48,6 +48,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.include_router(session.router)
     app.include_router(ops.router)
     app.include_router(tokens.router)
+    app.include_router(prometheus.router)
     app.include_router(dashboard.router, dependencies=[Depends(require_viewer)])
     return app
 

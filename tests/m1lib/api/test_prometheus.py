@@ -1,0 +1,58 @@
+"""/metrics: Prometheus text with a replica label, behind viewer auth unless made public."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from fastapi.testclient import TestClient
+
+from tests.m1lib.api.conftest import Keys, bearer
+
+LINE = re.compile(r"^(m1_[a-z_]+)\{([^}]*)\} (-?[0-9.e+-]+)$")
+
+
+def _samples(text: str) -> dict[str, list[tuple[str, float]]]:
+    found: dict[str, list[tuple[str, float]]] = {}
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        match = LINE.match(line)
+        assert match, f"not a Prometheus sample line: {line!r}"
+        found.setdefault(match.group(1), []).append((match.group(2), float(match.group(3))))
+    return found
+
+
+def test_metrics_need_a_viewer_by_default(keyed_client: tuple[TestClient, Keys]) -> None:
+    client, keys = keyed_client
+    assert client.get("/metrics").status_code == 401
+    response = client.get("/metrics", headers=bearer(keys.viewer))
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+
+
+def test_every_series_carries_the_replica_label(keyed_client: tuple[TestClient, Keys]) -> None:
+    client, keys = keyed_client
+    replica = client.app.state.runtime.settings.replica_id  # type: ignore[attr-defined]
+    samples = _samples(client.get("/metrics", headers=bearer(keys.viewer)).text)
+    assert {"m1_events_dropped_total", "m1_revocation_ready", "m1_cache_backend"} <= set(samples)
+    for name, values in samples.items():
+        for labels, _ in values:
+            assert f'replica="{replica}"' in labels, name
+
+
+def test_dropped_events_are_counted(keyed_client: tuple[TestClient, Keys]) -> None:
+    client, keys = keyed_client
+    recorder = client.app.state.runtime.metrics.recorder  # type: ignore[attr-defined]
+    recorder.queue_size = 2  # the ingest thread is not running in this test: the queue fills
+    for n in range(5):
+        recorder.record_trusted("policy_decisions", ("t", "read", True, "ok", f"s{n}", 0.1))
+    samples = _samples(client.get("/metrics", headers=bearer(keys.viewer)).text)
+    assert samples["m1_events_dropped_total"][0][1] == 3
+
+
+def test_public_metrics_need_no_credential(make_client: Callable[..., TestClient]) -> None:
+    client = make_client(metrics={"public": True})
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert "m1_revocation_ready" in response.text
