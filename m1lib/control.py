@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast, overload
 
 import redis
-from sqlalchemy import CursorResult, Executable, Table, exc, or_, select
+from sqlalchemy import Executable, Table, exc, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from m1lib.db.models import ControlAck, ControlCommand, Replica
@@ -503,13 +503,16 @@ class ReplicaAgent:
         }
         table = cast(Table, ControlAck.__table__)
         statement = _upsert(self._db, table, values, ["command_id", "replica_id"], [])
+        # RETURNING says whether this insert happened; rowcount after ON CONFLICT DO NOTHING is
+        # not reliable across drivers (psycopg reports -1).
+        returning = cast(Any, statement).returning(table.c.command_id)
         try:
             with self._db.transaction() as session:
-                result = cast(CursorResult[Any], session.execute(statement))
+                inserted = session.execute(returning).first() is not None
         except exc.IntegrityError:
             logger.info("command %s vanished before %s acked it", command_id, self.replica_id)
             return False
-        return result.rowcount == 1
+        return inserted
 
     # the loops
 

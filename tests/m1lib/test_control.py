@@ -258,6 +258,9 @@ def test_agent_applies_and_acks_a_command_on_postgres(
     ack = wait_for(lambda: ack_of(pg_db, command_id, replica_id), "the ack")
     assert (ack.ok, ack.detail) == (True, f"recorded {token}")
     assert token in recorder.tokens()
+    # The agent counts what it applied on PostgreSQL too (its heartbeat reports it).
+    wait_for(lambda: agents[0].last_applied_id == command_id or None, "the applied id")
+    assert agents[0].applied_count >= 1
 
 
 def test_agent_applies_each_command_once(sqlite_settings: Settings, sqlite_db: Database) -> None:
