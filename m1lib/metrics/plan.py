@@ -19,7 +19,7 @@ from typing import Final, Literal
 
 from m1lib.errors import InputError
 from m1lib.metrics.filters import Node, compile_filter, compile_filters, conditions
-from m1lib.metrics.query import Aggregation, Filter, Query, duration_us
+from m1lib.metrics.query import AGGREGATION_OPS, Aggregation, Filter, Query, duration_us
 from m1lib.metrics.schema import FieldSpec, Kind, MetricSpec, metric_spec
 from m1lib.metrics.store import HOUR_US, MINUTE_US, RESOLUTIONS, MetricSnapshot
 
@@ -35,22 +35,8 @@ __all__ = [
 ]
 
 RAW: Final = 0  # Segment.resolution of raw events
-_NUMERIC_OPS = frozenset(
-    {
-        "sum",
-        "avg",
-        "min",
-        "max",
-        "median",
-        "p50",
-        "p90",
-        "p95",
-        "p99",
-        "percentiles",
-        "stddev",
-        "variance",
-    }
-)
+# Aggregations over a numeric field: every op but those that count, rate, pick or compare rows.
+_NUMERIC_OPS = frozenset(AGGREGATION_OPS) - {"count", "rate", "distinct", "first", "last", "ratio"}
 _DEFAULT_FIELD_OPS = _NUMERIC_OPS | {"first", "last"}
 _LABELS = {RAW: "raw", **{res: label for label, res in RESOLUTIONS.items()}}
 

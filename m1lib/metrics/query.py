@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, get_args
 
 from pydantic import (
     AwareDatetime,
@@ -46,39 +46,6 @@ __all__ = [
     "query_json_schema",
 ]
 
-FILTER_OPS: Final = (
-    "eq",
-    "ne",
-    "gt",
-    "gte",
-    "lt",
-    "lte",
-    "in",
-    "nin",
-    "contains",
-    "startsWith",
-    "exists",
-)
-AGGREGATION_OPS: Final = (
-    "count",
-    "sum",
-    "avg",
-    "min",
-    "max",
-    "median",
-    "p50",
-    "p90",
-    "p95",
-    "p99",
-    "percentiles",
-    "stddev",
-    "variance",
-    "rate",
-    "distinct",
-    "first",
-    "last",
-    "ratio",
-)
 DEFAULT_PERCENTILES: Final = (50.0, 95.0, 99.0)
 MAX_FILTERS = 50
 MAX_LIST_VALUES = 1000
@@ -110,6 +77,9 @@ AggregationOp = Literal[
     "last",
     "ratio",
 ]
+# The lists the schema and error messages use, derived so they cannot drift from the types.
+FILTER_OPS: Final = get_args(FilterOp)
+AGGREGATION_OPS: Final = get_args(AggregationOp)
 MetricName = Literal[
     "policy_decisions",
     "tool_executions",

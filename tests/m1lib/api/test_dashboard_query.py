@@ -133,7 +133,7 @@ def test_without_a_metrics_runtime_the_route_is_unavailable() -> None:
 
 
 BODIES = st.recursive(
-    st.one_of(st.none(), st.booleans(), st.integers(-5, 5), st.floats(allow_nan=False), st.text(max_size=6)),
+    st.one_of(st.none(), st.booleans(), st.integers(-5, 5), st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=6)),
     lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(
         st.sampled_from(["metric", "field", "op", "value", "and", "or", "filters", "aggregations", "groupBy",
                          "timeRange", "interval", "x"]), inner, max_size=4)),
