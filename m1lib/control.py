@@ -27,6 +27,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from m1lib.db.models import ControlAck, ControlCommand, Replica
 from m1lib.errors import InputError, M1Error, UsageError
+from m1lib.loops import Loop, LoopThreads
 from m1lib.redis_conn import key, make_pubsub_redis, make_redis
 
 if TYPE_CHECKING:
@@ -58,7 +59,6 @@ _BATCH = 100  # commands read per query; a pass keeps reading until none is left
 _SUBSCRIBE_WAIT_S = 0.25  # how long the subscriber blocks, so stop() is answered quickly
 _BACKOFF_MIN_S = 0.1
 _BACKOFF_MAX_S = 5.0
-_JOIN_TIMEOUT_S = 10.0
 # What a loop survives and retries: the database or Redis being down or refusing a statement.
 _TRANSIENT: tuple[type[BaseException], ...] = (M1Error, exc.SQLAlchemyError)
 
@@ -360,8 +360,7 @@ class ReplicaAgent:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._apply_lock = threading.Lock()
-        self._state_lock = threading.Lock()
-        self._threads: list[threading.Thread] = []
+        self._loops = LoopThreads("m1-control", stop=self._stop, wake=self._wake, logger=logger)
         self._started_at = _now()
         self._applied_count = 0
         self._last_applied_id: int | None = None
@@ -378,37 +377,22 @@ class ReplicaAgent:
 
     @property
     def running(self) -> bool:
-        return bool(self._threads)
+        return self._loops.running
 
     def start(self) -> None:
-        """Start the threads; a second call while running does nothing."""
-        with self._state_lock:
-            if self._threads:
-                return
-            self._stop.clear()
-            self._wake.set()  # first pass at once: catch up on what was issued while we were down
-            self._started_at = _now()
-            loops: list[tuple[str, Callable[[], None]]] = [
-                ("heartbeat", self._heartbeat_loop),
-                ("apply", self._apply_loop),
-            ]
-            if self.settings.redis_url is not None:
-                loops.append(("subscriber", self._subscriber_loop))
-            for name, target in loops:
-                thread = threading.Thread(target=target, name=f"m1-control-{name}", daemon=True)
-                thread.start()
-                self._threads.append(thread)
+        """Start the threads (the first pass at once, to catch up on what was issued while we
+        were down); a second call while running does nothing."""
+        loops: list[Loop] = [("heartbeat", self._heartbeat_loop), ("apply", self._apply_loop)]
+        if self.settings.redis_url is not None:
+            loops.append(("subscriber", self._subscriber_loop))
+        self._loops.start(loops, before=self._mark_started)
+
+    def _mark_started(self) -> None:
+        self._started_at = _now()
 
     def stop(self) -> None:
         """Stop and join the threads; safe to call twice or before ``start``."""
-        with self._state_lock:
-            threads, self._threads = self._threads, []
-            self._stop.set()
-            self._wake.set()
-            for thread in threads:
-                thread.join(_JOIN_TIMEOUT_S)
-                if thread.is_alive():
-                    logger.warning("%s did not stop within %.0f s", thread.name, _JOIN_TIMEOUT_S)
+        self._loops.stop()
 
     def wake(self) -> None:
         """Poll for commands now instead of at the end of the period."""

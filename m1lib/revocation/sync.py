@@ -21,7 +21,6 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +28,7 @@ import redis
 from sqlalchemy import exc
 
 from m1lib.errors import M1Error
+from m1lib.loops import Loop, LoopThreads
 from m1lib.redis_conn import key, make_pubsub_redis
 from m1lib.revocation.state import RevocationState, RuleEntry, to_us
 
@@ -43,7 +43,6 @@ logger = logging.getLogger("m1.revocation")
 _SUBSCRIBE_WAIT_S = 0.25  # how long the subscriber blocks, so stop() is answered quickly
 _BACKOFF_MIN_S = 0.1
 _BACKOFF_MAX_S = 5.0
-_JOIN_TIMEOUT_S = 10.0
 # What the loops survive and retry: the database or Redis being down or refusing a statement.
 _TRANSIENT: tuple[type[BaseException], ...] = (M1Error, exc.SQLAlchemyError)
 
@@ -116,10 +115,9 @@ class Synchronizer:
         self._overlap = timedelta(seconds=config.overlap_s)
         self._channel = revocation_channel(settings)
         self._sync_lock = threading.Lock()
-        self._thread_lock = threading.Lock()
         self._stop = threading.Event()
         self._wake = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self._loops = LoopThreads("m1-revocation", stop=self._stop, wake=self._wake, logger=logger)
         self._token_cursor = 0
         self._rule_cursor = 0
         self._since: datetime | None = None  # start of the next resync's overlap window
@@ -133,33 +131,20 @@ class Synchronizer:
     # -- lifecycle ------------------------------------------------------------------------------
 
     def start(self) -> None:
-        with self._thread_lock:
-            if self._threads:
-                return
-            self._stop.clear()
-            self._wake.set()
-            loops: list[tuple[str, Callable[[], None]]] = [("sync", self._sync_loop)]
-            if self.settings.redis_url is not None:
-                loops.append(("subscriber", self._subscriber_loop))
-            for name, target in loops:
-                thread = threading.Thread(target=target, name=f"m1-revocation-{name}", daemon=True)
-                thread.start()
-                self._threads.append(thread)
+        loops: list[Loop] = [("sync", self._sync_loop)]
+        if self.settings.redis_url is not None:
+            loops.append(("subscriber", self._subscriber_loop))
+        self._loops.start(loops)
 
     def stop(self) -> None:
-        with self._thread_lock:
-            threads, self._threads = self._threads, []
-            self._stop.set()
-            self._wake.set()
-            for thread in threads:
-                thread.join(_JOIN_TIMEOUT_S)
-                if thread.is_alive():
-                    logger.warning("%s did not stop within %.0f s", thread.name, _JOIN_TIMEOUT_S)
-            self.subscribed = False
+        self._loops.stop(after=self._mark_unsubscribed)
+
+    def _mark_unsubscribed(self) -> None:
+        self.subscribed = False
 
     @property
     def running(self) -> bool:
-        return bool(self._threads)
+        return self._loops.running
 
     def wake(self) -> None:
         """Resync now instead of at the end of the period."""
