@@ -23,6 +23,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import redis
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "bench" / "results"
 if str(ROOT) not in sys.path:
@@ -170,3 +172,17 @@ def main(
         print(f"{name}.{figure['name']}: {figure['value']:.2f} {figure['unit']}{verdict}")
     print(f"wrote {path}")
     return path
+
+
+REDIS_URL = "redis://127.0.0.1:6379/0"  # the machine's shared Redis; benches use own prefixes
+
+
+def clean_redis(prefix: str) -> None:
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        for found in client.scan_iter(match=f"{prefix}:*", count=1000):
+            client.delete(found)
+    except redis.RedisError as error:
+        print(f"could not clean Redis prefix {prefix}: {error}", file=sys.stderr)
+    finally:
+        client.close()

@@ -34,7 +34,6 @@ from m1lib.settings import Settings
 NAME = "control"
 PG_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
 PG_ADMIN_URL = f"{PG_SERVER}/test"
-REDIS_URL = "redis://127.0.0.1:6379/0"
 REPLICA_SCRIPT = Path(__file__).resolve().parent / "_replica_proc.py"
 TARGET_P99_MS = 50.0
 POLLING_POLL_S = 0.05
@@ -89,7 +88,7 @@ class Replicas:
 
 def wait_ready(db: Database, replicas: Replicas, *, pubsub: bool) -> None:
     """Both heartbeats from these very processes, and (pub/sub) both subscribed."""
-    client = redis.Redis.from_url(REDIS_URL) if pubsub else None
+    client = redis.Redis.from_url(_harness.REDIS_URL) if pubsub else None
     channel = control_channel(replicas.settings)
     deadline = time.monotonic() + START_DEADLINE_S
     try:
@@ -181,7 +180,7 @@ def measure(smoke: bool) -> Measured:
             }
             pubsub = Settings(
                 **base,
-                redis={"url": REDIS_URL, "prefix": prefix},
+                redis={"url": _harness.REDIS_URL, "prefix": prefix},
                 control={"poll_s": PUBSUB_POLL_S},
             )
             polling = Settings(**base, control={"poll_s": POLLING_POLL_S})
@@ -200,7 +199,7 @@ def measure(smoke: bool) -> Measured:
         with admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
         admin.dispose()
-        clean_redis(prefix)
+        _harness.clean_redis(prefix)
     return Measured(
         figures=figures(woken, polled, issue_times),
         parameters={
@@ -234,17 +233,6 @@ def figures(woken: list[float], polled: list[float], issue_times: list[float]) -
         result.append(Figure(f"polling_apply_{stat}_ms", round(poll[stat], 3), "ms"))
     result.append(Figure("issue_p50_ms", round(percentiles_ms(issue_times)["p50"], 3), "ms"))
     return result
-
-
-def clean_redis(prefix: str) -> None:
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        for found in client.scan_iter(match=f"{prefix}:*", count=1000):
-            client.delete(found)
-    except redis.RedisError as error:
-        print(f"could not clean Redis prefix {prefix}: {error}", file=sys.stderr)
-    finally:
-        client.close()
 
 
 if __name__ == "__main__":

@@ -52,7 +52,6 @@ from m1lib.tokens import REQUIRED_CLAIMS, SCOPE_RANK, TokenCodec
 NAME = "revocation"
 PG_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
 PG_ADMIN_URL = f"{PG_SERVER}/test"
-REDIS_URL = "redis://127.0.0.1:6379/0"
 WATCHER = Path(__file__).resolve().parent / "_revocation_proc.py"
 SECRET = "bench-secret-" + "x" * 40
 TOOL, SCOPE = "log_agent_run", Scope.WRITE
@@ -82,7 +81,7 @@ def measure(smoke: bool) -> Measured:
                 _env_file=None,
                 data_dir=Path(tmp) / "data",
                 database={"url": f"{PG_SERVER}/{database}"},
-                redis={"url": REDIS_URL, "prefix": prefix},
+                redis={"url": _harness.REDIS_URL, "prefix": prefix},
                 jwt={"secret": SECRET},
             )
             figures, extra = run(settings, Path(tmp), size)
@@ -90,7 +89,7 @@ def measure(smoke: bool) -> Measured:
         with admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
         admin.dispose()
-        clean_redis(prefix)
+        _harness.clean_redis(prefix)
     return Measured(figures=figures, parameters={**size, **extra})
 
 
@@ -290,7 +289,7 @@ def verify_throughput(
     needed = SCOPE_RANK[SCOPE]
     options: Any = {"require": list(REQUIRED_CLAIMS)}
     key_prefix = f"{settings.redis.prefix}:revoked:"
-    client = redis.Redis.from_url(REDIS_URL)
+    client = redis.Redis.from_url(_harness.REDIS_URL)
 
     def bare(token: str) -> dict[str, Any]:
         claims: dict[str, Any] = jwt.decode(
@@ -369,7 +368,7 @@ def propagate(
         [
             sys.executable, str(WATCHER),
             "--db-url", settings.database_url,
-            "--redis-url", REDIS_URL,
+            "--redis-url", _harness.REDIS_URL,
             "--redis-prefix", settings.redis.prefix,
             "--jtis-file", str(jtis_file),
             "--out-file", str(out_file),
@@ -413,17 +412,6 @@ def read_line(process: subprocess.Popen[str], *, timeout: float) -> str:
     reader.start()
     reader.join(timeout)
     return result[0].strip() if result else ""
-
-
-def clean_redis(prefix: str) -> None:
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        for found in client.scan_iter(match=f"{prefix}:*", count=1000):
-            client.delete(found)
-    except redis.RedisError as error:
-        print(f"could not clean Redis prefix {prefix}: {error}", file=sys.stderr)
-    finally:
-        client.close()
 
 
 if __name__ == "__main__":

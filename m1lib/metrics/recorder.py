@@ -97,16 +97,7 @@ class Recorder:
         values = validate(fields, 0, metric)
         ts = _now_us() if timestamp is None else timestamp_us(timestamp, f"{metric}.timestamp")
         item = (metric, (ts, *values))
-        with self._lock:
-            if self._queued >= self.queue_size:
-                self._dropped += 1
-                return
-            if not self._queued:
-                self._oldest = time.monotonic()
-            self._queued += 1
-            self._items.append(item)
-            if self._queued * 2 > self.queue_size:
-                self._wake.set()
+        self._enqueue(item)
 
     def record_trusted(
         self, metric: str, values: tuple[Any, ...], timestamp_us: int | None = None
@@ -119,6 +110,10 @@ class Recorder:
         ingest thread, where it is logged and counted as dropped.
         """
         item = (metric, (_now_us() if timestamp_us is None else timestamp_us, *values))
+        self._enqueue(item)
+
+    def _enqueue(self, item: tuple[str, tuple[Any, ...]]) -> None:
+        """Append one event, or count it dropped when the queue is full; never blocks."""
         with self._lock:
             if self._queued >= self.queue_size:
                 self._dropped += 1
