@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import hypothesis
 import pytest
 import redis as redis_lib
 from sqlalchemy import create_engine, text
@@ -26,6 +27,12 @@ PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 REDIS_URL = "redis://127.0.0.1:6379/0"
 RUN_ID = uuid.uuid4().hex[:10]
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+# CI replays the same examples every run (a failure there is reproducible, not luck); developers'
+# runs keep drawing new ones. No deadline: wall-clock limits are not assertions we make.
+hypothesis.settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+hypothesis.settings.register_profile("dev", deadline=None)
+hypothesis.settings.load_profile("ci" if IN_CI else "dev")
 
 
 @pytest.fixture(autouse=True)
