@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import httpx
 import psutil
 
+from deployments.prefect_yaml import load_deployment_specs
 from m1lib import bootstrap
 from m1lib.db import migrate
 from m1lib.db.session import Database
@@ -183,6 +184,28 @@ class Supervisor:
             ],
         )
 
+    def wait_for_deployments(self, timeout_s: float = 120) -> None:
+        """The runner registers deployments one by one: `m1 up` is up once all of them are."""
+        wanted = {
+            spec.name for spec in load_deployment_specs(self.settings.prefect.deployments_file)
+        }
+        deadline = time.monotonic() + timeout_s
+        while not self.stopping.is_set():
+            self._check_children()
+            try:
+                found = httpx.post(
+                    f"{self.prefect_api_url}/deployments/filter",
+                    json={"deployments": {"name": {"any_": sorted(wanted)}}},
+                    timeout=5,
+                )
+                if found.status_code == 200 and wanted <= {d["name"] for d in found.json()}:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the runner did not serve all of {sorted(wanted)} in time")
+            time.sleep(0.3)
+
     def start_api(self) -> None:
         self._spawn("api", [sys.executable, "-m", "m1lib.api"])
 
@@ -267,6 +290,8 @@ class Supervisor:
                 self.start_runner()
             self.start_api()
             self.wait_for_api()
+            if self.serve:
+                self.wait_for_deployments()
             print(self.banner(boot), flush=True)
             while not self.stopping.wait(0.5):
                 self._check_children()

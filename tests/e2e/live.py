@@ -15,10 +15,12 @@ from typing import Any
 import httpx
 import psutil
 
+from deployments.prefect_yaml import load_deployment_specs
 from m1lib.settings import PROJECT_ROOT
 from tests.conftest import free_port
 
 START_TIMEOUT_S = 120
+EXPECTED_DEPLOYMENTS = {spec.name for spec in load_deployment_specs(PROJECT_ROOT / "prefect.yaml")}
 
 
 @dataclass
@@ -96,7 +98,10 @@ class LiveM1:
             try:
                 api = httpx.get(f"{self.api_url}/health/ready", timeout=2)
                 prefect = httpx.get(f"{self.prefect_api_url}/health", timeout=2)
-                if api.status_code == 200 and prefect.status_code == 200 and self.deployments():
+                served = (
+                    {d["name"] for d in self.deployments()} if prefect.status_code == 200 else set()
+                )
+                if api.status_code == 200 and served >= EXPECTED_DEPLOYMENTS:
                     self.record_descendants()
                     return
             except httpx.HTTPError:
