@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
@@ -135,18 +136,29 @@ class Supervisor:
             ],
         )
 
-    def wait_for_prefect(self, timeout_s: float = 120) -> None:
+    def _wait_until(
+        self, ready: Callable[[], bool], failure: str, timeout_s: float, period_s: float = 0.3
+    ) -> None:
+        """Poll ``ready`` until it says yes; a child dying or the deadline passing ends the wait."""
         deadline = time.monotonic() + timeout_s
         while not self.stopping.is_set():
             self._check_children()
             try:
-                if httpx.get(f"{self.prefect_api_url}/health", timeout=2).status_code == 200:
+                if ready():
                     return
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"the Prefect server did not answer at {self.prefect_api_url}")
-            time.sleep(0.3)
+                raise RuntimeError(failure)
+            time.sleep(period_s)
+
+    def wait_for_prefect(self, timeout_s: float = 120) -> None:
+        url = f"{self.prefect_api_url}/health"
+        self._wait_until(
+            lambda: httpx.get(url, timeout=2).status_code == 200,
+            f"the Prefect server did not answer at {self.prefect_api_url}",
+            timeout_s,
+        )
 
     def mark_abandoned_runs_crashed(self) -> int:
         """Runs of M1's deployments still Running/Pending belong to a runner that died with us."""
@@ -189,39 +201,30 @@ class Supervisor:
         wanted = {
             spec.name for spec in load_deployment_specs(self.settings.prefect.deployments_file)
         }
-        deadline = time.monotonic() + timeout_s
-        while not self.stopping.is_set():
-            self._check_children()
-            try:
-                found = httpx.post(
-                    f"{self.prefect_api_url}/deployments/filter",
-                    json={"deployments": {"name": {"any_": sorted(wanted)}}},
-                    timeout=5,
-                )
-                if found.status_code == 200 and wanted <= {d["name"] for d in found.json()}:
-                    return
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the runner did not serve all of {sorted(wanted)} in time")
-            time.sleep(0.3)
+
+        def all_served() -> bool:
+            found = httpx.post(
+                f"{self.prefect_api_url}/deployments/filter",
+                json={"deployments": {"name": {"any_": sorted(wanted)}}},
+                timeout=5,
+            )
+            return found.status_code == 200 and wanted <= {d["name"] for d in found.json()}
+
+        self._wait_until(
+            all_served, f"the runner did not serve all of {sorted(wanted)} in time", timeout_s
+        )
 
     def start_api(self) -> None:
         self._spawn("api", [sys.executable, "-m", "m1lib.api"])
 
     def wait_for_api(self, timeout_s: float = 60) -> None:
         url = f"{self.settings.api_base_url}/health/live"
-        deadline = time.monotonic() + timeout_s
-        while not self.stopping.is_set():
-            self._check_children()
-            try:
-                if httpx.get(url, timeout=2, verify=False).status_code == 200:  # noqa: S501 - own cert
-                    return
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the M1 API did not answer at {url}")
-            time.sleep(0.2)
+        self._wait_until(
+            lambda: httpx.get(url, timeout=2, verify=False).status_code == 200,  # noqa: S501 - own cert
+            f"the M1 API did not answer at {url}",
+            timeout_s,
+            period_s=0.2,
+        )
 
     def _check_children(self) -> None:
         for child in self.children:
