@@ -31,17 +31,13 @@ from m1lib.revocation.state import RevocationState, RuleEntry, to_us
 from m1lib.revocation.store import RevocationStore
 from m1lib.revocation.sync import Synchronizer, encode_rule, encode_token, revocation_channel
 from m1lib.settings import Settings, get_settings
+from m1lib.text import ACTOR_MAX, JTI_MAX, REASON_MAX, SUBJECT_MAX, TOOL_MAX, check_text
 from m1lib.tokens import Reason
 
 __all__ = ["RevocationManager", "RevocationStatus", "max_token_lifetime"]
 
 logger = logging.getLogger("m1.revocation")
 
-_JTI_MAX = 64  # revoked_tokens.jti
-_REASON_MAX = 500
-_ACTOR_MAX = 64
-_TOOL_MAX = 128
-_SUBJECT_MAX = 255
 _monotonic = time.monotonic
 
 
@@ -242,11 +238,11 @@ class RevocationManager:
         known, else now plus the maximum token lifetime and leeway. Raises DatabaseUnavailable
         when the database cannot commit; then nothing is recorded, applied or announced.
         """
-        _check_text("jti", jti, _JTI_MAX, required=True)
-        _check_text("reason", reason, _REASON_MAX)
-        _check_text("revoked_by", revoked_by, _ACTOR_MAX, required=True)
-        _check_text("tool_name", tool_name, _TOOL_MAX, required=True, optional=True)
-        _check_text("subject", subject, _SUBJECT_MAX, required=True, optional=True)
+        check_text("jti", jti, JTI_MAX, required=True)
+        check_text("reason", reason, REASON_MAX, prose=True)
+        check_text("revoked_by", revoked_by, ACTOR_MAX, required=True)
+        check_text("tool_name", tool_name, TOOL_MAX, required=True, optional=True)
+        check_text("subject", subject, SUBJECT_MAX, required=True, optional=True)
         if expires_at is not None:
             _check_aware("expires_at", expires_at)
         record = self._store.revoke(
@@ -279,10 +275,10 @@ class RevocationManager:
         Tokens are compared by their ``iat`` (whole seconds as issued), so a token issued in the
         same second just after the rule may be denied too: re-issue after the rule's second.
         """
-        _check_text("tool_name", tool_name, _TOOL_MAX, required=True, optional=True)
-        _check_text("subject", subject, _SUBJECT_MAX, required=True, optional=True)
-        _check_text("reason", reason, _REASON_MAX)
-        _check_text("revoked_by", revoked_by, _ACTOR_MAX, required=True)
+        check_text("tool_name", tool_name, TOOL_MAX, required=True, optional=True)
+        check_text("subject", subject, SUBJECT_MAX, required=True, optional=True)
+        check_text("reason", reason, REASON_MAX, prose=True)
+        check_text("revoked_by", revoked_by, ACTOR_MAX, required=True)
         _check_aware("issued_before", issued_before)
         if tool_name is None and subject is None:
             raise InputError(
@@ -343,7 +339,7 @@ class RevocationManager:
 
     def get_record(self, jti: str) -> RevokedToken | None:
         """The database's record of a jti (None: never revoked, or purged after expiry)."""
-        _check_text("jti", jti, _JTI_MAX, required=True)
+        check_text("jti", jti, JTI_MAX, required=True)
         return self._store.token(jti)
 
     # -- purge ------------------------------------------------------------------------------------
@@ -357,7 +353,7 @@ class RevocationManager:
         ``older_than`` may not lie in the future: a record whose token is still valid must stay.
         """
         _check_aware("older_than", older_than)
-        _check_text("actor", actor, _ACTOR_MAX, required=True)
+        check_text("actor", actor, ACTOR_MAX, required=True)
         if older_than > datetime.now(UTC):
             raise InputError(
                 "older_than",
@@ -378,28 +374,6 @@ class RevocationManager:
     def purge_long_expired_tokens(self, older_than: datetime) -> int:
         """The seed's purge: delete what expired before ``older_than``; returns token records."""
         return self.purge(older_than).tokens
-
-
-def _check_text(
-    path: str,
-    value: str | None,
-    max_length: int,
-    *,
-    required: bool = False,
-    optional: bool = False,
-) -> None:
-    """``required``: not empty when given; ``optional``: None is allowed."""
-    if value is None:
-        if optional:
-            return
-        raise InputError(path, "missing", [f"text of 1-{max_length} characters"])
-    if not isinstance(value, str):
-        raise InputError(path, f"{type(value).__name__} is not text", ["text"])
-    if len(value) > max_length or (required and not value.strip()):
-        low = 1 if required else 0
-        raise InputError(
-            path, f"{len(value)} characters is out of range", [f"{low}-{max_length} characters"]
-        )
 
 
 def _check_aware(path: str, value: datetime) -> None:
