@@ -89,7 +89,7 @@ def check_text(
     and line breaks are allowed (a reason), otherwise no control character is (a name).
     """
     low = 1 if required else 0
-    allowed = [f"{NAME_RULE if not prose else PROSE_RULE}, {low}-{max_length} characters"]
+    allowed = [f"{low}-{max_length} characters", PROSE_RULE if prose else NAME_RULE]
     if value is None:
         if optional:
             return

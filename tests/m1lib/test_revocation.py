@@ -346,6 +346,37 @@ def test_revoke_checks_its_input(make_manager: ManagerFactory) -> None:
     assert manager.get_revocation_list().items == []
 
 
+@pytest.mark.parametrize(
+    ("field", "call"),
+    [
+        ("jti", lambda m: m.revoke_token("a\x00b", "r", "alice")),
+        ("reason", lambda m: m.revoke_token(new_jti(), "why\x00", "alice")),
+        ("subject", lambda m: m.revoke_token(new_jti(), "r", "alice", subject="s\x00")),
+        ("tool_name", lambda m: m.revoke_token(new_jti(), "r", "alice", tool_name="t\ud800")),
+        ("jti", lambda m: m.get_record("a\x00b")),
+        (
+            "subject",
+            lambda m: m.revoke_all(
+                subject="a\x00", issued_before=datetime.now(UTC), reason="", revoked_by="alice"
+            ),
+        ),
+    ],
+)
+def test_text_with_nul_or_surrogate_is_refused_before_the_database(
+    make_manager: ManagerFactory, field: str, call: Callable[[RevocationManager], object]
+) -> None:
+    manager = make_manager()
+    with pytest.raises(InputError, match=rf"^{field}: holds a (NUL character|lone surrogate)"):
+        call(manager)
+    assert manager.get_revocation_list().items == []
+    assert manager.get_audit_log().items == []
+
+
+def test_reason_may_hold_line_breaks(make_manager: ManagerFactory) -> None:
+    record = make_manager().revoke_token(new_jti(), "leaked\n\tin a log", "alice")
+    assert record.reason == "leaked\n\tin a log"
+
+
 def test_default_expiry_covers_the_longest_token_lifetime(make_manager: ManagerFactory) -> None:
     manager = make_manager()
     record = manager.revoke_token(new_jti(), "r", "alice")
