@@ -35,6 +35,7 @@ __all__ = [
     "REASON_MAX",
     "SUBJECT_MAX",
     "TOOL_MAX",
+    "UNSTORABLE_IN_NAME",
     "JtiText",
     "ReasonText",
     "SubjectText",
@@ -53,7 +54,7 @@ NAME_RULE: Final = "text without control characters"
 PROSE_RULE: Final = "text without control characters other than tab and line breaks"
 
 # C0 and C1 controls and DEL, and surrogates; prose keeps \t \n \r.
-_BAD_IN_NAME: Final = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+UNSTORABLE_IN_NAME: Final = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 _BAD_IN_PROSE: Final = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
@@ -68,7 +69,7 @@ def _describe(char: str) -> str:
 
 def text_problem(value: str, *, prose: bool = False) -> str | None:
     """What is wrong with the characters of ``value`` (None when nothing is); no length check."""
-    bad = (_BAD_IN_PROSE if prose else _BAD_IN_NAME).search(value)
+    bad = (_BAD_IN_PROSE if prose else UNSTORABLE_IN_NAME).search(value)
     if bad is None:
         return None
     return f"holds {_describe(bad.group())} at position {bad.start()}"

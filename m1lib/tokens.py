@@ -43,6 +43,7 @@ from jwt.api_jws import PyJWS
 from jwt.utils import base64url_decode, base64url_encode
 
 from m1lib.errors import InputError, SettingsError, TokenRejectedError
+from m1lib.text import JTI_MAX, SUBJECT_MAX, TOOL_MAX, UNSTORABLE_IN_NAME, check_text
 
 if TYPE_CHECKING:
     from jwt.types import Options
@@ -66,9 +67,9 @@ ALGORITHMS: Final = ("HS256", "RS256", "EdDSA")
 MIN_HMAC_BYTES: Final = 32
 MIN_RSA_BITS: Final = 2048
 REQUIRED_CLAIMS: Final = ("iss", "aud", "sub", "toolName", "scope", "jti", "iat", "nbf", "exp")
-MAX_SUBJECT_CHARS: Final = 255  # revoked_tokens / revocation_rules store it
 _HEADER_PARAMS = frozenset({"alg", "kid", "typ"})
 _HEADER_CACHE_SIZE = 64  # a handful of kids; the bound only stops a flood of odd-but-valid headers
+_UNSTORABLE = UNSTORABLE_IN_NAME
 _KID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 PrivateKey = rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey
@@ -441,10 +442,8 @@ class TokenCodec:
             raise InputError(
                 "ttl", f"{lifetime!r} s is not a lifetime M1 issues", [f"1..{self.ttl_s} s"]
             )
-        if not isinstance(subject, str) or not subject or len(subject) > MAX_SUBJECT_CHARS:
-            raise InputError("subject", "must be text of 1 to 255 characters")
-        if not isinstance(tool_name, str) or not tool_name:
-            raise InputError("tool_name", "must be non-empty text")
+        check_text("subject", subject, SUBJECT_MAX, required=True)
+        check_text("tool_name", tool_name, TOOL_MAX, required=True)
         if scope.__class__ not in (str, Scope) or scope not in SCOPE_RANK:
             raise InputError("scope", f"{scope!r} is not a scope", list(Scope))
         now = int(time.time())
@@ -497,11 +496,27 @@ class TokenCodec:
             )
         except jwt.PyJWTError as exc:
             raise TokenRejectedError(_reason_for(exc), str(exc)) from exc
-        scope, tool, sub = claims["scope"], claims["toolName"], claims["sub"]
+        scope, tool, sub, jti = claims["scope"], claims["toolName"], claims["sub"], claims["jti"]
         if scope.__class__ is not str or scope not in SCOPE_RANK:
             raise TokenRejectedError(Reason.MALFORMED, "scope is not read, write or execute")
-        if tool.__class__ is not str or not tool or not sub:
-            raise TokenRejectedError(Reason.MALFORMED, "toolName and sub must be non-empty text")
+        # Only what revocation and audit can store is accepted: a token M1 takes can be revoked.
+        if (
+            jti.__class__ is not str
+            or tool.__class__ is not str
+            or sub.__class__ is not str
+            or not 0 < len(jti) <= JTI_MAX
+            or not 0 < len(tool) <= TOOL_MAX
+            or not 0 < len(sub) <= SUBJECT_MAX
+            or _UNSTORABLE.search(jti + tool + sub) is not None
+            or jti.isspace()
+            or tool.isspace()
+            or sub.isspace()
+        ):
+            raise TokenRejectedError(
+                Reason.MALFORMED,
+                f"jti (1-{JTI_MAX}), toolName (1-{TOOL_MAX}) and sub (1-{SUBJECT_MAX}) must be "
+                "non-blank text without control characters",
+            )
         iat, exp = claims["iat"], claims["exp"]
         if (
             iat.__class__ is not int

@@ -215,6 +215,17 @@ def test_missing_claim_is_denied(engine: PolicyEngine, claim: str) -> None:
         {"sub": ""},
         {"sub": 5},
         {"jti": 5},
+        {"jti": ""},
+        {"jti": "   "},
+        {"jti": "j" * 65},
+        {"jti": "a\x00b"},
+        {"jti": "a\nb"},
+        {"jti": "\ud800"},
+        {"sub": " "},
+        {"sub": "s" * 256},
+        {"sub": "agent\x00x"},
+        {"toolName": "t" * 129},
+        {"toolName": "log\x00agent_run"},
         {"exp": "9999999999"},
         {"iat": True},
         {"exp": int(time.time()) + 3600},  # a lifetime M1 never issues
@@ -224,6 +235,11 @@ def test_validly_signed_but_ill_shaped_claims_are_denied(
     engine: PolicyEngine, overrides: dict[str, Any]
 ) -> None:
     assert _reason(engine, forge(make_claims(**overrides))) is Reason.MALFORMED
+
+
+def test_longest_storable_jti_and_subject_are_accepted(engine: PolicyEngine) -> None:
+    token = forge(make_claims(jti="j" * 64, sub="s" * 255))
+    assert engine.verify(token, TOOL, Scope.WRITE).reason is Reason.OK
 
 
 def test_tampered_payload_is_denied(engine: PolicyEngine) -> None:
