@@ -5,7 +5,8 @@ M1Error
 ├── InputError               a caller's input is wrong (path, problem, allowed): HTTP 422/400
 ├── TokenRejectedError       a capability token is not accepted; ``reason`` is the policy Reason
 ├── UnavailableError         a dependency M1 needs is down (database, Redis): HTTP 503
-│   └── DatabaseUnavailable  the database did not answer or refused the statement
+│   ├── DatabaseUnavailable  the database did not answer or refused the statement
+│   └── BusyError            this process is at its limit of concurrent work (queries)
 └── UsageError (RuntimeError) a caller used the library out of order (e.g. before start)
 """
 
@@ -59,6 +60,11 @@ class UnavailableError(M1Error):
 
 class DatabaseUnavailable(UnavailableError):
     """Raised when the database cannot be reached or fails a statement M1 relies on."""
+
+
+class BusyError(UnavailableError):
+    """Raised when this process already runs as much of some work as it allows (queries): the
+    caller is refused at once, before any work, and told when to try again."""
 
 
 class UsageError(M1Error, RuntimeError):

@@ -291,7 +291,23 @@ class QuerySettings(BaseModel):
         100_000, "Most groups (buckets x groupBy values) one query may build.", ge=1
     )
     max_rows: int = _f(50_000, "Most rows one query returns (and the largest limit).", ge=1)
-    timeout_s: float = _f(10.0, "Longest time one query may compute.", "s", gt=0)
+    timeout_s: float = _f(
+        10.0, "Longest time one query may compute, every phase included.", "s", gt=0
+    )
+    max_memory_mb: int = _f(
+        256,
+        "Most memory one query may use, checked against an estimate before it allocates.",
+        "MB",
+        ge=1,
+    )
+    max_detect_cells: int = _f(
+        20_000_000,
+        "Most work anomaly detection may do: series x buckets x window, checked before it starts.",
+        ge=1,
+    )
+    max_concurrent: int = _f(
+        2, "Queries one replica computes at once; more are refused with 503 and Retry-After.", ge=1
+    )
 
 
 class HealthSettings(BaseModel):

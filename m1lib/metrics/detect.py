@@ -9,19 +9,31 @@ leaves a perfectly flat window gets the capped score :data:`SCORE_CAP`.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
+from numpy.typing import NDArray
 
-__all__ = ["SCORE_CAP", "Outlier", "TrendFit", "anomalies", "student_t_two_sided", "trend"]
+__all__ = [
+    "BLOCK_CELLS",
+    "SCORE_CAP",
+    "Outlier",
+    "TrendFit",
+    "anomalies",
+    "anomaly_scores",
+    "as_series",
+    "student_t_two_sided",
+    "trend",
+]
 
 SCORE_CAP: Final = 1000.0
 _MAD_SCALE = 0.6744897501960817  # Phi^-1(0.75): MAD of a normal sample is 0.6745 sigma
 _MEAN_AD_SCALE = 1.2533141373155003  # sqrt(pi/2): mean absolute deviation to sigma
 _TINY = 1e-12
+BLOCK_CELLS: Final = 1 << 20  # window values scored at once: about 8 MB per temporary array
 
 
 @dataclass(frozen=True)
@@ -84,17 +96,27 @@ def student_t_two_sided(t: float, df: int) -> float:
     return min(1.0, max(0.0, _betainc(df / 2.0, 0.5, df / (df + t * t))))
 
 
-def trend(values: Sequence[float | None], *, significance: float = 0.05) -> TrendFit:
+def as_series(values: Sequence[float | None] | NDArray[np.float64]) -> NDArray[np.float64]:
+    """A series as float64 with NaN for a missing bucket (None, NaN and infinities are missing)."""
+    if isinstance(values, np.ndarray):
+        return values.astype(np.float64, copy=False)
+    return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+
+
+def trend(
+    values: Sequence[float | None] | NDArray[np.float64], *, significance: float = 0.05
+) -> TrendFit:
     """Least-squares slope over the bucket index, tested against zero with a t-test.
 
     Missing buckets (None) are left out; under 3 points there is no test and the direction is flat.
     """
-    points = [(i, float(v)) for i, v in enumerate(values) if v is not None and math.isfinite(v)]
-    n = len(points)
+    series = as_series(values)
+    finite = np.isfinite(series)
+    n = int(np.count_nonzero(finite))
     if n < 2:
         return TrendFit("flat", 0.0, 0.0 if n else None, None, None, n)
-    x = np.array([p[0] for p in points], dtype=np.float64)
-    raw = np.array([p[1] for p in points], dtype=np.float64)
+    x = np.flatnonzero(finite).astype(np.float64)
+    raw = series[finite]
     scale = float(np.abs(raw).max()) or 1.0
     y = raw / scale  # the test is scale-free; this keeps sums of huge values finite
     dx = x - x.mean()
@@ -130,11 +152,12 @@ def trend(values: Sequence[float | None], *, significance: float = 0.05) -> Tren
 
 
 def anomalies(
-    values: Sequence[float | None],
+    values: Sequence[float | None] | NDArray[np.float64],
     *,
     method: Literal["zscore", "mad"] = "zscore",
     window: int = 10,
     threshold: float = 2.0,
+    check: Callable[[], None] | None = None,
 ) -> list[Outlier]:
     """Points whose score against the ``window`` points before them reaches ``threshold``.
 
@@ -142,20 +165,60 @@ def anomalies(
     / MAD, robust to earlier outliers in the window (the mean absolute deviation stands in when the
     MAD is 0). Missing points are skipped and windows are made of the points present.
     """
-    present = [(i, float(v)) for i, v in enumerate(values) if v is not None and math.isfinite(v)]
-    if len(present) <= window:
-        return []
-    y = np.array([v for _, v in present], dtype=np.float64)
-    y /= float(np.abs(y).max()) or 1.0  # scores are scale-free; this keeps huge values finite
-    windows = sliding_window_view(y[:-1], window)  # window k ends just before point k + window
-    current = y[window:]
+    index, value, score = anomaly_scores(
+        as_series(values), method=method, window=window, threshold=threshold, check=check
+    )
+    return [
+        Outlier(i, v, round(s, 6))
+        for i, v, s in zip(index.tolist(), value.tolist(), score.tolist(), strict=True)
+    ]
+
+
+def anomaly_scores(
+    series: NDArray[np.float64],
+    *,
+    method: Literal["zscore", "mad"] = "zscore",
+    window: int = 10,
+    threshold: float = 2.0,
+    check: Callable[[], None] | None = None,
+) -> tuple[NDArray[np.intp], NDArray[np.float64], NDArray[np.float64]]:
+    """:func:`anomalies` as arrays (bucket index, value, unrounded score), for any length.
+
+    The windows are evaluated in blocks of about :data:`BLOCK_CELLS` values, so memory stays
+    bounded whatever the series and window, and ``check`` (a query's budget) runs between blocks.
+    The work is about ``present points x window``: callers bound that before they start.
+    """
+    present = np.flatnonzero(np.isfinite(series))
+    if present.size <= window:
+        empty = np.empty(0)
+        return np.empty(0, dtype=np.intp), empty, empty
+    y = series[present]
+    y = y / (float(np.abs(y).max()) or 1.0)  # scores are scale-free; this keeps huge values finite
+    count = y.size - window  # window k is y[k : k + window]; it scores point k + window
+    score = np.empty(count)
+    block = max(1, BLOCK_CELLS // window)
+    for lo in range(0, count, block):
+        if check is not None:
+            check()
+        hi = min(count, lo + block)
+        windows = sliding_window_view(y[lo : hi + window - 1], window)
+        score[lo:hi] = _scores(windows, y[lo + window : hi + window], method)
+    hits = np.flatnonzero(np.abs(score) >= threshold)
+    index = present[hits + window]
+    return index, series[index], score[hits]
+
+
+def _scores(
+    windows: NDArray[np.float64], current: NDArray[np.float64], method: str
+) -> NDArray[np.float64]:
     if method == "zscore":
         center = windows.mean(axis=1)
         spread = windows.std(axis=1, ddof=1)
     else:
         center = np.median(windows, axis=1)
-        mad = np.median(np.abs(windows - center[:, None]), axis=1) / _MAD_SCALE
-        mean_ad = np.mean(np.abs(windows - center[:, None]), axis=1) * _MEAN_AD_SCALE
+        distance = np.abs(windows - center[:, None])
+        mad = np.median(distance, axis=1) / _MAD_SCALE
+        mean_ad = np.mean(distance, axis=1) * _MEAN_AD_SCALE
         spread = np.where(mad > 0, mad, mean_ad)
     deviation = current - center
     scale = np.maximum(np.abs(center), 1.0) * _TINY
@@ -166,9 +229,5 @@ def anomalies(
     score = np.where(
         moved, np.copysign(SCORE_CAP, deviation), np.clip(score, -SCORE_CAP, SCORE_CAP)
     )
-    out = []
-    score = np.nan_to_num(score, nan=0.0)
-    for k in np.flatnonzero(np.abs(score) >= threshold):
-        index, value = present[int(k) + window]
-        out.append(Outlier(index, value, round(float(score[k]), 6)))
-    return out
+    result: NDArray[np.float64] = np.nan_to_num(score, nan=0.0)
+    return result

@@ -10,7 +10,7 @@ means and variances by the exact parallel formulas, percentiles by adding sketch
 
 from __future__ import annotations
 
-import time
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -21,13 +21,13 @@ from numpy.typing import NDArray
 
 from m1lib.errors import InputError
 from m1lib.metrics import detect
+from m1lib.metrics.budget import Limits, QueryBudget
 from m1lib.metrics.columns import RawChunk
-from m1lib.metrics.filters import Node, evaluate
+from m1lib.metrics.filters import Node, conditions, evaluate
 from m1lib.metrics.plan import (
     RAW,
     AggregationPlan,
     Choice,
-    Limits,
     Prefer,
     Resolved,
     choose_segments,
@@ -46,20 +46,6 @@ _DENSE_GROUPS: Final = 1 << 22  # key spaces up to this size index arrays direct
 _KEY_LIMIT: Final = 1 << 62
 _PERCENTILE_OPS = frozenset({"median", "p50", "p90", "p95", "p99", "percentiles"})
 _ADDITIVE = frozenset({"count", "sum", "rate"})  # a missing bucket of these is a 0 in a series
-
-
-class _Deadline:
-    def __init__(self, limits: Limits) -> None:
-        self.seconds = limits.timeout_s
-        self.at = time.perf_counter() + limits.timeout_s
-
-    def check(self) -> None:
-        if time.perf_counter() > self.at:
-            raise InputError(
-                "/timeRange",
-                f"the query ran longer than {self.seconds:g} s (M1_QUERY_TIMEOUT_S)",
-                ["a shorter timeRange", "fewer groups", "a coarser interval"],
-            )
 
 
 @dataclass
@@ -190,16 +176,20 @@ def execute(
     *,
     dropped_events: int = 0,
     prefer: Prefer = "auto",
+    cancel: threading.Event | None = None,
+    budget: QueryBudget | None = None,
 ) -> QueryResult:
     """Answer ``query`` from ``snap``; InputError for what the query or the guards forbid.
 
     ``prefer`` pins raw events or rollups where both could answer (default: the cheaper).
+    ``cancel`` set by another thread stops the query at its next step (QueryCancelled).
+    ``budget`` replaces the one built from ``limits`` and ``cancel`` (tests bring a clock).
     """
-    started = time.perf_counter()
-    deadline = _Deadline(limits)
+    budget = budget or QueryBudget(limits, cancel=cancel)
     r = resolve(query, snap.now_us, limits)
-    done = _compute(r, snap, limits, deadline, prefer)
-    total = len(done.bucket_index)
+    done = _compute(r, snap, budget, prefer)
+    budget.phase = "ordering"
+    budget.check()
     order = _order(r, done, snap)
     keep = order
     if r.having is not None:
@@ -211,14 +201,16 @@ def execute(
     truncated = query.limit is None and total - query.offset > limits.max_rows
     columns = {name: array[page] for name, array in done.columns.items()}
     anomalies: list[Anomaly] = []
+    anomalies_total = 0
     trend: Trend | None = None
     if query.detect is not None:
-        anomalies, trend = _detect(r, done, snap, limits, deadline)
+        budget.phase = "detecting"
+        anomalies, anomalies_total, trend = _detect(r, done, snap, budget)
     bound = None
     if done.percentiles:
         bound = 0.0 if r.exact else RELATIVE_ERROR
     meta = QueryMeta(
-        execution_ms=(time.perf_counter() - started) * 1000.0,
+        execution_ms=(budget.clock() - budget.started) * 1000.0,
         rows_scanned=done.rows_scanned,
         source=done.choice.source,
         percentile_error_bound=bound,
@@ -228,6 +220,7 @@ def execute(
         resolutions=done.choice.resolutions,
         total_rows=total,
         truncated=truncated,
+        total_anomalies=anomalies_total,
     )
     return QueryResult(
         columns=columns, kinds=done.kinds, anomalies=anomalies, trend=trend, meta=meta
@@ -241,8 +234,21 @@ def _needs_entries(r: Resolved) -> bool:
     return any(a.op in _PERCENTILE_OPS for a in r.aggregations) and not r.exact
 
 
+def _scan_bytes(r: Resolved, choice: Choice) -> int:
+    """About what reading ``choice`` holds at once: keys, selections and the columns read."""
+    fields = {f.name for f in r.group_fields}
+    fields |= {c.field.name for c in conditions(r.filter)}
+    for a in r.aggregations:
+        fields |= {a.field.name} if a.field is not None else set()
+        fields |= {c.field.name for c in conditions(a.where)}
+    per_unit = 48 + 8 * len(fields)
+    if any(a.op in _PERCENTILE_OPS for a in r.aggregations):
+        per_unit += 32 if r.exact else 48  # sorted values, or sketch entries and their cells
+    return choice.cost * per_unit
+
+
 def _parts(
-    r: Resolved, snap: MetricSnapshot, space: _Space, choice: Choice, deadline: _Deadline
+    r: Resolved, snap: MetricSnapshot, space: _Space, choice: Choice, budget: QueryBudget
 ) -> tuple[list[_RawPart], list[_RollupPart], int]:
     raw_parts: list[_RawPart] = []
     rollup_parts: list[_RollupPart] = []
@@ -252,7 +258,7 @@ def _parts(
             for chunk in snap.raw:
                 if chunk.t_max < segment.start_us or chunk.t_min >= segment.end_us:
                     continue
-                deadline.check()
+                budget.check()
                 lo, hi = chunk.bounds(segment.start_us, segment.end_us)
                 if lo == hi:
                     continue
@@ -274,7 +280,7 @@ def _parts(
         for block in snap.rollups[segment.resolution]:
             if block.b_max < segment.start_us or block.b_min >= segment.end_us:
                 continue
-            deadline.check()
+            budget.check()
             lo, hi = block.bounds(segment.start_us, segment.end_us)
             if lo == hi:
                 continue
@@ -300,12 +306,18 @@ class _Aggregator:
     """Per-group reductions over the parts, each computed once and shared by the outputs."""
 
     def __init__(
-        self, raw: list[_RawPart], rollups: list[_RollupPart], groups: int, snap: MetricSnapshot
+        self,
+        raw: list[_RawPart],
+        rollups: list[_RollupPart],
+        groups: int,
+        snap: MetricSnapshot,
+        budget: QueryBudget,
     ) -> None:
         self.raw = raw
         self.rollups = rollups
         self.groups = groups
         self.snap = snap
+        self.check = budget.check  # between parts: each part is at most one chunk
         self._cache: dict[tuple[Any, ...], Any] = {}
 
     def _bincount(
@@ -319,8 +331,10 @@ class _Aggregator:
         if ("count",) not in self._cache:
             total = np.zeros(self.groups)
             for p in self.raw:
+                self.check()
                 total += self._bincount(p.gid)
             for q in self.rollups:
+                self.check()
                 total += self._bincount(q.gid, q.count)
             self._cache[("count",)] = total
         result: NDArray[np.float64] = self._cache[("count",)]
@@ -331,6 +345,7 @@ class _Aggregator:
         total = np.zeros(self.groups)
         snap = self.snap
         for p in self.raw:
+            self.check()
             mask = np.ones(p.gid.size, dtype=np.bool_)
             if node is not None:
                 mask &= evaluate(node, p.column, snap.dictionaries, snap.sizes, p.gid.size)
@@ -338,6 +353,7 @@ class _Aggregator:
                 mask &= p.column(f.name) != -1
             total += self._bincount(p.gid[mask])
         for q in self.rollups:
+            self.check()
             mask = np.ones(q.gid.size, dtype=np.bool_)
             if node is not None:
                 mask &= evaluate(node, q.dim, snap.dictionaries, snap.sizes, q.gid.size)
@@ -351,8 +367,10 @@ class _Aggregator:
         if key not in self._cache:
             total = np.zeros(self.groups)
             for p in self.raw:
+                self.check()
                 total += self._bincount(p.gid, p.column(name))
             for q in self.rollups:
+                self.check()
                 total += self._bincount(q.gid, q.stat(name, "sum"))
             self._cache[key] = total
         result: NDArray[np.float64] = self._cache[key]
@@ -364,8 +382,10 @@ class _Aggregator:
             out = np.full(self.groups, np.inf if low else -np.inf)
             ufunc = np.minimum if low else np.maximum
             for p in self.raw:
+                self.check()
                 ufunc.at(out, p.gid, p.column(name))
             for q in self.rollups:
+                self.check()
                 ufunc.at(out, q.gid, q.stat(name, "min" if low else "max"))
             out[~np.isfinite(out)] = np.nan
             self._cache[key] = out
@@ -381,9 +401,11 @@ class _Aggregator:
                 mean = self.sum(name) / count
             total = np.zeros(self.groups)
             for p in self.raw:
+                self.check()
                 deviation = p.column(name) - mean[p.gid]
                 total += self._bincount(p.gid, deviation * deviation)
             for q in self.rollups:
+                self.check()
                 rows = q.count
                 deviation = q.stat(name, "sum") / rows - mean[q.gid]
                 total += self._bincount(q.gid, q.stat(name, "m2") + rows * deviation * deviation)
@@ -398,10 +420,12 @@ class _Aggregator:
         codes: list[NDArray[np.uint16]] = []
         weights: list[NDArray[np.int64] | None] = []
         for p in self.raw:
+            self.check()
             groups.append(p.gid)
             codes.append(p.codes(name))
             weights.append(None)
         for q in self.rollups:
+            self.check()
             g, c, w = q.entries(name)
             groups.append(g)
             codes.append(c)
@@ -454,11 +478,13 @@ class _Aggregator:
     def distinct(self, f: FieldSpec) -> NDArray[np.float64]:
         pairs_group, pairs_value = [], []
         for p in self.raw:
+            self.check()
             pairs_group.append(p.gid)
             pairs_value.append(
                 p.column(f.name).astype(np.float64 if f.kind is Kind.FLOAT else np.int64)
             )
         for q in self.rollups:
+            self.check()
             pairs_group.append(q.gid)
             pairs_value.append(q.dim(f.name).astype(np.int64))
         if not pairs_group:
@@ -496,14 +522,33 @@ class _Aggregator:
         return out
 
 
-def _compute(
-    r: Resolved, snap: MetricSnapshot, limits: Limits, deadline: _Deadline, prefer: Prefer = "auto"
-) -> _Computed:
+def _group_arrays(r: Resolved) -> int:
+    """About how many per-group arrays the aggregations hold at once (count, sums, outputs)."""
+    return 4 + sum(3 + len(a.percentiles) for a in r.aggregations)
+
+
+def _compute(r: Resolved, snap: MetricSnapshot, budget: QueryBudget, prefer: Prefer) -> _Computed:
+    limits = budget.limits
+    budget.phase = "planning"
     choice = choose_segments(r, snap, need_entries=_needs_entries(r), prefer=prefer)
     space = _Space(r, snap, choice.start_us, choice.end_us)
-    raw, rollups, scanned = _parts(r, snap, space, choice, deadline)
+    budget.reserve(
+        _scan_bytes(r, choice),
+        "/timeRange",
+        f"reading {choice.cost:,} events and rollup rows",
+        [
+            "a shorter timeRange",
+            "filters on dimensions",
+            "fewer fields",
+            "percentiles without exact",
+        ],
+    )
+    budget.phase = "scanning"
+    raw, rollups, scanned = _parts(r, snap, space, choice, budget)
+    budget.phase = "grouping"
+    per_group = 8 * _group_arrays(r)
     # key -> dense group id: the key itself when the space is small, else a rank among keys seen
-    if space.size <= _DENSE_GROUPS:
+    if space.size <= _DENSE_GROUPS and budget.fits(space.size * per_group):
         groups = space.size
         for p in raw:
             p.gid = p.key
@@ -517,13 +562,14 @@ def _compute(
         groups = int(group_keys.size)
         if groups > limits.max_groups:
             _too_many(groups, limits)
+        budget.reserve(groups * per_group, "/groupBy", f"{groups:,} groups")
         for p in raw:
             p.gid = np.searchsorted(group_keys, p.key)
         for q in rollups:
             q.gid_all = np.where(q.key_all >= 0, np.searchsorted(group_keys, q.key_all), -1)
             q.gid = q.gid_all[q.index]
-    deadline.check()
-    agg = _Aggregator(raw, rollups, groups, snap)
+    budget.check()
+    agg = _Aggregator(raw, rollups, groups, snap, budget)
     count = agg.count()
     present = np.flatnonzero(count > 0)
     if present.size > limits.max_groups:
@@ -538,7 +584,7 @@ def _compute(
             q.gid = q.gid_all[q.index]
         group_keys = group_keys[present]
         groups = int(present.size)
-        agg = _Aggregator(raw, rollups, groups, snap)
+        agg = _Aggregator(raw, rollups, groups, snap, budget)
         count = agg.count()
         present = np.arange(groups)
     starts, codes = space.decode(group_keys[present])
@@ -553,8 +599,9 @@ def _compute(
         columns["bucket"] = starts
         kinds["bucket"] = "bucket"
     percentiles = False
+    budget.phase = "aggregating"
     for a in r.aggregations:
-        deadline.check()
+        budget.check()
         values = _aggregate(a, agg, r, space, choice, present, starts)
         if a.op in _PERCENTILE_OPS:
             percentiles = True
@@ -712,8 +759,10 @@ def _order(r: Resolved, done: _Computed, snap: MetricSnapshot) -> NDArray[np.int
 
 
 def _detect(
-    r: Resolved, done: _Computed, snap: MetricSnapshot, limits: Limits, deadline: _Deadline
-) -> tuple[list[Anomaly], Trend | None]:
+    r: Resolved, done: _Computed, snap: MetricSnapshot, budget: QueryBudget
+) -> tuple[list[Anomaly], int, Trend | None]:
+    """Anomalies per group series (the strongest ``M1_QUERY_MAX_ROWS``, by bucket), their
+    total, and the trend of all groups together."""
     spec = r.query.detect
     assert spec is not None
     assert r.interval_us is not None
@@ -724,27 +773,18 @@ def _detect(
     )
     first_bucket = done.choice.start_us // r.interval_us
     anomalies: list[Anomaly] = []
+    total = 0
     if spec.anomaly is not None:
-        a = spec.anomaly
-        plan = r.outputs[a.field]
-        column = done.columns[a.field]
-        for series_key in np.unique(done.series_key):
-            rows = np.flatnonzero(done.series_key == series_key)
-            values = _series(column[rows], done.bucket_index[rows], buckets, plan.op in _ADDITIVE)
-            group = {f.name: done.columns[f.name][rows[0]] for f in r.group_fields} or None
-            for outlier in detect.anomalies(
-                values, method=a.method, window=a.window, threshold=a.threshold
-            ):
-                bucket = to_datetime((first_bucket + outlier.index) * r.interval_us)
-                anomalies.append(Anomaly(bucket, outlier.value, outlier.score, a.field, group))
-        anomalies.sort(key=lambda item: (item.bucket, -abs(item.score)))
+        anomalies, total = _anomalies(r, done, budget, buckets, first_bucket)
     trend = None
     if spec.trend is not None:
         t = spec.trend
         source = done
         if r.group_fields:  # the trend of the whole series, all groups together
             whole = replace(r, group_fields=(), having=None, order=())
-            source = _compute(whole, snap, limits, deadline)
+            source = _compute(whole, snap, budget, "auto")
+            budget.phase = "detecting"
+        budget.reserve(buckets * 8 * 4, "/interval", f"a trend over {buckets:,} buckets")
         plan = r.outputs[t.field]
         values = _series(
             source.columns[t.field], source.bucket_index, buckets, plan.op in _ADDITIVE
@@ -759,14 +799,86 @@ def _detect(
             fit.r_squared,
             fit.points,
         )
-    return anomalies, trend
+    return anomalies, total, trend
+
+
+def _anomalies(
+    r: Resolved, done: _Computed, budget: QueryBudget, buckets: int, first_bucket: int
+) -> tuple[list[Anomaly], int]:
+    """Each group's series scanned in turn; the work is bounded before it starts."""
+    assert r.query.detect is not None
+    a = r.query.detect.anomaly
+    assert a is not None
+    assert r.interval_us is not None
+    limits = budget.limits
+    additive = r.outputs[a.field].op in _ADDITIVE
+    if done.series_key.size == 0:
+        return [], 0
+    order = np.argsort(done.series_key, kind="stable")
+    keys = done.series_key[order]
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    ends = np.r_[starts[1:], keys.size]
+    # an additive series has a value in every bucket (0 where none), others only where present
+    points = buckets * int(starts.size) if additive else int(keys.size)
+    cells = points * a.window
+    if cells > limits.max_detect_cells:
+        raise InputError(
+            "/detect/anomaly/window",
+            f"{starts.size:,} series of {buckets:,} buckets with a window of {a.window} is "
+            f"{cells:,} cells of work",
+            [
+                f"at most {limits.max_detect_cells:,} (M1_QUERY_MAX_DETECT_CELLS)",
+                "a smaller window",
+                "a coarser interval or shorter timeRange",
+                "fewer groupBy fields or more filters",
+            ],
+        )
+    budget.reserve(
+        buckets * 8 * 3 + detect.BLOCK_CELLS * 8 * 4,
+        "/interval",
+        f"anomaly detection over {buckets:,} buckets",
+    )
+    column = done.columns[a.field].astype(np.float64)
+    found_series, found_index, found_value, found_score = [], [], [], []
+    for number, (lo, hi) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
+        budget.check()
+        rows = order[lo:hi]
+        values = np.full(buckets, 0.0 if additive else np.nan)
+        values[done.bucket_index[rows]] = column[rows]  # NaN (no value) stays missing
+        index, value, score = detect.anomaly_scores(
+            values, method=a.method, window=a.window, threshold=a.threshold, check=budget.check
+        )
+        if index.size:
+            found_series.append(np.full(index.size, number))
+            found_index.append(index)
+            found_value.append(value)
+            found_score.append(score)
+    if not found_index:
+        return [], 0
+    series = np.concatenate(found_series)
+    index = np.concatenate(found_index)
+    value = np.concatenate(found_value)
+    score = np.concatenate(found_score)
+    total = int(index.size)
+    if total > limits.max_rows:  # keep the strongest, then report them in bucket order
+        strongest = np.argsort(-np.abs(score), kind="stable")[: limits.max_rows]
+        series, index = series[strongest], index[strongest]
+        value, score = value[strongest], score[strongest]
+    shown = np.lexsort((-np.abs(score), index))
+    first_rows = order[starts]
+    out = []
+    for k in shown.tolist():
+        row = int(first_rows[series[k]])
+        group = {f.name: done.columns[f.name][row] for f in r.group_fields} or None
+        bucket = to_datetime((first_bucket + int(index[k])) * r.interval_us)
+        out.append(Anomaly(bucket, float(value[k]), round(float(score[k]), 6), a.field, group))
+    return out, total
 
 
 def _series(
     column: NDArray[Any], index: NDArray[np.int64], buckets: int, additive: bool
-) -> list[float | None]:
-    values: list[float | None] = [0.0 if additive else None] * buckets
-    for i, value in zip(index.tolist(), column.tolist(), strict=True):
-        if value is not None and value == value:
-            values[i] = float(value)
+) -> NDArray[np.float64]:
+    """A dense series over the buckets: 0 (additive) or NaN (missing) where no group row is."""
+    values = np.full(buckets, 0.0 if additive else np.nan)
+    values[index] = column.astype(np.float64)
     return values

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Final, Literal
 
 from m1lib.errors import InputError
+from m1lib.metrics.budget import Limits
 from m1lib.metrics.filters import Node, compile_filter, compile_filters, conditions
 from m1lib.metrics.query import AGGREGATION_OPS, Aggregation, Filter, Query, duration_us
 from m1lib.metrics.schema import FieldSpec, Kind, MetricSpec, metric_spec
@@ -39,16 +40,6 @@ RAW: Final = 0  # Segment.resolution of raw events
 _NUMERIC_OPS = frozenset(AGGREGATION_OPS) - {"count", "rate", "distinct", "first", "last", "ratio"}
 _DEFAULT_FIELD_OPS = _NUMERIC_OPS | {"first", "last"}
 _LABELS = {RAW: "raw", **{res: label for label, res in RESOLUTIONS.items()}}
-
-
-@dataclass(frozen=True)
-class Limits:
-    """The guards of ``M1_QUERY_*``."""
-
-    max_range: timedelta = timedelta(days=90)
-    max_groups: int = 100_000
-    max_rows: int = 50_000
-    timeout_s: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -93,7 +84,7 @@ class Segment:
 
 
 def _to_us(moment: datetime) -> int:
-    delta = moment.astimezone(UTC) - datetime(1970, 1, 1, tzinfo=UTC)
+    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)  # no astimezone: it overflows near year 1
     return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
@@ -242,11 +233,15 @@ def resolve(query: Query, now_us: int, limits: Limits) -> Resolved:
     if query.detect is not None:
         if interval is None:
             raise InputError("/detect", "needs buckets to look at", ["an interval, e.g. 5m"])
+        numbers = [k for k, plan in outputs.items() if _output_kind(plan) in (Kind.INT, Kind.FLOAT)]
         for name, member in (("trend", query.detect.trend), ("anomaly", query.detect.anomaly)):
-            if member is not None and member.field not in outputs:
-                raise InputError(
-                    f"/detect/{name}/field", f"{member.field!r} is not an output", list(outputs)
+            if member is not None and member.field not in numbers:
+                problem = (
+                    f"{member.field!r} is not a number"
+                    if member.field in outputs
+                    else f"{member.field!r} is not an output"
                 )
+                raise InputError(f"/detect/{name}/field", problem, numbers)
     return Resolved(
         query=query,
         spec=spec,

@@ -8,11 +8,14 @@ metric (which fields exist, which ops suit a field's type) is checked by the pla
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Annotated, Any, Final, Literal, get_args
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     BeforeValidator,
@@ -47,11 +50,13 @@ __all__ = [
 ]
 
 DEFAULT_PERCENTILES: Final = (50.0, 95.0, 99.0)
+MAX_DURATION_DAYS: Final = 36500  # a hundred years: any longer duration means nothing to M1
 MAX_FILTERS = 50
 MAX_LIST_VALUES = 1000
 _DURATION = re.compile(r"^([1-9][0-9]{0,8})([smhd])$")
 _UNIT_US = {"s": 1_000_000, "m": 60_000_000, "h": 3_600_000_000, "d": 86_400_000_000}
 _MISSING: Final = object()
+_INT64: Final = 1 << 63
 _NAME = r"^[A-Za-z_][A-Za-z0-9_.]{0,63}$"
 
 FilterOp = Literal[
@@ -98,12 +103,24 @@ def duration_us(text: str) -> int | None:
 
 
 def _duration(value: Any) -> Any:
-    if isinstance(value, str) and duration_us(value) is None:
-        raise PydanticCustomError(
-            "duration",
-            "'{value}' is not a duration",
-            {"value": value, "expected": "'30s', '5m', '24h', '7d'"},
-        )
+    if isinstance(value, str):
+        length = duration_us(value)
+        if length is None:
+            raise PydanticCustomError(
+                "duration",
+                "'{value}' is not a duration",
+                {"value": value, "expected": "'30s', '5m', '24h', '7d'"},
+            )
+        if length > MAX_DURATION_DAYS * _UNIT_US["d"]:
+            raise PydanticCustomError(
+                "duration",
+                "'{value}' is longer than {days}d",
+                {
+                    "value": value,
+                    "days": MAX_DURATION_DAYS,
+                    "expected": f"at most {MAX_DURATION_DAYS}d",
+                },
+            )
     return value
 
 
@@ -195,6 +212,8 @@ class Filter(BaseModel):
                 "has {n} values",
                 {"n": len(value), "expected": f"at most {MAX_LIST_VALUES}"},
             )
+        for item in value if isinstance(value, list) else [value]:
+            _check_number(item)
         return value
 
     @property
@@ -204,6 +223,24 @@ class Filter(BaseModel):
     @property
     def children(self) -> list[Filter]:
         return self.and_ or self.or_ or []
+
+
+def _check_number(value: Any) -> None:
+    """A number in a filter is finite and an integer fits int64: what events can hold."""
+    if isinstance(value, bool):
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise PydanticCustomError(
+            "finite_number",
+            "{value} is not a finite number",
+            {"value": repr(value), "expected": "a finite number"},
+        )
+    if isinstance(value, int) and not -_INT64 <= value < _INT64:
+        raise PydanticCustomError(
+            "number_range",
+            "the integer {digits} digits long is out of range",
+            {"digits": len(str(abs(value))), "expected": f"-{_INT64}..{_INT64 - 1}"},
+        )
 
 
 def _shorthand(value: Any) -> Any:
@@ -261,13 +298,32 @@ def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_LAST: Final = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+
+
+def _event_time(value: datetime) -> datetime:
+    """Events lie between 1970 and the end of year 9999 (UTC); so must a query's range."""
+    # compared as aware datetimes: no conversion that could overflow near year 1 or 9999
+    if value < _EPOCH or value > _LAST:
+        raise PydanticCustomError(
+            "time_range",
+            "{value} is outside the times events can have",
+            {"value": value.isoformat(), "expected": "1970-01-01T00:00:00Z..9999-12-31T23:59:59Z"},
+        )
+    return value
+
+
+EventTime = Annotated[AwareDatetime, AfterValidator(_event_time)]
+
+
 class AbsoluteRange(BaseModel):
     """``{"from", "to"}``: ISO-8601 times with a timezone, half-open ``[from, to)``."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
 
-    from_: AwareDatetime = Field(alias="from")
-    to: AwareDatetime
+    from_: EventTime = Field(alias="from")
+    to: EventTime
 
     @field_validator("to", mode="after")
     @classmethod

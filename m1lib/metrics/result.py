@@ -98,6 +98,7 @@ class QueryMeta:
     resolutions: list[str] = field(default_factory=list)
     total_rows: int = 0  # rows before offset and limit
     truncated: bool = False  # cut at M1_QUERY_MAX_ROWS because no limit was given
+    total_anomalies: int = 0  # anomalies found; at most M1_QUERY_MAX_ROWS (the strongest) are shown
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -111,6 +112,7 @@ class QueryMeta:
             "resolutions": list(self.resolutions),
             "totalRows": self.total_rows,
             "truncated": self.truncated,
+            "totalAnomalies": self.total_anomalies,
         }
 
 

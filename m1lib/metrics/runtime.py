@@ -21,11 +21,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
-from m1lib.errors import M1Error
+from m1lib.errors import BusyError, InputError, M1Error
+from m1lib.metrics.budget import Limits, QueryCancelled
 from m1lib.metrics.codec import DecodedChunk
 from m1lib.metrics.columns import RawChunk
 from m1lib.metrics.engine import execute
-from m1lib.metrics.plan import Limits
 from m1lib.metrics.query import Query, parse_query
 from m1lib.metrics.recorder import Recorder
 from m1lib.metrics.result import QueryResult
@@ -63,7 +63,12 @@ def _db_errors() -> tuple[type[Exception], ...]:
 def limits_from(settings: Settings) -> Limits:
     q = settings.query
     return Limits(
-        max_range=q.max_range, max_groups=q.max_groups, max_rows=q.max_rows, timeout_s=q.timeout_s
+        max_range=q.max_range,
+        max_groups=q.max_groups,
+        max_rows=q.max_rows,
+        timeout_s=q.timeout_s,
+        max_memory_bytes=q.max_memory_mb << 20,
+        max_detect_cells=q.max_detect_cells,
     )
 
 
@@ -132,6 +137,14 @@ class MetricsRuntime:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._started = False
+        self._query_slots = threading.BoundedSemaphore(settings.query.max_concurrent)
+        self.query_counts = {
+            "running": 0,
+            "completed": 0,
+            "refused_busy": 0,
+            "cancelled": 0,
+            "refused_input": 0,
+        }
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -217,11 +230,47 @@ class MetricsRuntime:
     def record_events(self, events: Iterable[Mapping[str, Any]]) -> int:
         return self.recorder.record_events(events)
 
-    def run_query(self, query: Query | Mapping[str, Any] | str) -> QueryResult:
-        """Answer a query (model, mapping or JSON text) from this replica's store."""
+    def run_query(
+        self,
+        query: Query | Mapping[str, Any] | str,
+        *,
+        cancel: threading.Event | None = None,
+    ) -> QueryResult:
+        """Answer a query (model, mapping or JSON text) from this replica's store.
+
+        At most ``M1_QUERY_MAX_CONCURRENT`` queries compute at once; one more is refused at
+        once with :class:`BusyError` (503), so heavy queries cannot exhaust the process. Setting
+        ``cancel`` (the caller went away) stops the query at its next step: QueryCancelled.
+        """
         parsed = parse_query(query)
-        snapshot = self.store.snapshot(parsed.metric)
-        return execute(parsed, snapshot, self.limits, dropped_events=self.dropped_events)
+        if not self._query_slots.acquire(blocking=False):
+            self._count("refused_busy")
+            raise BusyError(
+                f"this replica is already computing {self.settings.query.max_concurrent} "
+                "queries (M1_QUERY_MAX_CONCURRENT); try again shortly",
+                retry_after_s=1,
+            )
+        self._count("running")
+        outcome = "completed"
+        try:
+            snapshot = self.store.snapshot(parsed.metric)
+            return execute(
+                parsed, snapshot, self.limits, dropped_events=self.dropped_events, cancel=cancel
+            )
+        except QueryCancelled:
+            outcome = "cancelled"
+            raise
+        except InputError:
+            outcome = "refused_input"
+            raise
+        finally:
+            self._query_slots.release()
+            self._count("running", -1)
+            self._count(outcome)
+
+    def _count(self, name: str, delta: int = 1) -> None:
+        with self._lock:
+            self.query_counts[name] += delta
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every event recorded so far is in the store and (with Redis) published."""
@@ -259,6 +308,7 @@ class MetricsRuntime:
             "storeLagS": round(self.store_lag_s, 3),
             "unpublishedEvents": self.publisher.unpublished_events if self.publisher else 0,
             "unpersistedEvents": self.unpersisted_events,
+            "queries": dict(self.query_counts),
             "tiers": [
                 {
                     "metric": t.metric,

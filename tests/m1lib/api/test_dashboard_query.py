@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import socket
+import threading
+import time
 from collections.abc import Callable, Iterator
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
@@ -15,7 +20,10 @@ from hypothesis import strategies as st
 from m1lib.api.problems import PROBLEM_JSON, install_problem_handlers
 from m1lib.api.routes import dashboard
 from m1lib.metrics import MetricsRuntime
+from m1lib.metrics.budget import QueryCancelled
 from m1lib.settings import Settings
+from tests.conftest import free_port
+from tests.m1lib.revocation_proc import wait_for
 
 QUERY = "/api/m1/dashboard/query"
 SEED = {"metric": "policy_decisions", "timeRange": "24h", "groupBy": ["toolName", "scope"],
@@ -79,6 +87,10 @@ def test_buckets_are_iso_8601_and_detection_is_json(client: TestClient) -> None:
         ({**SEED, "filters": [{"field": "colour", "op": "eq", "value": 1}]}, 400, "/filters/0/field", "toolName"),
         ({**SEED, "timeRange": "7d", "groupBy": ["subject"]}, 400, "/groupBy/0", None),
         ({**SEED, "limit": 60_000}, 400, "/limit", None),
+        ({**SEED, "timeRange": {"from": "0001-01-01T00:00:00+14:00", "to": "0001-01-02T00:00:00Z"}},
+         422, "/timeRange/from", "1970-01-01T00:00:00Z..9999-12-31T23:59:59Z"),
+        ({**SEED, "interval": "999999999d"}, 422, "/interval", "at most 36500d"),
+        ({**SEED, "filters": [{"field": "checkMs", "op": "gt", "value": 10**400}]}, 422, "/filters/0/value", None),
     ],
 )  # fmt: skip
 def test_user_errors_name_the_path_problem_and_allowed(client: TestClient, body: dict[str, Any], status: int,
@@ -163,3 +175,89 @@ def test_no_body_gets_a_500(client: TestClient, body: Any) -> None:  # fmt: skip
     assert response.status_code in (200, 400, 422), response.text
     if response.status_code != 200:
         assert problem_errors(response)[0]["path"].startswith("/")
+
+
+# -- a replica computes a few queries at once, and stops the ones nobody waits for any more ---------
+
+HEAVY = {"metric": "policy_decisions", "timeRange": "24h", "interval": "1s", "groupBy": ["toolName", "reason"],
+         "detect": {"anomaly": {"field": "count", "method": "mad", "window": 1000}}}  # fmt: skip
+
+
+@pytest.fixture
+def one_query_at_a_time(make_settings: Callable[..., Settings]) -> Iterator[MetricsRuntime]:
+    """One query slot, no timeout to speak of, no cap on detection: HEAVY runs for minutes."""
+    settings = make_settings(
+        query={"max_concurrent": 1, "timeout_s": 3600, "max_detect_cells": 10**12}
+    )
+    metrics = MetricsRuntime(settings, replica_id="api-busy")
+    metrics.start()
+    now = time.time()
+    metrics.record_events({"metric": "policy_decisions", "timestamp": now - i * 7.3, "toolName": f"tool{i % 5}",
+                           "scope": "read", "allowed": False, "reason": f"r{i % 3}", "subject": "a",
+                           "checkMs": 1.0} for i in range(5000))  # fmt: skip
+    assert metrics.flush(60)
+    yield metrics
+    metrics.close()
+
+
+def app_over(metrics: MetricsRuntime) -> FastAPI:
+    app = FastAPI()
+    install_problem_handlers(app)
+    app.include_router(dashboard.router)
+    app.state.runtime = SimpleNamespace(metrics=metrics)
+    return app
+
+
+def test_a_query_over_the_replica_limit_gets_503_with_retry_after(
+    one_query_at_a_time: MetricsRuntime,
+) -> None:
+    metrics = one_query_at_a_time
+    cancel = threading.Event()
+    outcome: list[BaseException] = []
+
+    def occupy() -> None:
+        try:
+            metrics.run_query(HEAVY, cancel=cancel)
+        except QueryCancelled as error:
+            outcome.append(error)
+
+    worker = threading.Thread(target=occupy)
+    worker.start()
+    try:
+        wait_for(lambda: metrics.query_counts["running"] == 1, "the heavy query to take the slot")
+        with TestClient(app_over(metrics), raise_server_exceptions=False) as http:
+            response = http.post(QUERY, json=SEED)
+        assert response.status_code == 503, response.text
+        assert response.headers["Retry-After"] == "1"
+        assert response.headers["content-type"].startswith(PROBLEM_JSON)
+        assert "M1_QUERY_MAX_CONCURRENT" in response.json()["detail"]
+    finally:
+        cancel.set()
+        worker.join(120)
+    assert len(outcome) == 1
+
+
+def test_a_client_that_disconnects_stops_its_query(one_query_at_a_time: MetricsRuntime) -> None:
+    metrics = one_query_at_a_time
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app_over(metrics), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: server.started, "uvicorn to start")
+        body = json.dumps(HEAVY).encode()
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as client:
+            client.sendall(b"POST " + QUERY.encode() + b" HTTP/1.1\r\nHost: test\r\n"
+                           b"Content-Type: application/json\r\nContent-Length: "
+                           + str(len(body)).encode() + b"\r\n\r\n" + body)  # fmt: skip
+            wait_for(lambda: metrics.query_counts["running"] == 1, "the query to start computing")
+        # the client is gone; the query would compute for minutes if nobody noticed
+        wait_for(lambda: metrics.query_counts["cancelled"] == 1, "the abandoned query to stop",
+                 timeout=120)  # fmt: skip
+        assert metrics.query_counts["running"] == 0
+        assert metrics.query_counts["completed"] == 0
+    finally:
+        server.should_exit = True
+        thread.join(30)
