@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -18,6 +17,7 @@ from m1lib.errors import InputError, UnavailableError
 from m1lib.redis_conn import make_redis
 from m1lib.settings import Settings
 from tests.conftest import OwnRedis
+from tests.waiting import wait_for
 
 PROBE_S = 5.0
 
@@ -49,14 +49,6 @@ class CountingRedis(redis_lib.Redis):
     def execute_command(self, *args: Any, **options: Any) -> Any:
         self.commands.append(str(args[0]).upper())
         return super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached before the deadline")
-        time.sleep(0.005)
 
 
 @pytest.fixture
@@ -175,7 +167,7 @@ def test_redis_cache_puts_the_default_ttl_on_the_key(
 def test_redis_cache_entry_expires_after_its_ttl(make_redis_cache: Callable[..., Cache]) -> None:
     cache = make_redis_cache()
     cache.set("k", "v", ttl=0.05)
-    wait_until(lambda: cache.get("k") is None)
+    wait_for(lambda: cache.get("k") is None, "the entry to expire")
 
 
 # -- on memory ----------------------------------------------------------------------------------
@@ -495,7 +487,9 @@ def test_cached_call_coalesces_concurrent_calls_for_one_key(memory_cache: Cache)
         return "value"
 
     threads = run_threads(20, lambda: results.append(memory_cache.cached_call("k", compute)))
-    wait_until(lambda: memory_cache.stats().misses == 20)  # every thread looked and missed
+    wait_for(
+        lambda: memory_cache.stats().misses == 20, "20 misses", seen=memory_cache.stats
+    )  # every thread looked and missed
     release.set()
     for thread in threads:
         thread.join(10)
@@ -520,7 +514,7 @@ def test_cached_call_hands_the_exception_to_every_waiter(memory_cache: Cache) ->
             errors.append(exc)
 
     threads = run_threads(20, call)
-    wait_until(lambda: memory_cache.stats().misses == 20)
+    wait_for(lambda: memory_cache.stats().misses == 20, "20 misses", seen=memory_cache.stats)
     release.set()
     for thread in threads:
         thread.join(10)
@@ -556,7 +550,9 @@ def test_cached_call_does_not_coalesce_different_keys(memory_cache: Cache) -> No
     for thread in threads:
         thread.start()
     try:
-        wait_until(lambda: len(entered) == 2)  # both run at once: neither waits for the other
+        wait_for(
+            lambda: len(entered) == 2, "both callers inside", seen=lambda: entered
+        )  # both run at once: neither waits for the other
     finally:
         release.set()
         for thread in threads:

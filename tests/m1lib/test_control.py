@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -34,21 +33,9 @@ from m1lib.db.session import Database
 from m1lib.errors import InputError, UsageError
 from m1lib.settings import Settings
 from tests.conftest import OwnRedis
+from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
-DEADLINE_S = 20.0
-
-
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = DEADLINE_S) -> Any:
-    """Poll ``condition`` until truthy, return its value; at the deadline fail naming ``what``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def unique(prefix: str) -> str:
@@ -410,7 +397,9 @@ def test_ack_is_written_once_when_two_threads_apply_for_one_replica(
 
 
 def test_agent_survives_a_database_that_is_not_ready_yet(
-    make_settings: Callable[..., Settings], agents: list[ReplicaAgent]
+    make_settings: Callable[..., Settings],
+    agents: list[ReplicaAgent],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """No tables at first (every statement fails); once migrated, the same threads carry on."""
     settings = make_settings(
@@ -419,8 +408,10 @@ def test_agent_survives_a_database_that_is_not_ready_yet(
     db = Database(settings)
     recorder = Recorder()
     agents.append(ReplicaAgent(settings, db=db, registry=recorder.registry, figures=ReplicaFigures))
+    caplog.set_level(logging.WARNING, logger="m1.control")
     agents[0].start()
-    time.sleep(0.3)  # a few failing periods; nothing is asserted about time
+    failures = ("heartbeat of r-early failed", "control poll of r-early failed")
+    wait_for(lambda: all(f in caplog.text for f in failures), "a failed heartbeat and poll")
     upgrade(db)
     command_id = issue_command(
         db, "test.record", {"token": "late"}, created_by="t", settings=settings
@@ -625,6 +616,22 @@ class ReplicaProcesses:
     def log(self, replica_id: str) -> str:
         return (self.workdir / f"{replica_id}.log").read_text(errors="replace")
 
+    def state(self, db: Database, command_id: int) -> dict[str, Any]:
+        """What a failed wait reports: acks so far, each replica's heartbeat and process."""
+        heartbeats = {r.id: r for r in live_replicas(db, 3600)}
+        return {
+            "acks": [(a.replica_id, a.ok, a.detail) for a in acks_for(db, command_id)],
+            "replicas": {
+                rid: {
+                    "exit_code": process.poll(),
+                    "last_seen": getattr(heartbeats.get(rid), "last_seen", None),
+                    "last_command_id": getattr(heartbeats.get(rid), "last_command_id", None),
+                    "log_tail": self.log(rid)[-400:],
+                }
+                for rid, process in self.running.items()
+            },
+        }
+
     def kill_all(self) -> None:
         for process in self.running.values():
             process.kill()
@@ -679,7 +686,8 @@ def test_two_replica_processes_apply_and_ack_one_command(
     )
     acks = wait_for(
         lambda: len(acks_for(pg_db, command_id)) == 2 and acks_for(pg_db, command_id),
-        "acks of both processes",
+        f"acks of command {command_id} by both processes",
+        seen=lambda: replica_processes.state(pg_db, command_id),
     )
     pids = {rid: replica_processes.running[rid].pid for rid in ids}
     assert {(a.replica_id, a.ok, a.detail) for a in acks} == {

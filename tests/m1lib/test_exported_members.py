@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from m1lib.db import migrate
 from m1lib.db.session import Database
 from m1lib.metrics import install_default
 from m1lib.settings import get_settings
+from tests.waiting import wait_for
 
 
 def test_all_is_sorted_and_every_name_resolves() -> None:
@@ -67,32 +67,18 @@ def test_default_calls_issue_verify_revoke_and_record(configured: None) -> None:
     m1lib.record_event(
         "tool_executions", toolName="web", scope="read", success=True, durationMs=5.0
     )
-    deadline = time.monotonic() + 10
-    while True:
-        result = m1lib.run_query(
-            {"metric": "tool_executions", "timeRange": "1h", "aggregations": ["count"]}
-        )
-        if result.rows and result.rows[0]["count"] >= 1:
-            break
-        assert time.monotonic() < deadline, result.to_dict()
-        time.sleep(0.1)
-    decisions = m1lib.run_query(
-        {
-            "metric": "policy_decisions",
-            "timeRange": "1h",
-            "groupBy": ["reason"],
-            "aggregations": ["count"],
-        }
+
+    def counted(query: dict[str, object]) -> dict[object, int]:
+        rows = m1lib.run_query({**query, "timeRange": "1h", "aggregations": ["count"]}).rows
+        return {row.get("reason"): row["count"] for row in rows}
+
+    executions = {"metric": "tool_executions"}
+    wait_for(
+        lambda: counted(executions), "the recorded execution", seen=lambda: counted(executions)
     )
-    deadline = time.monotonic() + 10
-    while {row["reason"] for row in decisions.rows} < {"ok", "revoked"}:
-        assert time.monotonic() < deadline, decisions.to_dict()
-        time.sleep(0.1)
-        decisions = m1lib.run_query(
-            {
-                "metric": "policy_decisions",
-                "timeRange": "1h",
-                "groupBy": ["reason"],
-                "aggregations": ["count"],
-            }
-        )
+    decisions = {"metric": "policy_decisions", "groupBy": ["reason"]}
+    wait_for(
+        lambda: {"ok", "revoked"} <= set(counted(decisions)),
+        "an ok and a revoked decision",
+        seen=lambda: counted(decisions),
+    )

@@ -32,8 +32,8 @@ from tests.m1lib.revocation_proc import (
     TcpProxy,
     create_database,
     drop_database,
-    wait_for,
 )
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.postgres
 
@@ -623,12 +623,16 @@ def test_cut_off_replica_fails_closed_past_the_staleness_bound(
 
 
 def test_not_ready_while_the_database_is_unreachable_at_start(
-    make_manager: ManagerFactory, proxy: TcpProxy, database_name: str
+    make_manager: ManagerFactory,
+    proxy: TcpProxy,
+    database_name: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     proxy.cut()
     manager = make_manager(url=proxy.url_for(database_name), resync_s=0.05)
+    caplog.set_level(logging.WARNING, logger="m1.revocation")
     manager.start()
-    time.sleep(0.2)  # a few failing attempts; nothing is asserted about time
+    wait_for(lambda: "revocation first load failed" in caplog.text, "a failed first load")
     assert not manager.ready
     assert manager.denial(claims()) is Reason.REVOCATION_STATE_STALE
     proxy.restore()

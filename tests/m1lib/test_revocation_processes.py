@@ -29,8 +29,8 @@ from tests.m1lib.revocation_proc import (
     TcpProxy,
     create_database,
     drop_database,
-    wait_for,
 )
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 

@@ -23,7 +23,7 @@ from m1lib.metrics import MetricsRuntime
 from m1lib.metrics.budget import QueryCancelled
 from m1lib.settings import Settings
 from tests.conftest import free_port
-from tests.m1lib.revocation_proc import wait_for
+from tests.waiting import wait_for
 
 QUERY = "/api/m1/dashboard/query"
 SEED = {"metric": "policy_decisions", "timeRange": "24h", "groupBy": ["toolName", "scope"],

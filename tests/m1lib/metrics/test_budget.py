@@ -26,7 +26,7 @@ from m1lib.metrics.query import parse_query
 from m1lib.metrics.store import EventStore
 from m1lib.settings import Settings
 from tests.m1lib.metrics.factories import HOUR_US, NOW_US, as_records, load, make_events
-from tests.m1lib.revocation_proc import wait_for
+from tests.waiting import wait_for
 
 RUNAWAY: dict[str, Any] = {
     "metric": "tool_executions", "timeRange": "24h", "interval": "1s",
