@@ -185,7 +185,7 @@ class Filter(BaseModel):
         if group and value is not None:
             raise PydanticCustomError(
                 "filter_shape",
-                'a group ({{"and": [...]}} or {{"or": [...]}}) has no {name}',
+                "a group (and or or: a list of filters) has no {name}",
                 {"name": info.field_name},
             )
         if not group and value is None:
@@ -215,6 +215,16 @@ class Filter(BaseModel):
         for item in value if isinstance(value, list) else [value]:
             _check_number(item)
         return value
+
+    @model_validator(mode="after")
+    def _group_has_members(self) -> Filter:
+        if self.shape == "group" and self.and_ is None and self.or_ is None:
+            raise PydanticCustomError(
+                "filter_shape",
+                "a group needs a list of filters in and or or, not null",
+                {"expected": "and, or"},
+            )
+        return self
 
     @property
     def is_group(self) -> bool:

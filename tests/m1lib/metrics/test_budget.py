@@ -169,6 +169,8 @@ def test_a_cancelled_query_stops_at_its_next_step(store: EventStore) -> None:
          "/filters/0/value"),
         ({"filters": [{"field": "durationMs", "op": "gt", "value": float("nan")}]},
          "/filters/0/value"),
+        ({"filters": [{"and": None}]}, "/filters/0"),
+        ({"having": [{"or": None}]}, "/having/0"),
         ({"interval": "1h", "aggregations": [{"op": "first", "field": "toolName"}],
           "detect": {"anomaly": {"field": "first"}}}, "/detect/anomaly/field"),
     ],
