@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import httpx
 import psutil
 
-from deployments.prefect_yaml import load_deployment_specs
+from deployments.prefect_yaml import deployments_file, load_deployment_specs
 from m1lib import bootstrap
 from m1lib.db import migrate
 from m1lib.db.session import Database
@@ -91,13 +91,12 @@ class Supervisor:
         self.env = prefect_environment(
             settings, self.prefect_api_url, local_server=self.external_prefect is None
         )
-        self.project_dir = settings.prefect.deployments_file.resolve().parent
+        self.deployments_file = deployments_file(settings)
 
     def _spawn(self, name: str, argv: list[str]) -> Child:
         logger.info("starting %s", name)
         process = subprocess.Popen(
             argv,
-            cwd=self.project_dir,
             env=self.env,
             start_new_session=True,
             preexec_fn=_die_with_parent,
@@ -192,15 +191,13 @@ class Supervisor:
                 "-m",
                 "deployments.serve",
                 "--file",
-                str(self.settings.prefect.deployments_file),
+                str(self.deployments_file),
             ],
         )
 
     def wait_for_deployments(self, timeout_s: float = 120) -> None:
         """The runner registers deployments one by one: `m1 up` is up once all of them are."""
-        wanted = {
-            spec.name for spec in load_deployment_specs(self.settings.prefect.deployments_file)
-        }
+        wanted = {spec.name for spec in load_deployment_specs(self.deployments_file)}
 
         def all_served() -> bool:
             found = httpx.post(

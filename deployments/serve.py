@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import sys
 import threading
 import time
 from pathlib import Path
@@ -19,8 +18,9 @@ import psutil
 from prefect import serve
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 from prefect.deployments.runner import RunnerDeployment
-from prefect.flows import load_flow_from_entrypoint
+from prefect.flows import Flow, load_flow_from_entrypoint
 from prefect.schedules import Cron, Interval, Schedule
+from prefect.types.entrypoint import EntrypointType
 
 from deployments.prefect_yaml import DeploymentSpec, ScheduleSpec, load_deployment_specs
 
@@ -33,10 +33,8 @@ def _schedule(spec: ScheduleSpec) -> Schedule:
     raise ValueError("a schedule needs `cron` or `interval`")
 
 
-def to_runner_deployment(spec: DeploymentSpec, project_dir: Path) -> RunnerDeployment:
-    flow = load_flow_from_entrypoint(
-        str(project_dir / spec.flow_file) + ":" + spec.entrypoint.split(":")[1]
-    )
+def to_runner_deployment(spec: DeploymentSpec) -> RunnerDeployment:
+    flow: Flow[..., Any] = load_flow_from_entrypoint(spec.entrypoint)
     concurrency: Any = None
     if spec.concurrency_limit is not None:
         concurrency = ConcurrencyLimitConfig(
@@ -52,10 +50,10 @@ def to_runner_deployment(spec: DeploymentSpec, project_dir: Path) -> RunnerDeplo
         schedules=[_schedule(item) for item in spec.schedules],
         concurrency_limit=concurrency,
         enforce_parameter_schema=spec.enforce_parameter_schema,
+        entrypoint_type=EntrypointType.MODULE_PATH,
     )
-    deployment.entrypoint = (
-        spec.entrypoint
-    )  # relative, as in prefect.yaml: runs start in project_dir
+    assert isinstance(deployment, RunnerDeployment)  # called outside an event loop: not awaitable
+    deployment.entrypoint = spec.entrypoint  # as prefect.yaml names it, for workers too
     return deployment
 
 
@@ -88,11 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--file", type=Path, required=True, help="the prefect.yaml to serve")
     args = parser.parse_args(argv)
     _kill_tree_when_orphaned()
-    project_dir = args.file.resolve().parent
-    sys.path.insert(0, str(project_dir))
-    deployments = [
-        to_runner_deployment(spec, project_dir) for spec in load_deployment_specs(args.file)
-    ]
+    deployments = [to_runner_deployment(spec) for spec in load_deployment_specs(args.file)]
     serve(*deployments, print_starting_message=True)
 
 

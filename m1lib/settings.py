@@ -138,9 +138,10 @@ class PrefectSettings(BaseModel):
     runner_poll_s: int = _f(
         10, "How often the deployment runner polls for scheduled runs.", "s", ge=1
     )
-    deployments_file: Path = _f(
-        PROJECT_ROOT / "prefect.yaml",
-        "The deployments file `m1 up` serves (single source of truth).",
+    deployments_file: OptionalPath = _f(
+        None,
+        "The deployments file `m1 up` serves; empty: the prefect.yaml shipped inside M1 "
+        "(the project's single source of truth).",
     )
 
 
