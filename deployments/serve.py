@@ -2,12 +2,15 @@
 
 Each flow run is its own subprocess started by Prefect's runner; this process only polls for work.
 In production, workers in a work pool run the same deployments instead (`prefect deploy --all`).
+Before serving, runs of M1's deployments left Running or Pending by a runner that died (with a
+crashed `m1 up`) are marked Crashed, so deployment concurrency limits cannot stay wedged.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import threading
 import time
@@ -16,13 +19,32 @@ from typing import Any
 
 import psutil
 from prefect import serve
-from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+from prefect.client.schemas.filters import (
+    DeploymentFilter,
+    DeploymentFilterTags,
+    FlowRunFilter,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
+from prefect.client.schemas.objects import (
+    ConcurrencyLimitConfig,
+    ConcurrencyLimitStrategy,
+    StateType,
+)
 from prefect.deployments.runner import RunnerDeployment
 from prefect.flows import Flow, load_flow_from_entrypoint
 from prefect.schedules import Cron, Interval, Schedule
+from prefect.states import Crashed
 from prefect.types.entrypoint import EntrypointType
 
+from deployments.prefect_api import prefect_client
 from deployments.prefect_yaml import DeploymentSpec, ScheduleSpec, load_deployment_specs
+from m1lib.logs import configure_logging
+from m1lib.settings import get_settings
+
+logger = logging.getLogger("m1.runner")
+M1_TAG = "m1"
+ABANDONED = [StateType.RUNNING, StateType.PENDING, StateType.CANCELLING]
 
 
 def _schedule(spec: ScheduleSpec) -> Schedule:
@@ -57,6 +79,28 @@ def to_runner_deployment(spec: DeploymentSpec) -> RunnerDeployment:
     return deployment
 
 
+def crash_abandoned_runs(batch: int = 200) -> int:
+    """Mark Crashed the runs of M1's deployments that a runner which is gone left unfinished."""
+    state = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=ABANDONED)))
+    tagged = DeploymentFilter(tags=DeploymentFilterTags(all_=[M1_TAG]))
+    crashed = 0
+    with prefect_client() as client:
+        while True:
+            runs = client.read_flow_runs(
+                flow_run_filter=state, deployment_filter=tagged, limit=batch
+            )
+            for run in runs:
+                client.set_flow_run_state(
+                    run.id,
+                    Crashed(message="m1 up restarted: the runner of this flow run is gone"),
+                    force=True,
+                )
+                logger.warning("marked flow run %s (%s) as crashed", run.name, run.id)
+            crashed += len(runs)
+            if len(runs) < batch:
+                return crashed
+
+
 def _kill_tree_when_orphaned(poll_s: float = 0.5) -> None:
     """If `m1 up` dies without stopping us, take our flow-run subprocesses down with us.
 
@@ -86,7 +130,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--file", type=Path, required=True, help="the prefect.yaml to serve")
     args = parser.parse_args(argv)
     _kill_tree_when_orphaned()
+    configure_logging(get_settings())
     deployments = [to_runner_deployment(spec) for spec in load_deployment_specs(args.file)]
+    crashed = crash_abandoned_runs()
+    if crashed:
+        logger.warning("%d abandoned flow runs marked crashed", crashed)
     serve(*deployments, print_starting_message=True)
 
 
