@@ -10,10 +10,10 @@ packages, comes first.
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import subprocess
 import sys
-import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +39,14 @@ class InstalledM1:
         found = sorted(self.venv.glob("lib/python*/site-packages"))
         assert len(found) == 1, found
         return found[0]
+
+
+def _dependencies() -> Path:
+    """The site-packages that holds M1's dependencies for these tests (Prefect's)."""
+    found = importlib.util.find_spec("prefect")
+    assert found is not None
+    assert found.origin is not None
+    return Path(found.origin).parent.parent
 
 
 def _run(argv: list[str | Path], cwd: Path) -> None:
@@ -85,6 +93,5 @@ def install_in_fresh_venv(wheel: Path, venv: Path) -> InstalledM1:
         ],
         cwd=venv.parent,
     )
-    dependencies = sysconfig.get_paths()["purelib"]  # this venv's: Prefect and the rest
-    (installed.site_packages / "m1_test_dependencies.pth").write_text(dependencies + "\n")
+    (installed.site_packages / "m1_test_dependencies.pth").write_text(f"{_dependencies()}\n")
     return installed
