@@ -28,6 +28,7 @@ from tests.waiting import wait_for
 
 START_TIMEOUT_S = 180
 EXPECTED_DEPLOYMENTS = {spec.name for spec in load_deployment_specs()}
+ANNOUNCEMENT = "M1 control plane is up"
 
 
 @dataclass
@@ -132,20 +133,22 @@ class LiveM1:
             if d.last_polled is not None and d.last_polled >= self.started_at
         }
 
-    def _readiness(self) -> tuple[int, set[str]]:
-        """The API's /health/ready status and the deployments served; an exit ends the wait."""
+    def _readiness(self) -> tuple[bool, int, set[str]]:
+        """Whether `m1 up` announced itself, the API's /health/ready status and the deployments
+        served; an exit ends the wait."""
         assert self.process is not None
         if self.process.poll() is not None:
             raise AssertionError(f"exited with {self.process.returncode} before it was ready")
+        announced = ANNOUNCEMENT in self.output()
         api = httpx.get(f"{self.api_url}/health/ready", timeout=5).status_code
-        return api, self.served() if self.serves else set()
+        return announced, api, self.served() if self.serves else set()
 
-    def _is_ready(self, seen: tuple[int, set[str]]) -> bool:
-        api, served = seen
-        return api == 200 and (not self.serves or served >= EXPECTED_DEPLOYMENTS)
+    def _is_ready(self, seen: tuple[bool, int, set[str]]) -> bool:
+        announced, api, served = seen
+        return announced and api == 200 and (not self.serves or served >= EXPECTED_DEPLOYMENTS)
 
     def wait_ready(self) -> None:
-        what = "API /health/ready 200" + (
+        what = f"{ANNOUNCEMENT!r}, API /health/ready 200" + (
             f" and deployments {sorted(EXPECTED_DEPLOYMENTS)} served" if self.serves else ""
         )
         try:
