@@ -115,7 +115,7 @@ class Supervisor:
 
     def prepare(self) -> bootstrap.BootstrapResult:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
-        if self.local_prefect:
+        if self.serve:  # PREFECT_HOME of the server and the runner
             self.settings.prefect_home.mkdir(parents=True, exist_ok=True)
         db = Database(self.settings)
         try:
