@@ -3,8 +3,12 @@
 Children, each in its own session so a terminal's Ctrl-C reaches only this supervisor, which stops
 them in order (runner, API, Prefect server) and then kills anything left in their process trees:
 no orphan survives, and each child also gets SIGTERM if this process dies (PR_SET_PDEATHSIG).
-After a crash, the next start marks runs of M1's deployments left Running or Pending as Crashed, so
-deployment concurrency limits cannot stay wedged.
+
+Configuration is resolved once, here: children get every ``M1_*`` variable as this process read it
+(its environment and the ``.env`` of the directory `m1 up` ran from), with absolute paths, and run in
+that same directory. This process never imports Prefect (that costs seconds and writes a Prefect
+home): it only polls the server's health and the served deployments, where a busy answer means "not
+yet". The runner, which imports Prefect anyway, makes the calls that change the server.
 """
 
 from __future__ import annotations
@@ -19,11 +23,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import httpx
 import psutil
 
-from deployments.prefect_yaml import load_deployment_specs
+from deployments.prefect_yaml import deployments_file, load_deployment_specs
 from m1lib import bootstrap
 from m1lib.db import migrate
 from m1lib.db.session import Database
@@ -32,7 +37,6 @@ from m1lib.settings import Settings, child_environment, prefect_api_url_from_env
 
 logger = logging.getLogger("m1.up")
 _PR_SET_PDEATHSIG = 1
-M1_TAG = "m1"
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
@@ -88,16 +92,19 @@ class Supervisor:
         self.stopping = threading.Event()
         self.external_prefect = prefect_api_url_from_environment()
         self.prefect_api_url = self.external_prefect or settings.prefect_api_url
-        self.env = prefect_environment(
-            settings, self.prefect_api_url, local_server=self.external_prefect is None
+        self.local_prefect = serve and self.external_prefect is None
+        self.env = (
+            prefect_environment(settings, self.prefect_api_url, local_server=self.local_prefect)
+            if serve
+            else child_environment(settings, {})
         )
-        self.project_dir = settings.prefect.deployments_file.resolve().parent
+        self.deployments_file = deployments_file(settings)
+        self.runner_started = datetime.now(UTC)
 
     def _spawn(self, name: str, argv: list[str]) -> Child:
         logger.info("starting %s", name)
         process = subprocess.Popen(
             argv,
-            cwd=self.project_dir,
             env=self.env,
             start_new_session=True,
             preexec_fn=_die_with_parent,
@@ -108,7 +115,8 @@ class Supervisor:
 
     def prepare(self) -> bootstrap.BootstrapResult:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
-        self.settings.prefect_home.mkdir(parents=True, exist_ok=True)
+        if self.serve:  # PREFECT_HOME of the server and the runner
+            self.settings.prefect_home.mkdir(parents=True, exist_ok=True)
         db = Database(self.settings)
         try:
             revision = migrate.upgrade(db)
@@ -118,8 +126,8 @@ class Supervisor:
             db.dispose()
 
     def start_prefect_server(self) -> None:
-        if self.external_prefect is not None:
-            logger.info("using the Prefect server at %s", self.external_prefect)
+        if not self.local_prefect:
+            logger.info("using the Prefect server at %s", self.prefect_api_url)
             return
         self._spawn(
             "prefect-server",
@@ -160,31 +168,8 @@ class Supervisor:
             timeout_s,
         )
 
-    def mark_abandoned_runs_crashed(self) -> int:
-        """Runs of M1's deployments still Running/Pending belong to a runner that died with us."""
-        body = {
-            "deployments": {"tags": {"all_": [M1_TAG]}},
-            "flow_runs": {"state": {"type": {"any_": ["RUNNING", "PENDING", "CANCELLING"]}}},
-            "limit": 200,
-        }
-        with httpx.Client(base_url=self.prefect_api_url, timeout=10) as client:
-            runs = client.post("/flow_runs/filter", json=body).raise_for_status().json()
-            for run in runs:
-                client.post(
-                    f"/flow_runs/{run['id']}/set_state",
-                    json={
-                        "state": {
-                            "type": "CRASHED",
-                            "name": "Crashed",
-                            "message": "m1 up restarted: the runner of this flow run is gone",
-                        },
-                        "force": True,
-                    },
-                ).raise_for_status()
-                logger.warning("marked flow run %s (%s) as crashed", run["name"], run["id"])
-        return len(runs)
-
     def start_runner(self) -> None:
+        self.runner_started = datetime.now(UTC)
         self._spawn(
             "deployment-runner",
             [
@@ -192,15 +177,14 @@ class Supervisor:
                 "-m",
                 "deployments.serve",
                 "--file",
-                str(self.settings.prefect.deployments_file),
+                str(self.deployments_file),
             ],
         )
 
     def wait_for_deployments(self, timeout_s: float = 120) -> None:
-        """The runner registers deployments one by one: `m1 up` is up once all of them are."""
-        wanted = {
-            spec.name for spec in load_deployment_specs(self.settings.prefect.deployments_file)
-        }
+        """`m1 up` is up once our runner polls every deployment: after a crash they are all still
+        registered, by the runner that died, so being listed is not being served."""
+        wanted = {spec.name for spec in load_deployment_specs(self.deployments_file)}
 
         def all_served() -> bool:
             found = httpx.post(
@@ -208,7 +192,9 @@ class Supervisor:
                 json={"deployments": {"name": {"any_": sorted(wanted)}}},
                 timeout=5,
             )
-            return found.status_code == 200 and wanted <= {d["name"] for d in found.json()}
+            return found.status_code == 200 and wanted <= {
+                d["name"] for d in found.json() if _polled_since(d, self.runner_started)
+            }
 
         self._wait_until(
             all_served, f"the runner did not serve all of {sorted(wanted)} in time", timeout_s
@@ -256,17 +242,20 @@ class Supervisor:
 
     def banner(self, boot: bootstrap.BootstrapResult) -> str:
         lines = ["", "M1 control plane is up:"]
-        if self.external_prefect is None:
+        if self.local_prefect:
             lines.append(
                 f"  Prefect UI     http://{self.settings.prefect.host}:{self.settings.prefect.port}"
             )
-        lines.append(f"  Prefect API    {self.prefect_api_url}")
+        if self.serve:
+            lines.append(f"  Prefect API    {self.prefect_api_url}")
+            lines.append(f"  deployments    {self.deployments_file}")
         lines.append(
             f"  M1 API         {self.settings.api_base_url}   (docs: /docs, ready: /health/ready)"
         )
         if not self.serve:
             lines.append(
-                "  deployments    not served here (--no-serve): run workers of pool m1-pool"
+                "  deployments    not served here, no Prefect server (--no-serve): "
+                "workers of pool m1-pool run them"
             )
         if boot.admin_key is not None:
             lines += [
@@ -284,14 +273,12 @@ class Supervisor:
             signal.signal(signum, lambda *_: self.stopping.set())
         try:
             boot = self.prepare()
-            self.start_prefect_server()
-            self.wait_for_prefect()
             if self.serve:
-                crashed = self.mark_abandoned_runs_crashed()
-                if crashed:
-                    logger.warning("%d abandoned flow runs marked crashed", crashed)
+                self.start_prefect_server()
+            self.start_api()  # needs no Prefect: it starts while the Prefect server boots
+            if self.serve:
+                self.wait_for_prefect()
                 self.start_runner()
-            self.start_api()
             self.wait_for_api()
             if self.serve:
                 self.wait_for_deployments()
@@ -308,6 +295,11 @@ class Supervisor:
             return 1
         finally:
             self.stop()
+
+
+def _polled_since(deployment: dict[str, object], since: datetime) -> bool:
+    polled = deployment.get("last_polled")
+    return isinstance(polled, str) and datetime.fromisoformat(polled) >= since
 
 
 class ChildExited(RuntimeError):

@@ -1,16 +1,24 @@
 """Reading ``prefect.yaml``: the one description of M1's deployments, for `m1 up` and for workers.
 
 `prefect deploy --all` reads the same file, so serving locally and running on workers cannot drift.
+The file ships inside this package (the checkout's top-level ``prefect.yaml`` links to it) and names
+flows by module path, so an installed M1 serves its deployments from any directory.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from m1lib.settings import Settings
+
+SHIPPED_FILE = Path(__file__).with_name("prefect.yaml")
+_MODULE_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$")
 
 
 @dataclass(frozen=True)
@@ -35,8 +43,12 @@ class DeploymentSpec:
     enforce_parameter_schema: bool = True
 
     @property
-    def flow_file(self) -> str:
-        return self.entrypoint.split(":", 1)[0]
+    def module(self) -> str:
+        return self.entrypoint.rsplit(".", 1)[0]
+
+    @property
+    def function(self) -> str:
+        return self.entrypoint.rsplit(".", 1)[1]
 
 
 class DeploymentFileError(ValueError):
@@ -51,7 +63,12 @@ def _interval_seconds(value: Any) -> float:
     raise DeploymentFileError(f"schedules[].interval: {value!r} is not a number of seconds")
 
 
-def load_deployment_specs(path: Path) -> list[DeploymentSpec]:
+def deployments_file(settings: Settings) -> Path:
+    """The file `m1 up` serves: ``M1_PREFECT_DEPLOYMENTS_FILE``, or the one shipped with M1."""
+    return (settings.prefect.deployments_file or SHIPPED_FILE).resolve()
+
+
+def load_deployment_specs(path: Path = SHIPPED_FILE) -> list[DeploymentSpec]:
     try:
         document = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as error:
@@ -65,6 +82,12 @@ def load_deployment_specs(path: Path) -> list[DeploymentSpec]:
         for required in ("name", "entrypoint", "description"):
             if not entry.get(required):
                 raise DeploymentFileError(f"{where}.{required}: missing")
+        if not _MODULE_PATH.match(str(entry["entrypoint"])):
+            raise DeploymentFileError(
+                f"{where}.entrypoint: {entry['entrypoint']!r} is not a module path; write "
+                "package.module.flow (e.g. flows.database_setup.database_setup), which imports "
+                "wherever M1 is installed, unlike a file path"
+            )
         schedules = [
             ScheduleSpec(
                 cron=item.get("cron"),

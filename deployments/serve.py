@@ -2,14 +2,16 @@
 
 Each flow run is its own subprocess started by Prefect's runner; this process only polls for work.
 In production, workers in a work pool run the same deployments instead (`prefect deploy --all`).
+Before serving, runs of M1's deployments left Running or Pending by a runner that died (with a
+crashed `m1 up`) are marked Crashed, so deployment concurrency limits cannot stay wedged.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
-import sys
 import threading
 import time
 from pathlib import Path
@@ -17,12 +19,32 @@ from typing import Any
 
 import psutil
 from prefect import serve
-from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+from prefect.client.schemas.filters import (
+    DeploymentFilter,
+    DeploymentFilterTags,
+    FlowRunFilter,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
+from prefect.client.schemas.objects import (
+    ConcurrencyLimitConfig,
+    ConcurrencyLimitStrategy,
+    StateType,
+)
 from prefect.deployments.runner import RunnerDeployment
-from prefect.flows import load_flow_from_entrypoint
+from prefect.flows import Flow, load_flow_from_entrypoint
 from prefect.schedules import Cron, Interval, Schedule
+from prefect.states import Crashed
+from prefect.types.entrypoint import EntrypointType
 
+from deployments.prefect_api import prefect_client
 from deployments.prefect_yaml import DeploymentSpec, ScheduleSpec, load_deployment_specs
+from m1lib.logs import configure_logging
+from m1lib.settings import get_settings
+
+logger = logging.getLogger("m1.runner")
+M1_TAG = "m1"
+ABANDONED = [StateType.RUNNING, StateType.PENDING, StateType.CANCELLING]
 
 
 def _schedule(spec: ScheduleSpec) -> Schedule:
@@ -33,10 +55,8 @@ def _schedule(spec: ScheduleSpec) -> Schedule:
     raise ValueError("a schedule needs `cron` or `interval`")
 
 
-def to_runner_deployment(spec: DeploymentSpec, project_dir: Path) -> RunnerDeployment:
-    flow = load_flow_from_entrypoint(
-        str(project_dir / spec.flow_file) + ":" + spec.entrypoint.split(":")[1]
-    )
+def to_runner_deployment(spec: DeploymentSpec) -> RunnerDeployment:
+    flow: Flow[..., Any] = load_flow_from_entrypoint(spec.entrypoint)
     concurrency: Any = None
     if spec.concurrency_limit is not None:
         concurrency = ConcurrencyLimitConfig(
@@ -52,11 +72,33 @@ def to_runner_deployment(spec: DeploymentSpec, project_dir: Path) -> RunnerDeplo
         schedules=[_schedule(item) for item in spec.schedules],
         concurrency_limit=concurrency,
         enforce_parameter_schema=spec.enforce_parameter_schema,
+        entrypoint_type=EntrypointType.MODULE_PATH,
     )
-    deployment.entrypoint = (
-        spec.entrypoint
-    )  # relative, as in prefect.yaml: runs start in project_dir
+    assert isinstance(deployment, RunnerDeployment)  # called outside an event loop: not awaitable
+    deployment.entrypoint = spec.entrypoint  # as prefect.yaml names it, for workers too
     return deployment
+
+
+def crash_abandoned_runs(batch: int = 200) -> int:
+    """Mark Crashed the runs of M1's deployments that a runner which is gone left unfinished."""
+    state = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=ABANDONED)))
+    tagged = DeploymentFilter(tags=DeploymentFilterTags(all_=[M1_TAG]))
+    crashed = 0
+    with prefect_client() as client:
+        while True:
+            runs = client.read_flow_runs(
+                flow_run_filter=state, deployment_filter=tagged, limit=batch
+            )
+            for run in runs:
+                client.set_flow_run_state(
+                    run.id,
+                    Crashed(message="m1 up restarted: the runner of this flow run is gone"),
+                    force=True,
+                )
+                logger.warning("marked flow run %s (%s) as crashed", run.name, run.id)
+            crashed += len(runs)
+            if len(runs) < batch:
+                return crashed
 
 
 def _kill_tree_when_orphaned(poll_s: float = 0.5) -> None:
@@ -88,11 +130,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--file", type=Path, required=True, help="the prefect.yaml to serve")
     args = parser.parse_args(argv)
     _kill_tree_when_orphaned()
-    project_dir = args.file.resolve().parent
-    sys.path.insert(0, str(project_dir))
-    deployments = [
-        to_runner_deployment(spec, project_dir) for spec in load_deployment_specs(args.file)
-    ]
+    configure_logging(get_settings())
+    deployments = [to_runner_deployment(spec) for spec in load_deployment_specs(args.file)]
+    crashed = crash_abandoned_runs()
+    if crashed:
+        logger.warning("%d abandoned flow runs marked crashed", crashed)
     serve(*deployments, print_starting_message=True)
 
 

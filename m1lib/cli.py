@@ -249,7 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
         "up", help="run the whole control plane (Prefect server and UI, API, runner)"
     )
     up.add_argument(
-        "--no-serve", action="store_true", help="run only the API (workers run the flows)"
+        "--no-serve",
+        action="store_true",
+        help="run only the API: no Prefect server, no runner (workers run the flows)",
     )
     up.set_defaults(handler=_up)
 

@@ -138,9 +138,10 @@ class PrefectSettings(BaseModel):
     runner_poll_s: int = _f(
         10, "How often the deployment runner polls for scheduled runs.", "s", ge=1
     )
-    deployments_file: Path = _f(
-        PROJECT_ROOT / "prefect.yaml",
-        "The deployments file `m1 up` serves (single source of truth).",
+    deployments_file: OptionalPath = _f(
+        None,
+        "The deployments file `m1 up` serves; empty: the prefect.yaml shipped inside M1 "
+        "(the project's single source of truth).",
     )
 
 
@@ -594,9 +595,38 @@ def redact_url(url: str) -> str:
     return re.sub(r"(//[^:/@]+:)[^@]+@", r"\1***@", url)
 
 
+def _environment_text(value: Any) -> str:
+    """A value as its ``M1_*`` variable would spell it, so that reading it back gives it again."""
+    if value is None:
+        return ""
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, Path):
+        return str(value.resolve())
+    if isinstance(value, timedelta):
+        return f"{value.total_seconds():f}s"
+    return _default_text(value)
+
+
+def settings_environment(settings: Settings) -> dict[str, str]:
+    """Every ``M1_*`` variable as these settings hold it, relative paths made absolute.
+
+    A child given these reads the very configuration its parent resolved, whatever its working
+    directory and whatever ``.env`` lies there: the environment beats the ``.env`` file.
+    """
+    values: dict[str, str] = {}
+    for doc in iter_setting_docs():
+        value: Any = settings
+        for part in doc.path:
+            value = getattr(value, part)
+        values[doc.name] = _environment_text(value)
+    return values
+
+
 def child_environment(settings: Settings, extra: Mapping[str, str]) -> dict[str, str]:
-    """The environment for a process M1 starts: ours, plus what that process must be told."""
+    """The environment for a process M1 starts: ours, the settings as resolved here, and ``extra``."""
     environment = dict(os.environ)
+    environment.update(settings_environment(settings))
     environment.update(extra)
     environment.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     return environment

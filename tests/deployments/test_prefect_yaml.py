@@ -1,29 +1,48 @@
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
 
-from deployments.prefect_yaml import DeploymentFileError, load_deployment_specs
-from m1lib.settings import PROJECT_ROOT
+from deployments.prefect_yaml import (
+    SHIPPED_FILE,
+    DeploymentFileError,
+    deployments_file,
+    load_deployment_specs,
+)
+from m1lib.settings import PROJECT_ROOT, Settings
 
-PREFECT_YAML = PROJECT_ROOT / "prefect.yaml"
 
-
-def test_every_deployment_has_a_description_an_existing_entrypoint_and_the_m1_tag() -> None:
-    specs = load_deployment_specs(PREFECT_YAML)
+def test_every_deployment_has_a_description_an_importable_entrypoint_and_the_m1_tag() -> None:
+    specs = load_deployment_specs()
     assert specs
     for spec in specs:
-        path, _, function = spec.entrypoint.partition(":")
-        assert (PROJECT_ROOT / path).exists(), spec.entrypoint
-        assert f"def {function}(" in (PROJECT_ROOT / path).read_text()
+        found = importlib.util.find_spec(spec.module)
+        assert found is not None, spec.entrypoint
+        assert found.origin is not None
+        assert f"def {spec.function}(" in Path(found.origin).read_text()
         assert "m1" in spec.tags, spec.name
         assert len(spec.description) > 40, spec.name
         assert spec.enforce_parameter_schema
 
 
+def test_the_checkouts_prefect_yaml_is_the_file_shipped_in_the_package() -> None:
+    """`prefect deploy` reads the top-level file, `m1 up` the packaged one: they must be one."""
+    top_level = PROJECT_ROOT / "prefect.yaml"
+    assert top_level.resolve() == SHIPPED_FILE.resolve()
+    assert top_level.read_bytes() == SHIPPED_FILE.read_bytes()
+
+
+def test_m1_up_serves_the_shipped_file_unless_told_another(tmp_path: Path) -> None:
+    assert deployments_file(Settings(_env_file=None)) == SHIPPED_FILE.resolve()
+    other = tmp_path / "mine.yaml"
+    chosen = Settings(_env_file=None, prefect={"deployments_file": other})
+    assert deployments_file(chosen) == other
+
+
 def test_database_setup_is_deployed_one_at_a_time_with_a_grace_period() -> None:
-    spec = {s.name: s for s in load_deployment_specs(PREFECT_YAML)}["database-setup"]
+    spec = {s.name: s for s in load_deployment_specs()}["database-setup"]
     assert spec.concurrency_limit == 1
     assert spec.grace_period_seconds is not None
     assert spec.grace_period_seconds >= 60
@@ -31,15 +50,27 @@ def test_database_setup_is_deployed_one_at_a_time_with_a_grace_period() -> None:
 
 def test_missing_field_names_the_entry(tmp_path: Path) -> None:
     path = tmp_path / "prefect.yaml"
-    path.write_text("deployments:\n  - name: x\n    entrypoint: flows/x.py:x\n")
+    path.write_text("deployments:\n  - name: x\n    entrypoint: flows.x.x\n")
     with pytest.raises(DeploymentFileError, match=r"deployments\[0\]\.description: missing"):
+        load_deployment_specs(path)
+
+
+@pytest.mark.parametrize("entrypoint", ["flows/x.py:x", "flows.x:x", "x"])
+def test_an_entrypoint_that_is_not_a_module_path_is_refused_naming_it(
+    tmp_path: Path, entrypoint: str
+) -> None:
+    path = tmp_path / "prefect.yaml"
+    path.write_text(
+        f"deployments:\n  - name: x\n    entrypoint: {entrypoint!r}\n    description: d\n"
+    )
+    with pytest.raises(DeploymentFileError, match=r"deployments\[0\]\.entrypoint: .* module path"):
         load_deployment_specs(path)
 
 
 def test_schedules_are_read(tmp_path: Path) -> None:
     path = tmp_path / "prefect.yaml"
     path.write_text(
-        "deployments:\n  - name: x\n    entrypoint: flows/x.py:x\n    description: d\n"
+        "deployments:\n  - name: x\n    entrypoint: flows.x.x\n    description: d\n"
         "    schedules:\n      - interval: 60\n      - cron: '0 3 * * *'\n        timezone: UTC\n"
     )
     (spec,) = load_deployment_specs(path)

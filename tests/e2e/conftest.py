@@ -17,7 +17,8 @@ from tests.e2e.live import LiveM1
 def live_m1(
     tmp_path_factory: pytest.TempPathFactory, pg_url: str, shared_redis_url: str
 ) -> Iterator[LiveM1]:
-    """`m1 up` against this run's PostgreSQL database and its own Redis prefix."""
+    """`m1 up` against this run's PostgreSQL database and its own Redis prefix, run from a
+    directory outside the checkout that holds only its `.env`."""
     prefix = f"m1test:{RUN_ID}:e2e{uuid.uuid4().hex[:4]}"
     live = LiveM1(
         workdir=Path(tmp_path_factory.mktemp("live-m1")),

@@ -1,4 +1,10 @@
-"""A real `m1 up` in a subprocess, on free ports, with its own data directory and PREFECT_HOME."""
+"""A real `m1 up` in a subprocess, on free ports, run from a directory of its own.
+
+It runs where an operator would: in a directory outside the checkout, with M1's relative defaults
+(data, SQLite and PREFECT_HOME under ``./.m1``) and its configuration either in a ``.env`` file
+there or in its environment. Its output goes to a log beside that directory, which stays as M1 left
+it.
+"""
 
 from __future__ import annotations
 
@@ -7,33 +13,47 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import httpx
 import psutil
+from prefect.client.schemas.responses import DeploymentResponse
 
+from deployments.prefect_api import prefect_client
 from deployments.prefect_yaml import load_deployment_specs
-from m1lib.settings import PROJECT_ROOT
 from tests.conftest import free_port
+from tests.waiting import wait_for
 
-START_TIMEOUT_S = 120
-EXPECTED_DEPLOYMENTS = {spec.name for spec in load_deployment_specs(PROJECT_ROOT / "prefect.yaml")}
+START_TIMEOUT_S = 180
+EXPECTED_DEPLOYMENTS = {spec.name for spec in load_deployment_specs()}
+ANNOUNCEMENT = "M1 control plane is up"
 
 
 @dataclass
 class LiveM1:
-    workdir: Path
+    workdir: Path  # where `m1 up` runs; created empty when missing
     database_url: str | None = None
     redis_url: str | None = None
     redis_prefix: str | None = None
+    dotenv: bool = True  # configuration in <workdir>/.env, else in the environment
+    m1: list[str] = field(default_factory=lambda: [sys.executable, "-m", "m1lib.cli"])
+    up_args: list[str] = field(default_factory=list)
     api_port: int = field(default_factory=free_port)
     prefect_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     seen_descendants: set[int] = field(default_factory=set)
     starts: int = 0
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def serves(self) -> bool:
+        return "--no-serve" not in self.up_args
+
+    @property
+    def data_dir(self) -> Path:
+        return self.workdir / ".m1"  # M1's default, relative to where it runs
 
     @property
     def api_url(self) -> str:
@@ -45,83 +65,119 @@ class LiveM1:
 
     @property
     def log_path(self) -> Path:
-        return self.workdir / f"m1-up-{self.starts}.log"
+        return self.workdir.with_name(f"{self.workdir.name}-m1-up-{self.starts}.log")
+
+    def settings(self) -> dict[str, str]:
+        """The M1_* configuration this instance runs with."""
+        values = {
+            "M1_API_PORT": str(self.api_port),
+            "M1_PREFECT_PORT": str(self.prefect_port),
+            "M1_PREFECT_RUNNER_POLL_S": "1",
+            "M1_REPLICA_HEARTBEAT_S": "0.5",
+            "M1_CONTROL_POLL_S": "0.2",
+        }
+        if self.database_url:
+            values["M1_DATABASE_URL"] = self.database_url
+        if self.redis_url:
+            values["M1_REDIS_URL"] = self.redis_url
+        if self.redis_prefix:
+            values["M1_REDIS_PREFIX"] = self.redis_prefix
+        return values
 
     def environment(self) -> dict[str, str]:
+        """What `m1 up` and the `m1` verbs run with: no M1_* or PREFECT_* of the developer's."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("M1_", "PREFECT_"))}
-        env.update(
-            {
-                "M1_DATA_DIR": str(self.workdir / "data"),
-                "M1_API_PORT": str(self.api_port),
-                "M1_PREFECT_PORT": str(self.prefect_port),
-                "M1_PREFECT_HOME": str(self.workdir / "prefect-home"),
-                "M1_PREFECT_RUNNER_POLL_S": "1",
-                "M1_REPLICA_HEARTBEAT_S": "0.5",
-                "M1_CONTROL_POLL_S": "0.2",
-                "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                "PYTHONUNBUFFERED": "1",
-            }
-        )
-        if self.database_url:
-            env["M1_DATABASE_URL"] = self.database_url
-        if self.redis_url:
-            env["M1_REDIS_URL"] = self.redis_url
-        if self.redis_prefix:
-            env["M1_REDIS_PREFIX"] = self.redis_prefix
+        env.pop("PYTHONPATH", None)  # imports come from the installation only, never the checkout
+        env.update({"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PYTHONUNBUFFERED": "1"})
+        if not self.dotenv:
+            env.update(self.settings())
         return env
 
     def start(self) -> None:
         self.starts += 1
+        self.started_at = datetime.now(UTC)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        log = self.log_path.open("wb")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "m1lib.cli", "up"],
-            cwd=PROJECT_ROOT,
-            env=self.environment(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        if self.dotenv:
+            lines = [f"{name}={value}" for name, value in self.settings().items()]
+            (self.workdir / ".env").write_text("\n".join(lines) + "\n")
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                [*self.m1, "up", *self.up_args],
+                cwd=self.workdir,
+                env=self.environment(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         self.wait_ready()
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """An `m1` verb run where `m1 up` runs, with the same configuration."""
+        return subprocess.run(
+            [*self.m1, *args],
+            cwd=self.workdir,
+            env=self.environment(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def _fail(self, why: str) -> None:
-        raise AssertionError(f"m1 up: {why}\n--- its output ---\n{self.output()[-6000:]}")
+    def served(self) -> set[str]:
+        """Deployments polled by a runner since this start (after a crash, the dead runner's
+        deployments are still listed: listed is not served)."""
+        return {
+            d.name
+            for d in self.deployments()
+            if d.last_polled is not None and d.last_polled >= self.started_at
+        }
+
+    def _readiness(self) -> tuple[bool, int, set[str]]:
+        """Whether `m1 up` announced itself, the API's /health/ready status and the deployments
+        served; an exit ends the wait."""
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(f"exited with {self.process.returncode} before it was ready")
+        announced = ANNOUNCEMENT in self.output()
+        api = httpx.get(f"{self.api_url}/health/ready", timeout=5).status_code
+        return announced, api, self.served() if self.serves else set()
+
+    def _is_ready(self, seen: tuple[bool, int, set[str]]) -> bool:
+        announced, api, served = seen
+        return announced and api == 200 and (not self.serves or served >= EXPECTED_DEPLOYMENTS)
 
     def wait_ready(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                self._fail(f"exited with {self.process.returncode} before it was ready")
-            try:
-                api = httpx.get(f"{self.api_url}/health/ready", timeout=2)
-                prefect = httpx.get(f"{self.prefect_api_url}/health", timeout=2)
-                served = (
-                    {d["name"] for d in self.deployments()} if prefect.status_code == 200 else set()
-                )
-                if api.status_code == 200 and served >= EXPECTED_DEPLOYMENTS:
-                    self.record_descendants()
-                    return
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                self._fail("not ready in time")
-            time.sleep(0.5)
+        what = f"{ANNOUNCEMENT!r}, API /health/ready 200" + (
+            f" and deployments {sorted(EXPECTED_DEPLOYMENTS)} served" if self.serves else ""
+        )
+        try:
+            wait_for(
+                self._readiness,
+                what,
+                until=self._is_ready,
+                timeout_s=START_TIMEOUT_S,
+                period_s=0.5,
+                errors=(httpx.HTTPError,),
+            )
+        except AssertionError as error:
+            tail = self.output()[-6000:]
+            raise AssertionError(f"m1 up: {error}\n--- its output ---\n{tail}") from None
+        self.record_descendants()
 
-    def deployments(self) -> list[dict[str, Any]]:
-        response = httpx.post(f"{self.prefect_api_url}/deployments/filter", json={}, timeout=5)
-        response.raise_for_status()
-        return list(response.json())
+    def deployments(self) -> list[DeploymentResponse]:
+        with prefect_client(self.prefect_api_url) as client:
+            return client.read_deployments()
 
-    def record_descendants(self) -> None:
+    def descendants(self) -> list[psutil.Process]:
         assert self.process is not None
         try:
-            for child in psutil.Process(self.process.pid).children(recursive=True):
-                self.seen_descendants.add(child.pid)
+            return psutil.Process(self.process.pid).children(recursive=True)
         except psutil.NoSuchProcess:
-            pass
+            return []
+
+    def record_descendants(self) -> None:
+        self.seen_descendants.update(child.pid for child in self.descendants())
 
     def alive_descendants(self) -> list[psutil.Process]:
         alive = []

@@ -9,52 +9,68 @@ import httpx
 import pytest
 
 from deployments.prefect_yaml import load_deployment_specs
-from m1lib.settings import PROJECT_ROOT
 from tests.e2e import prefect_api
 from tests.e2e.live import LiveM1
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
 
+def test_m1_up_run_from_a_directory_outside_the_checkout_keeps_everything_there(
+    live_m1: LiveM1,
+) -> None:
+    """Started in a directory holding only its `.env`: every child read that `.env` (the API
+    answers on the port it names) and the one data directory `./.m1` (the API is ready, so it
+    found the signing secret the supervisor generated there)."""
+    assert httpx.get(f"{live_m1.api_url}/health/ready", timeout=5).status_code == 200
+    assert {d.name for d in live_m1.deployments()} >= {s.name for s in load_deployment_specs()}
+    assert sorted(path.name for path in live_m1.workdir.iterdir()) == [".env", ".m1"]
+    assert {"admin_key", "jwt_secret", "prefect"} <= {p.name for p in live_m1.data_dir.iterdir()}
+
+
 def test_every_deployment_of_prefect_yaml_is_served(live_m1: LiveM1) -> None:
-    served = {d["name"]: d for d in live_m1.deployments()}
-    for spec in load_deployment_specs(PROJECT_ROOT / "prefect.yaml"):
+    served = {d.name: d for d in live_m1.deployments()}
+    for spec in load_deployment_specs():
         assert spec.name in served
-        assert served[spec.name]["description"] == spec.description
-        assert set(spec.tags) <= set(served[spec.name]["tags"])
+        assert served[spec.name].description == spec.description
+        assert served[spec.name].entrypoint == spec.entrypoint
+        assert set(spec.tags) <= set(served[spec.name].tags)
 
 
 def test_api_is_ready_and_prints_the_admin_key_once(live_m1: LiveM1) -> None:
     assert httpx.get(f"{live_m1.api_url}/health/ready", timeout=5).status_code == 200
     key = live_m1.admin_key()
     assert key is not None
-    assert (live_m1.workdir / "data" / "admin_key").read_text().strip() == key
+    assert (live_m1.data_dir / "admin_key").read_text().strip() == key
     assert live_m1.output().count(key) == 1
 
 
 def test_database_setup_runs_from_the_prefect_api_with_its_artifact(live_m1: LiveM1) -> None:
     deployment = prefect_api.deployment_by_name(live_m1.prefect_api_url, "database-setup")
-    run_id = prefect_api.run_deployment(live_m1.prefect_api_url, deployment["id"])
+    run_id = prefect_api.run_deployment(live_m1.prefect_api_url, deployment.id)
     run = prefect_api.wait_for_final_state(live_m1.prefect_api_url, run_id)
-    assert run["state"]["type"] == "COMPLETED", run["state"]
-    (artifact,) = [a for a in prefect_api.artifacts_of(live_m1.prefect_api_url, run_id)]
-    assert artifact["key"] == "database-schema"
-    assert artifact["type"] == "table"
-    rows = json.loads(artifact["data"]) if isinstance(artifact["data"], str) else artifact["data"]
+    assert run.state is not None
+    assert run.state.is_completed(), run.state
+    (artifact,) = prefect_api.artifacts_of(live_m1.prefect_api_url, run_id)
+    assert artifact.key == "database-schema"
+    assert artifact.type == "table"
+    rows = json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
+    assert isinstance(rows, list)
     tables = {row["table"] for row in rows}
     assert {"replicas", "control_commands", "control_acks", "api_credentials"} <= tables
-    assert "postgresql" in artifact["description"]
+    assert "postgresql" in (artifact.description or "")
 
 
 def test_database_setup_rejects_a_bad_parameter_naming_it(live_m1: LiveM1) -> None:
     deployment = prefect_api.deployment_by_name(live_m1.prefect_api_url, "database-setup")
-    response = httpx.post(
-        f"{live_m1.prefect_api_url}/deployments/{deployment['id']}/create_flow_run",
-        json={"parameters": {"params": {"target_revision": "drop table"}}},
-        timeout=10,
-    )
-    assert response.status_code == 409
-    assert "target_revision" in response.text
+    with pytest.raises(httpx.HTTPStatusError) as refused:
+        prefect_api.run_deployment(
+            live_m1.prefect_api_url,
+            deployment.id,
+            {"params": {"target_revision": "drop table"}},
+        )
+    assert refused.value.response.status_code == 409
+    assert "target_revision" in refused.value.response.text
 
 
 def test_replica_heartbeat_row_is_written(live_m1: LiveM1) -> None:
@@ -74,8 +90,6 @@ def test_replica_heartbeat_row_is_written(live_m1: LiveM1) -> None:
 
 
 def test_printed_admin_key_issues_a_command_the_replica_applies(live_m1: LiveM1) -> None:
-    import time
-
     key = live_m1.admin_key()
     headers = {"Authorization": f"Bearer {key}"}
     response = httpx.post(
@@ -87,15 +101,12 @@ def test_printed_admin_key_issues_a_command_the_replica_applies(live_m1: LiveM1)
     assert response.status_code == 202, response.text
     command_id = response.json()["id"]
     assert response.json()["createdBy"] == "admin"
-    deadline = time.monotonic() + 30
-    while True:
-        acks = httpx.get(
+    acks = wait_for(
+        lambda: httpx.get(
             f"{live_m1.api_url}/api/m1/control/commands/{command_id}", headers=headers, timeout=10
-        ).json()["acks"]
-        if acks:
-            break
-        assert time.monotonic() < deadline, "the replica never acknowledged the command"
-        time.sleep(0.2)
+        ).json()["acks"],
+        f"the replica to acknowledge command {command_id}",
+    )
     assert acks[0]["ok"] is True
     assert acks[0]["detail"] == "cache cleared"
 
@@ -111,29 +122,8 @@ def test_admin_routes_refuse_requests_without_a_key(live_m1: LiveM1) -> None:
 def test_a_token_issued_by_the_cli_is_revoked_over_http_and_introspects_inactive(
     live_m1: LiveM1,
 ) -> None:
-    import subprocess
-    import sys
-
-    from m1lib.settings import PROJECT_ROOT
-
-    issued = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "m1lib.cli",
-            "tokens",
-            "issue",
-            "log_agent_run",
-            "--scope",
-            "write",
-            "--subject",
-            "agent-7",
-        ],
-        cwd=PROJECT_ROOT,
-        env=live_m1.environment(),
-        capture_output=True,
-        text=True,
-        timeout=60,
+    issued = live_m1.cli(
+        "tokens", "issue", "log_agent_run", "--scope", "write", "--subject", "agent-7"
     )
     assert issued.returncode == 0, issued.stderr
     token = issued.stdout.strip().splitlines()[-1].strip()
@@ -177,8 +167,6 @@ def test_the_seed_query_answers_with_another_replicas_events(
 ) -> None:
     """A second replica (this test process) records denied decisions; the live replica reads
     them from the shared Redis stream and answers the seed's query, unchanged, over HTTP."""
-    import time
-
     import redis as redis_lib
 
     from m1lib.metrics import MetricsRuntime
@@ -212,15 +200,17 @@ def test_the_seed_query_answers_with_another_replicas_events(
 
     headers = {"Authorization": f"Bearer {live_m1.admin_key()}"}
     url = f"{live_m1.api_url}/api/m1/dashboard/query"
-    deadline = time.monotonic() + 30
-    while True:
+
+    def web_search_rows() -> list[dict[str, object]]:
         response = httpx.post(url, json=SEED_QUERY, headers=headers, timeout=10)
         assert response.status_code == 200, response.text
-        rows = [r for r in response.json()["rows"] if r["toolName"] == "web_search"]
-        if rows and rows[0]["count"] == 30:
-            break
-        assert time.monotonic() < deadline, response.json()
-        time.sleep(0.3)
+        return [r for r in response.json()["rows"] if r["toolName"] == "web_search"]
+
+    rows = wait_for(
+        web_search_rows,
+        "the live replica to count the 30 events of the other replica",
+        until=lambda rows: bool(rows) and rows[0]["count"] == 30,
+    )
     assert rows[0]["scope"] == "write"
     assert {"p50", "p95", "p99"} <= set(rows[0])
 

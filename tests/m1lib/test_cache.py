@@ -487,9 +487,8 @@ def test_cached_call_coalesces_concurrent_calls_for_one_key(memory_cache: Cache)
         return "value"
 
     threads = run_threads(20, lambda: results.append(memory_cache.cached_call("k", compute)))
-    wait_for(
-        lambda: memory_cache.stats().misses == 20, "20 misses", seen=memory_cache.stats
-    )  # every thread looked and missed
+    # every thread looked and missed
+    wait_for(memory_cache.stats, "20 misses", until=lambda stats: stats.misses == 20)
     release.set()
     for thread in threads:
         thread.join(10)
@@ -514,7 +513,7 @@ def test_cached_call_hands_the_exception_to_every_waiter(memory_cache: Cache) ->
             errors.append(exc)
 
     threads = run_threads(20, call)
-    wait_for(lambda: memory_cache.stats().misses == 20, "20 misses", seen=memory_cache.stats)
+    wait_for(memory_cache.stats, "20 misses", until=lambda stats: stats.misses == 20)
     release.set()
     for thread in threads:
         thread.join(10)
@@ -550,9 +549,8 @@ def test_cached_call_does_not_coalesce_different_keys(memory_cache: Cache) -> No
     for thread in threads:
         thread.start()
     try:
-        wait_for(
-            lambda: len(entered) == 2, "both callers inside", seen=lambda: entered
-        )  # both run at once: neither waits for the other
+        # both run at once: neither waits for the other
+        wait_for(lambda: list(entered), "both callers inside", until=lambda e: len(e) == 2)
     finally:
         release.set()
         for thread in threads:

@@ -687,7 +687,7 @@ def test_two_replica_processes_apply_and_ack_one_command(
     acks = wait_for(
         lambda: len(acks_for(pg_db, command_id)) == 2 and acks_for(pg_db, command_id),
         f"acks of command {command_id} by both processes",
-        seen=lambda: replica_processes.state(pg_db, command_id),
+        show=lambda _: replica_processes.state(pg_db, command_id),
     )
     pids = {rid: replica_processes.running[rid].pid for rid in ids}
     assert {(a.replica_id, a.ok, a.detail) for a in acks} == {

@@ -73,12 +73,10 @@ def test_default_calls_issue_verify_revoke_and_record(configured: None) -> None:
         return {row.get("reason"): row["count"] for row in rows}
 
     executions = {"metric": "tool_executions"}
-    wait_for(
-        lambda: counted(executions), "the recorded execution", seen=lambda: counted(executions)
-    )
+    wait_for(lambda: counted(executions), "the recorded execution")
     decisions = {"metric": "policy_decisions", "groupBy": ["reason"]}
     wait_for(
-        lambda: {"ok", "revoked"} <= set(counted(decisions)),
+        lambda: counted(decisions),
         "an ok and a revoked decision",
-        seen=lambda: counted(decisions),
+        until=lambda counts: {"ok", "revoked"} <= set(counts),
     )

@@ -255,7 +255,7 @@ def test_a_client_that_disconnects_stops_its_query(one_query_at_a_time: MetricsR
             wait_for(lambda: metrics.query_counts["running"] == 1, "the query to start computing")
         # the client is gone; the query would compute for minutes if nobody noticed
         wait_for(lambda: metrics.query_counts["cancelled"] == 1, "the abandoned query to stop",
-                 timeout=120)  # fmt: skip
+                 timeout_s=120)  # fmt: skip
         assert metrics.query_counts["running"] == 0
         assert metrics.query_counts["completed"] == 0
     finally:
