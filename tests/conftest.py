@@ -13,6 +13,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -75,10 +76,9 @@ def make_settings(tmp_data_dir: Path) -> Callable[..., Settings]:
     return factory
 
 
-@pytest.fixture(scope="session")
-def pg_url() -> Iterator[str]:
-    """A PostgreSQL database of this run's own, dropped at the end."""
-    name = f"m1_test_{RUN_ID}"
+@contextmanager
+def _own_database(name: str) -> Iterator[str]:
+    """Create database ``name`` on the shared PostgreSQL, yield its URL, drop it after."""
     admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as connection:
@@ -86,23 +86,37 @@ def pg_url() -> Iterator[str]:
     except Exception as error:
         admin.dispose()
         _unavailable("PostgreSQL at 127.0.0.1:5432", error)
-    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A PostgreSQL database of this run's own, dropped at the end."""
+    with _own_database(f"m1_test_{RUN_ID}") as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def deployment_pg_url(pg_url: str) -> Iterator[str]:
+    """A database of its own for a long-lived deployment under test (the live `m1 up`).
+
+    Two deployments never share a database: a replica applies every command of its database's
+    control channel, so one left running beside other tests would apply (and ack) theirs.
+    """
+    with _own_database(f"m1_test_{RUN_ID}_deployment") as url:
+        yield url
 
 
 @pytest.fixture
 def fresh_pg_url(pg_url: str) -> Iterator[str]:
     """An empty PostgreSQL database for one test (for migrations up and down)."""
-    name = f"m1_test_{RUN_ID}_{uuid.uuid4().hex[:6]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with _own_database(f"m1_test_{RUN_ID}_{uuid.uuid4().hex[:6]}") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

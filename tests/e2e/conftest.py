@@ -15,14 +15,15 @@ from tests.e2e.live import LiveM1
 
 @pytest.fixture(scope="session")
 def live_m1(
-    tmp_path_factory: pytest.TempPathFactory, pg_url: str, shared_redis_url: str
+    tmp_path_factory: pytest.TempPathFactory, deployment_pg_url: str, shared_redis_url: str
 ) -> Iterator[LiveM1]:
-    """`m1 up` against this run's PostgreSQL database and its own Redis prefix, run from a
-    directory outside the checkout that holds only its `.env`."""
+    """`m1 up` on a PostgreSQL database and a Redis prefix of its own (it outlives the e2e tests,
+    and its replica applies every command of its database), run from a directory outside the
+    checkout that holds only its `.env`."""
     prefix = f"m1test:{RUN_ID}:e2e{uuid.uuid4().hex[:4]}"
     live = LiveM1(
         workdir=Path(tmp_path_factory.mktemp("live-m1")),
-        database_url=pg_url,
+        database_url=deployment_pg_url,
         redis_url=shared_redis_url,
         redis_prefix=prefix,
     )
