@@ -33,6 +33,8 @@ _TITLES = {
     403: "Forbidden",
     404: "Not found",
     405: "Method not allowed",
+    413: "Content too large",
+    415: "Unsupported media type",
     422: "Invalid request",
     429: "Too many requests",
     500: "Internal error",
@@ -72,11 +74,14 @@ def _json_path(loc: tuple[Any, ...]) -> str:
 def _validation_errors(error: RequestValidationError) -> list[dict[str, Any]]:
     items = []
     for item in error.errors():
+        context = item.get("ctx") or {}
+        path = _json_path(tuple(item.get("loc", ())))
+        inner = context.get("at", "")  # a validator's pointer inside its field (m1lib.text)
         entry: dict[str, Any] = {
-            "path": _json_path(tuple(item.get("loc", ()))),
+            "path": path + inner if path != "/" else inner or path,
             "problem": item["msg"],
         }
-        expected = (item.get("ctx") or {}).get("expected")
+        expected = context.get("expected")
         if expected:
             entry["allowed"] = [
                 part.strip(" '") for part in str(expected).replace(" or ", ",").split(",")

@@ -17,10 +17,14 @@ import anyio
 import anyio.to_thread
 from fastapi import APIRouter, Request
 
+from m1lib.api.bodies import body_route
 from m1lib.errors import M1Error, UnavailableError
 from m1lib.metrics import TEMPLATES, MetricsRuntime, Query, query_json_schema
 
-router = APIRouter(prefix="/api/m1/dashboard", tags=["dashboard"])
+# A query with many long `in` lists is larger than a token request; a megabyte is plenty.
+router = APIRouter(
+    prefix="/api/m1/dashboard", tags=["dashboard"], route_class=body_route(1024 * 1024)
+)
 T = TypeVar("T")
 
 

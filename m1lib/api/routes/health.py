@@ -7,12 +7,13 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from m1lib.api.bodies import BodyRoute
 from m1lib.api.problems import problem
 from m1lib.db import migrate
 from m1lib.errors import UnavailableError
 from m1lib.runtime import Runtime
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], route_class=BodyRoute)
 
 
 @router.get("/health/live", summary="The process answers; touches no dependency")

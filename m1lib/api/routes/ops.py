@@ -10,11 +10,16 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from m1lib import control
+from m1lib.api.bodies import body_route
 from m1lib.api.deps import AdminPrincipal, ViewerPrincipal, runtime_of
 from m1lib.api.routes.health import readiness_checks
 from m1lib.errors import InputError
+from m1lib.text import JSON_MAX_BYTES
 
-router = APIRouter(prefix="/api/m1", tags=["operations"])
+# A command's args may serialise to JSON_MAX_BYTES; escaped in a body they can take four times that.
+router = APIRouter(
+    prefix="/api/m1", tags=["operations"], route_class=body_route(4 * JSON_MAX_BYTES)
+)
 HEALTH_JSON = "application/health+json"
 
 

@@ -14,10 +14,11 @@ import psutil
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import PlainTextResponse
 
+from m1lib.api.bodies import BodyRoute
 from m1lib.api.deps import require_viewer, runtime_of
 from m1lib.runtime import Runtime
 
-router = APIRouter(tags=["operations"])
+router = APIRouter(tags=["operations"], route_class=BodyRoute)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 

@@ -8,11 +8,12 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Request, Response
 from pydantic import BaseModel, Field
 
+from m1lib.api.bodies import BodyRoute
 from m1lib.api.deps import enforce_limit, runtime_of
 from m1lib.api.sessions import COOKIE_NAME, SessionClaims, encode_session, fingerprint
 from m1lib.errors import AuthenticationError, UnavailableError
 
-router = APIRouter(prefix="/api/m1/session", tags=["session"])
+router = APIRouter(prefix="/api/m1/session", tags=["session"], route_class=BodyRoute)
 
 
 class Login(BaseModel):
