@@ -26,15 +26,18 @@ import json
 import math
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Annotated, Any, Final
 
-from pydantic import AfterValidator, Field, StringConstraints
-from pydantic_core import PydanticCustomError
+from pydantic import AfterValidator, GetJsonSchemaHandler, StringConstraints
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, PydanticCustomError
 
 from m1lib.errors import InputError
 
 __all__ = [
     "ACTOR_MAX",
+    "COMMAND_NAME_MAX",
     "JSON_CHECK",
     "JSON_MAX_BYTES",
     "JSON_MAX_DEPTH",
@@ -43,15 +46,21 @@ __all__ = [
     "NAME_CHECK",
     "NAME_PATTERN",
     "NAME_RULE",
+    "NAME_SCHEMA",
     "PROSE_CHECK",
     "PROSE_PATTERN",
     "PROSE_RULE",
+    "PROSE_SCHEMA",
     "REASON_MAX",
+    "REPLICA_ID_MAX",
     "SUBJECT_MAX",
     "TOOL_MAX",
     "UNSTORABLE_IN_NAME",
+    "CommandNameText",
     "JtiText",
     "ReasonText",
+    "ReplicaIdText",
+    "SchemaPattern",
     "SubjectText",
     "ToolText",
     "check_json",
@@ -65,6 +74,8 @@ TOOL_MAX: Final = 128
 SUBJECT_MAX: Final = 255
 REASON_MAX: Final = 500
 ACTOR_MAX: Final = 64
+COMMAND_NAME_MAX: Final = 64  # control_commands.name
+REPLICA_ID_MAX: Final = 128  # replicas.id, control_commands.target
 
 NAME_RULE: Final = "text without control characters"
 PROSE_RULE: Final = "text without control characters other than tab and line breaks"
@@ -144,19 +155,43 @@ NAME_CHECK: Final = _validator(prose=False)
 """For a name of another length: ``Annotated[str, StringConstraints(max_length=64), NAME_CHECK]``."""
 PROSE_CHECK: Final = _validator(prose=True)
 
-# Request-body types of the common fields; the length is checked first, then the characters.
-_NAME_SCHEMA: Final = Field(json_schema_extra={"pattern": NAME_PATTERN})
-_PROSE_SCHEMA: Final = Field(json_schema_extra={"pattern": PROSE_PATTERN})
+
+@dataclass(frozen=True)
+class SchemaPattern:
+    """Adds ``pattern`` to a string's JSON schema without being a ``Field``, so it survives where
+    FastAPI replaces a type's ``Field`` by its own ``Path(...)`` or ``Query(...)``."""
+
+    pattern: str
+
+    def __get_pydantic_json_schema__(
+        self, core: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        schema = handler(core)
+        schema["pattern"] = self.pattern
+        return schema
+
+
+NAME_SCHEMA: Final = SchemaPattern(NAME_PATTERN)
+PROSE_SCHEMA: Final = SchemaPattern(PROSE_PATTERN)
+
+# Request types of the common fields (bodies, paths, queries); the length is checked first, then
+# the characters.
 JtiText = Annotated[
-    str, StringConstraints(min_length=1, max_length=JTI_MAX), NAME_CHECK, _NAME_SCHEMA
+    str, StringConstraints(min_length=1, max_length=JTI_MAX), NAME_CHECK, NAME_SCHEMA
 ]
 ToolText = Annotated[
-    str, StringConstraints(min_length=1, max_length=TOOL_MAX), NAME_CHECK, _NAME_SCHEMA
+    str, StringConstraints(min_length=1, max_length=TOOL_MAX), NAME_CHECK, NAME_SCHEMA
 ]
 SubjectText = Annotated[
-    str, StringConstraints(min_length=1, max_length=SUBJECT_MAX), NAME_CHECK, _NAME_SCHEMA
+    str, StringConstraints(min_length=1, max_length=SUBJECT_MAX), NAME_CHECK, NAME_SCHEMA
 ]
-ReasonText = Annotated[str, StringConstraints(max_length=REASON_MAX), PROSE_CHECK, _PROSE_SCHEMA]
+ReasonText = Annotated[str, StringConstraints(max_length=REASON_MAX), PROSE_CHECK, PROSE_SCHEMA]
+CommandNameText = Annotated[
+    str, StringConstraints(min_length=1, max_length=COMMAND_NAME_MAX), NAME_CHECK, NAME_SCHEMA
+]
+ReplicaIdText = Annotated[
+    str, StringConstraints(min_length=1, max_length=REPLICA_ID_MAX), NAME_CHECK, NAME_SCHEMA
+]
 
 
 # -- free-form JSON values -----------------------------------------------------------------------

@@ -47,8 +47,9 @@ MAX_BODY_BYTES: Final = 64 * 1024  # what a token, a reason or a key needs, many
 MAX_JSON_DEPTH: Final = 32  # objects and arrays; the DSL's deepest filters fit many times over
 _FLOAT_MAX: Final = sys.float_info.max
 JSON_RULE: Final = (
-    f"UTF-8 JSON (RFC 8259) nested at most {MAX_JSON_DEPTH} levels, numbers within the range "
-    "of a 64-bit float, no lone surrogate"
+    f"UTF-8 JSON (RFC 8259) nested at most {MAX_JSON_DEPTH} levels",
+    "numbers within the range of a 64-bit float",
+    "no lone surrogate",
 )
 _BODY_METHODS: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # A JSON string (quotes and escapes included), or one bracket. Outside strings only brackets count.

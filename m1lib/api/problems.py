@@ -81,13 +81,22 @@ def _validation_errors(error: RequestValidationError) -> list[dict[str, Any]]:
             "path": path + inner if path != "/" else inner or path,
             "problem": item["msg"],
         }
-        expected = context.get("expected")
-        if expected:
-            entry["allowed"] = [
-                part.strip(" '") for part in str(expected).replace(" or ", ",").split(",")
-            ]
+        entry.update(_allowed(context.get("expected")))
         items.append(entry)
     return items
+
+
+def _allowed(expected: Any) -> dict[str, list[str]]:
+    """``allowed`` from a validation error's ``expected``: pydantic's own is a quoted enumeration
+    (``'read', 'write' or 'execute'``), M1's validators give a rule or a list of rules."""
+    if not expected:
+        return {}
+    if isinstance(expected, list | tuple):
+        return {"allowed": [str(item) for item in expected]}
+    text = str(expected)
+    if not text.startswith("'"):
+        return {"allowed": [text]}
+    return {"allowed": [part.strip(" '") for part in text.replace(" or ", ",").split(",")]}
 
 
 def install_problem_handlers(app: FastAPI) -> None:

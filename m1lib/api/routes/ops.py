@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
@@ -14,7 +14,7 @@ from m1lib.api.bodies import body_route
 from m1lib.api.deps import AdminPrincipal, ViewerPrincipal, runtime_of
 from m1lib.api.routes.health import readiness_checks
 from m1lib.errors import InputError
-from m1lib.text import JSON_MAX_BYTES
+from m1lib.text import JSON_CHECK, JSON_MAX_BYTES, JSON_RULE, CommandNameText, ReplicaIdText
 
 # A command's args may serialise to JSON_MAX_BYTES; escaped in a body they can take four times that.
 router = APIRouter(
@@ -47,9 +47,19 @@ def health_report(request: Request, _: ViewerPrincipal) -> JSONResponse:
 
 
 @router.get("/replicas", summary="API replicas seen recently, with their heartbeat figures")
-def replicas(request: Request, _: ViewerPrincipal, within_s: float = 60) -> list[dict[str, Any]]:
-    if not 0 < within_s <= 86400:
-        raise InputError("within_s", f"{within_s} is out of range", ["0 < within_s <= 86400"])
+def replicas(
+    request: Request,
+    _: ViewerPrincipal,
+    within_s: Annotated[
+        float,
+        Query(
+            gt=0,
+            le=86400,
+            allow_inf_nan=False,
+            description="Seconds since a replica's last heartbeat.",
+        ),
+    ] = 60,
+) -> list[dict[str, Any]]:
     rows = control.live_replicas(runtime_of(request).db, within_s)
     return [
         {
@@ -61,9 +71,11 @@ def replicas(request: Request, _: ViewerPrincipal, within_s: float = 60) -> list
 
 
 class CommandRequest(BaseModel):
-    name: str = Field(max_length=64, description="A command every replica has registered.")
-    args: dict[str, Any] = Field(default_factory=dict, description="The command's arguments.")
-    target: str | None = Field(None, max_length=128, description="One replica id; empty: all.")
+    name: CommandNameText = Field(description="A command every replica has registered.")
+    args: Annotated[dict[str, Any], JSON_CHECK] = Field(
+        default_factory=dict, description=f"The command's arguments: {JSON_RULE}."
+    )
+    target: ReplicaIdText | None = Field(None, description="One replica id; omitted: all.")
     ttlS: int | None = Field(None, ge=1, le=86400, description="Seconds until replicas skip it.")  # noqa: N815
 
 
@@ -85,7 +97,11 @@ def issue(request: Request, body: CommandRequest, principal: AdminPrincipal) -> 
 
 
 @router.get("/control/commands/{command_id}", summary="Acknowledgements of one command")
-def acknowledgements(request: Request, command_id: int, _: ViewerPrincipal) -> dict[str, Any]:
+def acknowledgements(
+    request: Request,
+    command_id: Annotated[int, Path(ge=1, le=2**63 - 1, description="The id `POST` answered.")],
+    _: ViewerPrincipal,
+) -> dict[str, Any]:
     acks = control.acks_for(runtime_of(request).db, command_id)
     return {
         "id": command_id,

@@ -6,18 +6,21 @@ import time
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints
 
 from m1lib.api.bodies import BodyRoute
 from m1lib.api.deps import enforce_limit, runtime_of
 from m1lib.api.sessions import COOKIE_NAME, SessionClaims, encode_session, fingerprint
 from m1lib.errors import AuthenticationError, UnavailableError
+from m1lib.text import NAME_CHECK, NAME_SCHEMA
 
 router = APIRouter(prefix="/api/m1/session", tags=["session"], route_class=BodyRoute)
 
 
 class Login(BaseModel):
-    key: str = Field(min_length=1, max_length=256, description="A viewer or admin API key.")
+    key: Annotated[
+        str, StringConstraints(min_length=1, max_length=256), NAME_CHECK, NAME_SCHEMA
+    ] = Field(description="A viewer or admin API key.")
 
 
 class SessionInfo(BaseModel):

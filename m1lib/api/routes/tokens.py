@@ -17,7 +17,15 @@ from urllib.parse import parse_qsl
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 from starlette.exceptions import HTTPException
 
 from m1lib.api.bodies import BodyRoute, decode_utf8, invalid_body, is_json_media_type, media_type
@@ -25,12 +33,18 @@ from m1lib.api.deps import AdminPrincipal, ViewerPrincipal, runtime_of
 from m1lib.errors import InputError, TokenRejectedError, UnavailableError
 from m1lib.policy import PolicyEngine
 from m1lib.revocation import RevocationManager
+from m1lib.text import NAME_CHECK, NAME_SCHEMA, JtiText, ReasonText, SubjectText, ToolText
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/api/m1/tokens", tags=["tokens"], route_class=BodyRoute)
 
 M = TypeVar("M", bound=BaseModel)
+# A token is text, not stored; its size is M1_TOKEN_MAX_BYTES' business (an oversized one is
+# simply not valid), this only bounds what a request may carry.
+TokenText = Annotated[str, StringConstraints(min_length=1, max_length=16384)]
+HintText = Annotated[str, StringConstraints(min_length=1, max_length=64), NAME_CHECK, NAME_SCHEMA]
+CURSOR_PATTERN = "^[A-Za-z0-9_-]+$"  # base64url without padding, as the listing hands it out
 _FORM = "application/x-www-form-urlencoded"
 _NO_STORE = {"Cache-Control": "no-store"}
 
@@ -43,14 +57,10 @@ class RevokeRequest(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    token: str | None = Field(
-        None, min_length=1, max_length=16384, description="The token to revoke (RFC 7009)."
-    )
-    jti: str | None = Field(
-        None, min_length=1, max_length=64, description="The jti to revoke, when the token is gone."
-    )
-    reason: str = Field("", max_length=500, description="Why; kept in the record and the audit.")
-    token_type_hint: str | None = Field(None, description="Accepted and ignored (RFC 7009).")
+    token: TokenText | None = Field(None, description="The token to revoke (RFC 7009).")
+    jti: JtiText | None = Field(None, description="The jti to revoke, when the token is gone.")
+    reason: ReasonText = Field("", description="Why; kept in the record and the audit.")
+    token_type_hint: HintText | None = Field(None, description="Accepted and ignored (RFC 7009).")
 
     @model_validator(mode="after")
     def _token_or_jti(self) -> RevokeRequest:
@@ -64,25 +74,20 @@ class RevokeAllRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    tool_name: str | None = Field(
+    tool_name: ToolText | None = Field(
         None,
-        min_length=1,
-        max_length=128,
         validation_alias=AliasChoices("toolName", "tool_name"),
         description="The tool whose tokens are denied; omit for every tool of the subject.",
     )
-    subject: str | None = Field(
-        None,
-        min_length=1,
-        max_length=255,
-        description="The subject (`sub`) whose tokens are denied; omit for every subject.",
+    subject: SubjectText | None = Field(
+        None, description="The subject (`sub`) whose tokens are denied; omit for every subject."
     )
     issued_before: datetime | None = Field(
         None,
         validation_alias=AliasChoices("issuedBefore", "issued_before"),
         description="Deny tokens issued before this time (ISO 8601 with zone); default now.",
     )
-    reason: str = Field("", max_length=500, description="Why; kept in the rule and the audit.")
+    reason: ReasonText = Field("", description="Why; kept in the rule and the audit.")
 
     @model_validator(mode="after")
     def _tool_or_subject(self) -> RevokeAllRequest:
@@ -98,8 +103,8 @@ class IntrospectRequest(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    token: str = Field(..., min_length=1, max_length=16384, description="The token to inspect.")
-    token_type_hint: str | None = Field(None, description="Accepted and ignored (RFC 7662).")
+    token: TokenText = Field(..., description="The token to inspect.")
+    token_type_hint: HintText | None = Field(None, description="Accepted and ignored (RFC 7662).")
 
 
 def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
@@ -147,7 +152,7 @@ def _validate(model: type[M], data: dict[str, Any]) -> M:
                 "loc": ("body", *item["loc"]),
                 "msg": item["msg"].removeprefix("Value error, "),
             }
-            for item in error.errors(include_url=False, include_context=False)
+            for item in error.errors(include_url=False)
         ]
         raise RequestValidationError(errors) from None
 
@@ -276,11 +281,16 @@ def revocations(
     request: Request,
     _principal: ViewerPrincipal,
     tool_name: Annotated[
-        str | None,
-        Query(alias="toolName", min_length=1, max_length=128, description="Only this tool."),
+        ToolText | None, Query(alias="toolName", description="Only this tool.")
     ] = None,
     cursor: Annotated[
-        str | None, Query(max_length=200, description="`nextCursor` of the previous page.")
+        str | None,
+        Query(
+            min_length=1,
+            max_length=200,
+            pattern=CURSOR_PATTERN,
+            description="`nextCursor` of the previous page.",
+        ),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000, description="Records per page.")] = 100,
 ) -> dict[str, Any]:
@@ -294,7 +304,7 @@ def revocations(
 def status(
     request: Request,
     _principal: ViewerPrincipal,
-    jti: Annotated[str, Path(min_length=1, max_length=64)],
+    jti: Annotated[JtiText, Path(description="The jti (a token's `jti` claim).")],
 ) -> dict[str, Any]:
     manager = _manager(request)
     record = manager.get_record(jti)
