@@ -1,7 +1,7 @@
 """Request bodies: read within a size bound, parsed as strict JSON that says where it breaks.
 
 Every router uses :class:`BodyRoute` (or a :func:`body_route` with a larger bound), so before any
-handler or FastAPI's own parsing runs, the body of a POST, PUT, PATCH or DELETE is
+handler or FastAPI's own parsing runs, the body of a route that reads one is
 
 - read at most ``max_body_bytes`` far: a larger one is a 413 (a declared Content-Length over the
   bound is refused before a byte is read);
@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import re
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from contextlib import aclosing
 from typing import Any, ClassVar, Final, NoReturn
 
@@ -60,15 +60,13 @@ _SURROGATE: Final = re.compile("[\ud800-\udfff]")
 # -- parsing -----------------------------------------------------------------------------------
 
 
-def invalid_body(problem: str, pointer: str = "") -> RequestValidationError:
+def invalid_body(
+    problem: str, pointer: str = "", *, allowed: Sequence[str] = JSON_RULE
+) -> RequestValidationError:
     """The 422 for a body: ``pointer`` is the JSON pointer (``/filters/0``), empty for the whole."""
     parts = tuple(part for part in pointer.split("/")[1:])
-    entry = {
-        "loc": ("body", *parts),
-        "msg": problem,
-        "type": "body",
-        "ctx": {"expected": JSON_RULE},
-    }
+    context = {"expected": list(allowed)}
+    entry = {"loc": ("body", *parts), "msg": problem, "type": "body", "ctx": context}
     return RequestValidationError([entry])
 
 
@@ -248,9 +246,11 @@ class BodyRoute(APIRoute):
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
         limit = self.max_body_bytes
+        # A body FastAPI parses, or one the handler reads itself and documents (the token routes).
+        reads_body = self.body_field is not None or "requestBody" in (self.openapi_extra or {})
 
         async def bounded(request: Request) -> Response:
-            if request.method not in _BODY_METHODS:
+            if not reads_body or request.method not in _BODY_METHODS:
                 return await handler(request)
             checked = _BoundedRequest(request.scope, request.receive, limit)
             if await checked.body() and is_json_media_type(media_type(checked)):

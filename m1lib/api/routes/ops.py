@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from m1lib import control
 from m1lib.api.bodies import body_route
 from m1lib.api.deps import AdminPrincipal, ViewerPrincipal, runtime_of
+from m1lib.api.openapi import AUTHENTICATED, problems
 from m1lib.api.routes.health import readiness_checks
 from m1lib.errors import InputError
 from m1lib.text import JSON_CHECK, JSON_MAX_BYTES, JSON_RULE, CommandNameText, ReplicaIdText
@@ -23,7 +24,24 @@ router = APIRouter(
 HEALTH_JSON = "application/health+json"
 
 
-@router.get("/health", summary="Full health report (application/health+json)")
+class HealthJSONResponse(JSONResponse):
+    media_type = HEALTH_JSON
+
+
+# A failing check answers 503 with the report itself; the credentials' database down, a problem.
+_HEALTH_ANSWERS = problems(
+    *AUTHENTICATED,
+    why={503: "A check fails (the report, health+json), or the credentials are unavailable."},
+)
+_HEALTH_ANSWERS[503]["content"][HEALTH_JSON] = {"schema": {"type": "object"}}
+
+
+@router.get(
+    "/health",
+    summary="Full health report (application/health+json)",
+    response_class=HealthJSONResponse,
+    responses=_HEALTH_ANSWERS,
+)
 def health_report(request: Request, _: ViewerPrincipal) -> JSONResponse:
     runtime = runtime_of(request)
     checks = readiness_checks(runtime)
@@ -43,10 +61,14 @@ def health_report(request: Request, _: ViewerPrincipal) -> JSONResponse:
             for name, check in checks.items()
         },
     }
-    return JSONResponse(body, status_code=200 if status == "pass" else 503, media_type=HEALTH_JSON)
+    return HealthJSONResponse(body, status_code=200 if status == "pass" else 503)
 
 
-@router.get("/replicas", summary="API replicas seen recently, with their heartbeat figures")
+@router.get(
+    "/replicas",
+    summary="API replicas seen recently, with their heartbeat figures",
+    responses=problems(*AUTHENTICATED, 422),
+)
 def replicas(
     request: Request,
     _: ViewerPrincipal,
@@ -79,7 +101,14 @@ class CommandRequest(BaseModel):
     ttlS: int | None = Field(None, ge=1, le=86400, description="Seconds until replicas skip it.")  # noqa: N815
 
 
-@router.post("/control/commands", status_code=202, summary="Issue a command to every replica")
+@router.post(
+    "/control/commands",
+    status_code=202,
+    summary="Issue a command to every replica",
+    responses=problems(
+        *AUTHENTICATED, 400, 413, 422, why={400: "`name` is no command every replica knows."}
+    ),
+)
 def issue(request: Request, body: CommandRequest, principal: AdminPrincipal) -> dict[str, Any]:
     runtime = runtime_of(request)
     if body.name not in runtime.registry:
@@ -96,7 +125,11 @@ def issue(request: Request, body: CommandRequest, principal: AdminPrincipal) -> 
     return {"id": command_id, "name": body.name, "createdBy": principal.name}
 
 
-@router.get("/control/commands/{command_id}", summary="Acknowledgements of one command")
+@router.get(
+    "/control/commands/{command_id}",
+    summary="Acknowledgements of one command",
+    responses=problems(*AUTHENTICATED, 422),
+)
 def acknowledgements(
     request: Request,
     command_id: Annotated[int, Path(ge=1, le=2**63 - 1, description="The id `POST` answered.")],

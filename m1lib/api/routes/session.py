@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field, StringConstraints
 
 from m1lib.api.bodies import BodyRoute
 from m1lib.api.deps import enforce_limit, runtime_of
+from m1lib.api.openapi import problems
 from m1lib.api.sessions import COOKIE_NAME, SessionClaims, encode_session, fingerprint
 from m1lib.errors import AuthenticationError, UnavailableError
 from m1lib.text import NAME_CHECK, NAME_SCHEMA
@@ -29,7 +30,22 @@ class SessionInfo(BaseModel):
     expiresAt: int = Field(description="Unix time the cookie stops working.")  # noqa: N815
 
 
-@router.post("", summary="Log a browser in: sets an HttpOnly SameSite=Strict session cookie")
+@router.post(
+    "",
+    summary="Log a browser in: sets an HttpOnly SameSite=Strict session cookie",
+    responses=problems(
+        401,
+        413,
+        422,
+        429,
+        503,
+        why={
+            401: "`key` is unknown or revoked.",
+            429: "Too many logins from this client address.",
+            503: "Sessions are off (no signing secret), or the credentials are unavailable.",
+        },
+    ),
+)
 def login(request: Request, response: Response, body: Annotated[Login, Body()]) -> SessionInfo:
     runtime = runtime_of(request)
     enforce_limit(request, "login", None)

@@ -9,6 +9,7 @@ plain ``def`` (FastAPI runs them in its thread pool); only body reading is async
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
@@ -18,22 +19,32 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import (
-    AliasChoices,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
     ValidationError,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 from starlette.exceptions import HTTPException
 
 from m1lib.api.bodies import BodyRoute, decode_utf8, invalid_body, is_json_media_type, media_type
 from m1lib.api.deps import AdminPrincipal, ViewerPrincipal, runtime_of
+from m1lib.api.openapi import AUTHENTICATED, problems
 from m1lib.errors import InputError, TokenRejectedError, UnavailableError
 from m1lib.policy import PolicyEngine
 from m1lib.revocation import RevocationManager
-from m1lib.text import NAME_CHECK, NAME_SCHEMA, JtiText, ReasonText, SubjectText, ToolText
+from m1lib.text import (
+    NAME_CHECK,
+    NAME_SCHEMA,
+    JtiText,
+    ReasonText,
+    SchemaPattern,
+    SubjectText,
+    ToolText,
+)
 
 __all__ = ["router"]
 
@@ -45,17 +56,44 @@ M = TypeVar("M", bound=BaseModel)
 TokenText = Annotated[str, StringConstraints(min_length=1, max_length=16384)]
 HintText = Annotated[str, StringConstraints(min_length=1, max_length=64), NAME_CHECK, NAME_SCHEMA]
 CURSOR_PATTERN = "^[A-Za-z0-9_-]+$"  # base64url without padding, as the listing hands it out
+# RFC 3339 with a year M1 can add a token lifetime to: 1970-8999. The zone is checked apart, so a
+# time without one is told it needs one.
+_TIME_PATTERN = (
+    r"^(19[7-9][0-9]|[2-8][0-9]{3})-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?"
+    r"([Zz]|[+-][0-9]{2}:?[0-9]{2})?$"
+)
+_TIME_RULE = "an RFC 3339 date-time with a zone, years 1970-8999"
 _FORM = "application/x-www-form-urlencoded"
+_FORM_FIELDS = 20  # parameters a form may carry; each one once (RFC 6749 section 3.2)
+_FORM_RULE = f"UTF-8 form of at most {_FORM_FIELDS} parameters, each given once"
 _NO_STORE = {"Cache-Control": "no-store"}
 
 
 # -- bodies ------------------------------------------------------------------------------------------
 
 
+def _time_text(value: Any) -> Any:
+    """Only text in the documented form becomes a time: pydantic alone would take ``0.5`` as a
+    Unix time, and a year such as 9999 overflows once a token lifetime is added."""
+    if not isinstance(value, str) or not re.fullmatch(_TIME_PATTERN, value):
+        raise PydanticCustomError("time", "not a time M1 takes", {"expected": _TIME_RULE})
+    return value
+
+
+TimeText = Annotated[datetime, BeforeValidator(_time_text), SchemaPattern(_TIME_PATTERN)]
+
+
+def _one_of_required(*names: str) -> dict[str, Any]:
+    """JSON schema: at least one of ``names`` is given, as text (null counts as not given)."""
+    return {
+        "anyOf": [{"required": [name], "properties": {name: {"type": "string"}}} for name in names]
+    }
+
+
 class RevokeRequest(BaseModel):
     """RFC 7009 revocation: the token itself, or (M1's extension) only its jti."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", json_schema_extra=_one_of_required("token", "jti"))
 
     token: TokenText | None = Field(None, description="The token to revoke (RFC 7009).")
     jti: JtiText | None = Field(None, description="The jti to revoke, when the token is gone.")
@@ -72,20 +110,22 @@ class RevokeRequest(BaseModel):
 class RevokeAllRequest(BaseModel):
     """A not-before rule: deny every token for a tool and/or subject issued before a time."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra=_one_of_required("toolName", "subject")
+    )
 
     tool_name: ToolText | None = Field(
         None,
-        validation_alias=AliasChoices("toolName", "tool_name"),
+        alias="toolName",
         description="The tool whose tokens are denied; omit for every tool of the subject.",
     )
     subject: SubjectText | None = Field(
         None, description="The subject (`sub`) whose tokens are denied; omit for every subject."
     )
-    issued_before: datetime | None = Field(
+    issued_before: TimeText | None = Field(
         None,
-        validation_alias=AliasChoices("issuedBefore", "issued_before"),
-        description="Deny tokens issued before this time (ISO 8601 with zone); default now.",
+        alias="issuedBefore",
+        description=f"Deny tokens issued before this time ({_TIME_RULE}); default now.",
     )
     reason: ReasonText = Field("", description="Why; kept in the rule and the audit.")
 
@@ -108,11 +148,22 @@ class IntrospectRequest(BaseModel):
 
 
 def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """Both encodings of the body; in a form every parameter is one string, given once."""
     schema = model.model_json_schema()
+    form = {**schema, "maxProperties": _FORM_FIELDS, "properties": {}}
+    for name, member in schema.get("properties", {}).items():  # a form has no null: omit it
+        choices = [choice for choice in member.get("anyOf", ()) if choice != {"type": "null"}]
+        form["properties"][name] = (
+            {**{k: v for k, v in member.items() if k != "anyOf"}, **choices[0]}
+            if len(choices) == 1
+            else member
+        )
+    if form.get("additionalProperties") is not False:
+        form["additionalProperties"] = {"type": "string"}
     return {
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": schema}, _FORM: {"schema": schema}},
+            "content": {"application/json": {"schema": schema}, _FORM: {"schema": form}},
         }
     }
 
@@ -124,13 +175,13 @@ async def _read_body(request: Request) -> dict[str, Any]:
     kind = media_type(request)
     if kind == _FORM:
         try:
-            pairs = parse_qsl(decode_utf8(raw), keep_blank_values=True, max_num_fields=20)
+            pairs = parse_qsl(decode_utf8(raw), keep_blank_values=True, max_num_fields=_FORM_FIELDS)
         except ValueError as error:
-            raise invalid_body(f"not a form body: {error}") from None
+            raise invalid_body(f"not a form body: {error}", allowed=[_FORM_RULE]) from None
         names = [name for name, _ in pairs]
         repeated = sorted({name for name in names if names.count(name) > 1})
         if repeated:  # RFC 6749 section 3.2: parameters must not be included more than once
-            raise invalid_body("given more than once", f"/{repeated[0]}")
+            raise invalid_body("given more than once", f"/{repeated[0]}", allowed=[_FORM_RULE])
         return dict(pairs)
     if kind == "" or is_json_media_type(kind):
         data = await request.json() if raw else {}
@@ -200,7 +251,17 @@ def _manager(request: Request) -> RevocationManager:
     "/revoke",
     summary="Revoke a token (RFC 7009), by the token or its jti; repeating it is harmless",
     openapi_extra=_body_schema(RevokeRequest),
-    responses={503: {"description": "Database unavailable: nothing was revoked; retry"}},
+    responses=problems(
+        *AUTHENTICATED,
+        400,
+        413,
+        415,
+        422,
+        why={
+            400: "`jti` is not the token's jti.",
+            503: "The database is unavailable: nothing was revoked.",
+        },
+    ),
 )
 def revoke(
     request: Request,
@@ -243,7 +304,13 @@ def revoke(
     "/revoke-all",
     summary="Deny every token for a tool and/or subject issued before a time",
     openapi_extra=_body_schema(RevokeAllRequest),
-    responses={503: {"description": "Database unavailable: no rule was stored; retry"}},
+    responses=problems(
+        *AUTHENTICATED,
+        413,
+        415,
+        422,
+        why={503: "The database is unavailable: no rule was stored."},
+    ),
 )
 def revoke_all(
     request: Request,
@@ -264,6 +331,13 @@ def revoke_all(
     "/introspect",
     summary="Is this token active (RFC 7662)? Inactive tokens get only {active: false}",
     openapi_extra=_body_schema(IntrospectRequest),
+    responses=problems(
+        *AUTHENTICATED,
+        413,
+        415,
+        422,
+        why={503: "No signing key, or the credentials are unavailable."},
+    ),
 )
 def introspect(
     request: Request,
@@ -276,7 +350,13 @@ def introspect(
     return JSONResponse({**claims, "active": True}, headers=_NO_STORE)
 
 
-@router.get("/revocations", summary="Revoked tokens, newest first, with cursor paging")
+@router.get(
+    "/revocations",
+    summary="Revoked tokens, newest first, with cursor paging",
+    responses=problems(
+        *AUTHENTICATED, 400, 422, why={400: "`cursor` is not one this listing handed out."}
+    ),
+)
 def revocations(
     request: Request,
     _principal: ViewerPrincipal,
@@ -299,7 +379,9 @@ def revocations(
 
 
 @router.get(
-    "/{jti}/status", summary="Whether a jti is revoked, in the database and on this replica"
+    "/{jti}/status",
+    summary="Whether a jti is revoked, in the database and on this replica",
+    responses=problems(*AUTHENTICATED, 422),
 )
 def status(
     request: Request,
