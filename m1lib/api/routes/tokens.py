@@ -379,7 +379,7 @@ def revocations(
 
 
 @router.get(
-    "/{jti}/status",
+    "/{jti:path}/status",
     summary="Whether a jti is revoked, in the database and on this replica",
     responses=problems(*AUTHENTICATED, 422),
 )

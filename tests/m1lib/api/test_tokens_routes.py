@@ -386,3 +386,12 @@ def test_revoke_all_takes_camel_case_names_only(make_api: Callable[..., Api]) ->
     )
     assert response.status_code == 422
     assert response.json()["errors"][0]["path"] == "/tool_name"
+
+
+def test_status_of_a_jti_holding_a_slash(make_api: Callable[..., Api]) -> None:
+    api = make_api(role=Role.VIEWER)
+    jti = f"{new_jti()}/part"  # a jti is any text; revoke takes it, so status must find it
+    api.manager.revoke_token(jti, "r", "alice")
+    response = api.client.get(f"/api/m1/tokens/{jti.replace('/', '%2F')}/status")
+    assert response.status_code == 200, response.text
+    assert (response.json()["jti"], response.json()["revoked"]) == (jti, True)
