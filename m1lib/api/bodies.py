@@ -6,20 +6,20 @@ handler or FastAPI's own parsing runs, the body of a route that reads one is
 - read at most ``max_body_bytes`` far: a larger one is a 413 (a declared Content-Length over the
   bound is refused before a byte is read);
 - when it is JSON (``application/json`` or ``+json``), parsed by :func:`parse_json`: not UTF-8,
-  nested deeper than :data:`MAX_JSON_DEPTH`, malformed, ``NaN``/``Infinity``, a number no 64-bit
-  float holds, or a lone surrogate is a 422 problem naming where: the byte offset, line and column,
-  or the JSON pointer of the string.
+  nested deeper than :data:`MAX_JSON_DEPTH`, malformed, ``NaN``/``Infinity``, an integer of more
+  digits than Python converts, or a lone surrogate is a 422 problem naming where: the byte offset,
+  line and column, or the JSON pointer of the string. What a number may be is each field's rule
+  (the models name its JSON path).
 
 FastAPI would otherwise answer a generic 400 ("There was an error parsing the body") for invalid
-UTF-8 or deep nesting, and Python's ``json`` reads UTF-16 as well, returns ``inf`` for ``1e400``
-and accepts ``NaN``; RFC 8259 allows none of these.
+UTF-8 or deep nesting (and a ValueError, a 500, for an integer of 5000 digits), and Python's
+``json`` reads UTF-16 as well and accepts ``NaN``; RFC 8259 allows none of these.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import sys
 from collections.abc import Callable, Coroutine, Sequence
 from contextlib import aclosing
 from typing import Any, ClassVar, Final, NoReturn
@@ -45,10 +45,10 @@ __all__ = [
 
 MAX_BODY_BYTES: Final = 64 * 1024  # what a token, a reason or a key needs, many times over
 MAX_JSON_DEPTH: Final = 32  # objects and arrays; the DSL's deepest filters fit many times over
-_FLOAT_MAX: Final = sys.float_info.max
+_MAX_DIGITS: Final = 4300  # sys.get_int_max_str_digits(): longer integers raise ValueError
 JSON_RULE: Final = (
     f"UTF-8 JSON (RFC 8259) nested at most {MAX_JSON_DEPTH} levels",
-    "numbers within the range of a 64-bit float",
+    f"numbers (no NaN or Infinity; integers of at most {_MAX_DIGITS} digits)",
     "no lone surrogate",
 )
 _BODY_METHODS: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -71,7 +71,7 @@ def invalid_body(
 
 
 class _NotJson(ValueError):
-    """A literal ``json.loads`` accepts but RFC 8259 (or a 64-bit float) does not."""
+    """A literal refused here: ``NaN``/``Infinity`` (not JSON), or an integer too long to read."""
 
     def __init__(self, literal: str, problem: str) -> None:
         super().__init__(problem)
@@ -79,18 +79,10 @@ class _NotJson(ValueError):
         self.problem = problem
 
 
-def _finite_float(literal: str) -> float:
-    value = float(literal)
-    if abs(value) > _FLOAT_MAX:
-        raise _NotJson(literal, f"the number {literal[:40]} is outside the range of a 64-bit float")
-    return value
-
-
 def _bounded_int(literal: str) -> int:
-    # The length check first: Python refuses to convert integers of more than 4300 digits.
-    if len(literal) > 310 or abs(value := int(literal)) > _FLOAT_MAX:
-        raise _NotJson(literal, f"the number {literal[:40]} is outside the range of a 64-bit float")
-    return value
+    if len(literal.lstrip("-")) > _MAX_DIGITS:
+        raise _NotJson(literal, f"an integer of {len(literal.lstrip('-'))} digits is too long")
+    return int(literal)
 
 
 def _no_constant(literal: str) -> NoReturn:
@@ -172,9 +164,7 @@ def parse_json(raw: bytes) -> Any:
     text = decode_utf8(raw)
     _check_depth(text)  # before the parser: it recurses once per level
     try:
-        value = json.loads(
-            text, parse_float=_finite_float, parse_int=_bounded_int, parse_constant=_no_constant
-        )
+        value = json.loads(text, parse_int=_bounded_int, parse_constant=_no_constant)
     except json.JSONDecodeError as error:
         raise invalid_body(f"not JSON: {error.msg} {_where(text, error.pos)}") from None
     except _NotJson as error:
