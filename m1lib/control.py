@@ -29,6 +29,7 @@ from m1lib.db.models import ControlAck, ControlCommand, Replica
 from m1lib.errors import InputError, M1Error, UsageError
 from m1lib.loops import Loop, LoopThreads
 from m1lib.redis_conn import key, make_pubsub_redis, make_redis
+from m1lib.text import COMMAND_NAME_MAX, NAME_RULE, REPLICA_ID_MAX, check_json, check_text
 
 if TYPE_CHECKING:
     from m1lib.db.session import Database
@@ -52,8 +53,8 @@ logger = logging.getLogger("m1.control")
 CommandHandler = Callable[[dict[str, Any]], str]
 """Applies one command's args in this process; returns a short detail text for the ack."""
 
-_NAME_MAX = 64  # control_commands.name
-_TARGET_MAX = 128  # control_commands.target, replicas.id
+_CREATED_BY_MAX = 128  # control_commands.created_by
+_TTL_MAX_S = 366 * 86400  # a command nobody applied within a year is no command any more
 _DETAIL_MAX = 2000  # an ack says what happened, it is not a log
 _BATCH = 100  # commands read per query; a pass keeps reading until none is left
 _SUBSCRIBE_WAIT_S = 0.25  # how long the subscriber blocks, so stop() is answered quickly
@@ -146,9 +147,15 @@ class CommandRegistry:
 
 
 def _check_name(name: str) -> None:
-    if not name or len(name) > _NAME_MAX or name != name.strip():
-        problem = f"{name!r} is not a command name"
-        raise InputError("name", problem, [f"1-{_NAME_MAX} characters, no surrounding spaces"])
+    allowed = [f"1-{COMMAND_NAME_MAX} characters", NAME_RULE, "no surrounding spaces"]
+    if (
+        not isinstance(name, str)
+        or not name
+        or len(name) > COMMAND_NAME_MAX
+        or name != name.strip()
+    ):
+        raise InputError("name", f"{name!r:.80} is not a command name", allowed)
+    check_text("name", name, COMMAND_NAME_MAX, required=True)
 
 
 def _clip(text: str) -> str:
@@ -171,22 +178,26 @@ def issue_command(
     """Write a command every live replica (or only ``target``) applies once; returns its id.
 
     The row is committed before the pub/sub nudge, so a woken replica always finds it. A failed
-    publish is only logged: replicas still find the command on their next poll.
+    publish is only logged: replicas still find the command on their next poll. Every input is
+    checked first (``InputError`` naming it): names and the target are text without control
+    characters, ``args`` is JSON within the limits of :func:`m1lib.text.check_json`.
     """
     _check_name(name)
-    if target is not None and not 0 < len(target) <= _TARGET_MAX:
-        raise InputError(
-            "target",
-            f"{target!r} is not a replica id; allowed: 1-{_TARGET_MAX} "
-            "characters, or None for every replica",
-        )
+    check_text("target", target, REPLICA_ID_MAX, required=True, optional=True)
+    check_text("created_by", created_by, _CREATED_BY_MAX, required=True)
+    if args is not None and not isinstance(args, Mapping):
+        raise InputError("args", f"{type(args).__name__} is not a mapping", ["a JSON object"])
+    arguments = dict(args or {})
+    check_json("args", arguments)
     ttl = settings.control.command_ttl_s if ttl_s is None else ttl_s
-    if ttl <= 0:
-        raise InputError("ttl_s", f"{ttl} is not a lifetime; allowed: a number of seconds > 0")
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl <= _TTL_MAX_S:
+        raise InputError(
+            "ttl_s", f"{ttl!r} is not a lifetime", [f"a number of seconds > 0, <= {_TTL_MAX_S}"]
+        )
     created_at = _now()
     command = ControlCommand(
         name=name,
-        args=dict(args or {}),
+        args=arguments,
         target=target,
         created_by=created_by,
         created_at=created_at,
@@ -348,10 +359,10 @@ class ReplicaAgent:
     ) -> None:
         self.settings = settings
         self.replica_id = settings.replica_id
-        if len(self.replica_id) > _TARGET_MAX:
+        if len(self.replica_id) > REPLICA_ID_MAX:
             raise InputError(
                 "replica.id",
-                f"{self.replica_id!r} is longer than {_TARGET_MAX} "
+                f"{self.replica_id!r} is longer than {REPLICA_ID_MAX} "
                 "characters; allowed: a shorter name",
             )
         self._db = db

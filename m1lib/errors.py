@@ -5,8 +5,9 @@ M1Error
 ├── InputError               a caller's input is wrong (path, problem, allowed): HTTP 422/400
 ├── TokenRejectedError       a capability token is not accepted; ``reason`` is the policy Reason
 ├── UnavailableError         a dependency M1 needs is down (database, Redis): HTTP 503
-│   ├── DatabaseUnavailable  the database did not answer or refused the statement
+│   ├── DatabaseUnavailable  the database did not answer (or cannot run M1's statements)
 │   └── BusyError            this process is at its limit of concurrent work (queries)
+├── DatabaseRefused          the database refused a statement for the values in it: HTTP 400
 └── UsageError (RuntimeError) a caller used the library out of order (e.g. before start)
 """
 
@@ -65,6 +66,15 @@ class DatabaseUnavailable(UnavailableError):
 class BusyError(UnavailableError):
     """Raised when this process already runs as much of some work as it allows (queries): the
     caller is refused at once, before any work, and told when to try again."""
+
+
+class DatabaseRefused(M1Error):
+    """Raised when the database refuses a statement for the data in it (a value it cannot store, a
+    broken constraint): the same request fails the same way again, so it is no outage to retry.
+
+    Input is checked before it reaches the database, so this is the net under that check; the
+    message names the driver's error class, never the statement, its values or the server.
+    """
 
 
 class UsageError(M1Error, RuntimeError):

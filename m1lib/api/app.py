@@ -10,6 +10,8 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from m1lib.api.deps import require_viewer
 from m1lib.api.docs import install_docs
+from m1lib.api.head import HeadAsGet
+from m1lib.api.openapi import install_openapi
 from m1lib.api.problems import install_problem_handlers
 from m1lib.api.routes import dashboard, health, ops, prometheus, session, tokens
 from m1lib.runtime import Runtime
@@ -42,7 +44,9 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         redoc_url=None,
     )
     install_problem_handlers(app)
+    install_openapi(app)
     install_docs(app)
+    app.add_middleware(HeadAsGet)
     install_cors(app, settings)
     app.include_router(health.router)
     app.include_router(session.router)

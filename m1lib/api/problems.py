@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from m1lib.errors import (
@@ -33,6 +34,8 @@ _TITLES = {
     403: "Forbidden",
     404: "Not found",
     405: "Method not allowed",
+    413: "Content too large",
+    415: "Unsupported media type",
     422: "Invalid request",
     429: "Too many requests",
     500: "Internal error",
@@ -72,17 +75,42 @@ def _json_path(loc: tuple[Any, ...]) -> str:
 def _validation_errors(error: RequestValidationError) -> list[dict[str, Any]]:
     items = []
     for item in error.errors():
+        context = item.get("ctx") or {}
+        path = _json_path(tuple(item.get("loc", ())))
+        inner = context.get("at", "")  # a validator's pointer inside its field (m1lib.text)
         entry: dict[str, Any] = {
-            "path": _json_path(tuple(item.get("loc", ()))),
+            "path": path + inner if path != "/" else inner or path,
             "problem": item["msg"],
         }
-        expected = (item.get("ctx") or {}).get("expected")
-        if expected:
-            entry["allowed"] = [
-                part.strip(" '") for part in str(expected).replace(" or ", ",").split(",")
-            ]
+        entry.update(_allowed(context.get("expected")))
         items.append(entry)
     return items
+
+
+def _allowed(expected: Any) -> dict[str, list[str]]:
+    """``allowed`` from a validation error's ``expected``: pydantic's own is a quoted enumeration
+    (``'read', 'write' or 'execute'``), M1's validators give a rule or a list of rules."""
+    if not expected:
+        return {}
+    if isinstance(expected, list | tuple):
+        return {"allowed": [str(item) for item in expected]}
+    text = str(expected)
+    if not text.startswith("'"):
+        return {"allowed": [text]}
+    return {"allowed": [part.strip(" '") for part in text.replace(" or ", ",").split(",")]}
+
+
+def _methods_of_path(request: Request) -> list[str]:
+    """Every method some route answers at this path (Starlette's 405 names only the first
+    route's), with HEAD wherever GET is (m1lib.api.head)."""
+    methods: set[str] = set()
+    for route in iter_route_contexts(request.app.router.routes):  # included routers' routes too
+        pattern = getattr(route, "path_regex", None)
+        if pattern is not None and pattern.match(request.scope["path"]):
+            methods.update(route.methods or ())
+    if "GET" in methods:
+        methods.add("HEAD")
+    return sorted(methods)
 
 
 def install_problem_handlers(app: FastAPI) -> None:
@@ -118,8 +146,11 @@ def install_problem_handlers(app: FastAPI) -> None:
         return problem(400, str(error))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, error: StarletteHTTPException) -> JSONResponse:
-        return problem(error.status_code, str(error.detail), headers=dict(error.headers or {}))
+    async def _http(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        headers = dict(error.headers or {})
+        if error.status_code == 405:
+            headers["Allow"] = ", ".join(_methods_of_path(request))
+        return problem(error.status_code, str(error.detail), headers=headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, error: Exception) -> JSONResponse:

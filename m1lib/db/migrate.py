@@ -15,7 +15,6 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, exc, inspect, text
 
 from m1lib.db.session import Database
-from m1lib.errors import DatabaseUnavailable
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _LOCK_KEY = 0x4D31_0001  # "M1" + 1: one advisory lock id for M1 migrations
@@ -40,7 +39,7 @@ def current_revision(db: Database) -> str | None:
         with db.engine.connect() as connection:
             return MigrationContext.configure(connection).get_current_revision()
     except (exc.OperationalError, exc.InterfaceError) as error:
-        raise DatabaseUnavailable(f"database {db.url_for_messages} unavailable") from error
+        raise db.error_for(error) from error
 
 
 def is_current(db: Database) -> bool:
@@ -64,7 +63,7 @@ def _run(db: Database, step: object) -> str | None:
             step(alembic_config(connection))  # type: ignore[operator]
             return MigrationContext.configure(connection).get_current_revision()
     except (exc.OperationalError, exc.InterfaceError) as error:
-        raise DatabaseUnavailable(f"database {db.url_for_messages} unavailable") from error
+        raise db.error_for(error) from error
 
 
 def table_names(db: Database) -> list[str]:

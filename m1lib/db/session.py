@@ -1,10 +1,13 @@
 """Engines and sessions: one engine per process and URL, errors wrapped at the boundary.
 
-Building an engine opens no connection; ``import m1lib`` starts nothing.
+Building an engine opens no connection; ``import m1lib`` starts nothing. A driver error leaves as
+an M1 error whose message never names the server: messages reach HTTP clients, and a connection
+URL (user, host, port, database) is none of their business. The log names it, password redacted.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,8 +16,12 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.orm import Session, sessionmaker
 
-from m1lib.errors import DatabaseUnavailable
+from m1lib.errors import DatabaseRefused, DatabaseUnavailable, M1Error
 from m1lib.settings import Settings, redact_url
+
+logger = logging.getLogger("m1.db")
+# What the statement's own values broke: sending it again fails again, so it is not an outage.
+_REFUSED_DATA = (exc.DataError, exc.IntegrityError)
 
 
 def normalize_url(url: str) -> str:
@@ -65,7 +72,7 @@ class Database:
     def __init__(self, settings: Settings, *, url: str | None = None) -> None:
         self.settings = settings
         self.engine = make_engine(settings, url=url)
-        self.url_for_messages = redact_url(self.engine.url.render_as_string(hide_password=True))
+        self.url_for_logs = redact_url(self.engine.url.render_as_string(hide_password=True))
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @property
@@ -74,15 +81,34 @@ class Database:
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
-        """A session committed on success, rolled back on error; driver errors become M1 errors."""
+        """A session committed on success, rolled back on error; driver errors become M1 errors
+        (see :meth:`error_for`)."""
         try:
             with self._sessions.begin() as session:
                 yield session
-        except (exc.OperationalError, exc.InterfaceError) as error:
-            raise DatabaseUnavailable(
-                f"database {self.url_for_messages} unavailable: {type(error.orig).__name__}",
-                retry_after_s=2,
-            ) from error
+        except (exc.OperationalError, exc.InterfaceError, *_REFUSED_DATA) as error:
+            raise self.error_for(error) from error
+
+    def error_for(self, error: exc.DBAPIError, *, retry_after_s: int = 2) -> M1Error:
+        """The M1 error a driver error becomes, for the caller to raise ``from`` it.
+
+        ``DatabaseRefused`` when the statement's data broke it (a value the column cannot hold, a
+        constraint): retrying cannot help. ``DatabaseUnavailable`` for the rest (no connection, a
+        timeout, a schema the statement does not fit), with when to retry. The message names the
+        driver's error class only; the server it came from goes to the log.
+        """
+        kind = type(error.orig).__name__ if error.orig is not None else type(error).__name__
+        detail = redact_url(str(error.orig if error.orig is not None else error)).strip()
+        if isinstance(error, _REFUSED_DATA):
+            logger.info("database %s refused a statement: %s", self.url_for_logs, detail)
+            return DatabaseRefused(
+                f"the database refused a value of this request ({kind}); nothing was changed"
+            )
+        logger.warning("database %s unavailable: %s", self.url_for_logs, detail)
+        return DatabaseUnavailable(
+            f"the database is unavailable ({kind}); retry in {retry_after_s} s",
+            retry_after_s=retry_after_s,
+        )
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -90,8 +90,8 @@ class RevocationStore:
                 yield session
         except exc.DBAPIError as error:
             raise DatabaseUnavailable(
-                f"database {self.db.url_for_messages} refused a revocation statement "
-                f"({type(error.orig).__name__}); is the schema current? (m1 db upgrade)",
+                f"the database refused a revocation statement ({type(error.orig).__name__}); "
+                "is the schema current? (m1 db upgrade)",
                 retry_after_s=5,
             ) from error
 

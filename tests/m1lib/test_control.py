@@ -191,6 +191,71 @@ def test_issue_command_rejects_bad_input(sqlite_settings: Settings, sqlite_db: D
         issue_command(sqlite_db, "x", {}, created_by="t", target="", settings=sqlite_settings)
 
 
+def _command_count(db: Database) -> int:
+    with db.transaction() as session:
+        return len(session.query(ControlCommand).all())
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+@pytest.mark.parametrize(
+    ("field", "inputs"),
+    [
+        ("name", {"name": "cache\x00evict"}),
+        ("target", {"target": "r\x00"}),
+        ("created_by", {"created_by": "ops\x00"}),
+        ("args.keys[1]", {"args": {"keys": ["a", "b\x00"]}}),
+        ("args.nested.text", {"args": {"nested": {"text": "\ud800"}}}),
+    ],
+)
+def test_issue_command_refuses_nul_and_surrogates_before_the_database(
+    request: pytest.FixtureRequest, backend: str, field: str, inputs: dict[str, Any]
+) -> None:
+    db: Database = request.getfixturevalue(f"{'pg' if backend == 'postgres' else 'sqlite'}_db")
+    before = _command_count(db)  # the PostgreSQL database is the whole run's
+    call: dict[str, Any] = {"name": "x", "args": {}, "created_by": "t", **inputs}
+    with pytest.raises(InputError) as raised:
+        issue_command(db, call.pop("name"), call.pop("args"), settings=db.settings, **call)
+    assert raised.value.path == field
+    assert _command_count(db) == before
+
+
+@pytest.mark.parametrize(
+    ("args", "problem"),
+    [
+        ({"blob": "x" * (64 * 1024)}, "larger than 65536 bytes"),
+        ({"many": ["é"] * 15_000}, "bytes as JSON is larger than 65536"),
+        ({"n": 2**63}, "outside the 64-bit range"),
+        ({"n": float("nan")}, "not a finite number"),
+        ({"set": {1}}, "set is not a JSON value"),
+    ],
+)
+def test_issue_command_bounds_args(
+    sqlite_settings: Settings, sqlite_db: Database, args: dict[str, Any], problem: str
+) -> None:
+    with pytest.raises(InputError, match=problem):
+        issue_command(sqlite_db, "x", args, created_by="t", settings=sqlite_settings)
+    assert _command_count(sqlite_db) == 0
+
+
+def test_issue_command_refuses_args_nested_deeper_than_the_limit(
+    sqlite_settings: Settings, sqlite_db: Database
+) -> None:
+    deep: Any = "leaf"
+    for _ in range(1000):
+        deep = [deep]
+    with pytest.raises(InputError, match="nested deeper than 16 levels") as raised:
+        issue_command(sqlite_db, "x", {"deep": deep}, created_by="t", settings=sqlite_settings)
+    assert raised.value.path == "args.deep" + "[0]" * 15
+
+
+@pytest.mark.parametrize("ttl_s", [float("nan"), float("inf"), 1e300, -1])
+def test_issue_command_refuses_a_lifetime_that_is_not_one(
+    sqlite_settings: Settings, sqlite_db: Database, ttl_s: float
+) -> None:
+    with pytest.raises(InputError, match=r"^ttl_s:"):
+        issue_command(sqlite_db, "x", {}, created_by="t", ttl_s=ttl_s, settings=sqlite_settings)
+
+
 def test_issue_command_only_logs_a_failed_publish(
     make_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -17,10 +17,15 @@ import anyio
 import anyio.to_thread
 from fastapi import APIRouter, Request
 
+from m1lib.api.bodies import body_route
+from m1lib.api.openapi import AUTHENTICATED, problems
 from m1lib.errors import M1Error, UnavailableError
 from m1lib.metrics import TEMPLATES, MetricsRuntime, Query, query_json_schema
 
-router = APIRouter(prefix="/api/m1/dashboard", tags=["dashboard"])
+# A query with many long `in` lists is larger than a token request; a megabyte is plenty.
+router = APIRouter(
+    prefix="/api/m1/dashboard", tags=["dashboard"], route_class=body_route(1024 * 1024)
+)
 T = TypeVar("T")
 
 
@@ -32,7 +37,22 @@ def metrics_of(request: Request) -> MetricsRuntime:
     return metrics
 
 
-@router.post("/query", summary="Run a dashboard query (the DSL of docs/contracts.md)")
+@router.post(
+    "/query",
+    summary="Run a dashboard query (the DSL of docs/contracts.md)",
+    responses=problems(
+        *AUTHENTICATED,
+        400,
+        413,
+        422,
+        why={
+            400: "A valid query the store cannot answer (a field the metric lacks, past the "
+            "raw retention, over an M1_QUERY_* guard); `errors` names the member.",
+            503: "The event store is not running here, the replica runs as many queries as it "
+            "may, or the credentials are unavailable.",
+        },
+    ),
+)
 async def run_query(request: Request, query: Query) -> dict[str, Any]:
     """Rows, trend, anomalies and meta of ``query``, JSON-ready (buckets as ISO-8601).
 
@@ -75,11 +95,11 @@ async def _cancel_on_disconnect(request: Request, cancel: threading.Event) -> No
     cancel.set()
 
 
-@router.get("/templates", summary="Ready-made queries")
+@router.get("/templates", summary="Ready-made queries", responses=problems(*AUTHENTICATED))
 def templates() -> dict[str, Any]:
     return {"templates": [t.to_dict() for t in TEMPLATES]}
 
 
-@router.get("/schema", summary="JSON schema of the query DSL")
+@router.get("/schema", summary="JSON schema of the query DSL", responses=problems(*AUTHENTICATED))
 def schema() -> dict[str, Any]:
     return query_json_schema()

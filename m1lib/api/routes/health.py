@@ -7,12 +7,14 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from m1lib.api.bodies import BodyRoute
+from m1lib.api.openapi import problems
 from m1lib.api.problems import problem
 from m1lib.db import migrate
 from m1lib.errors import UnavailableError
 from m1lib.runtime import Runtime
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], route_class=BodyRoute)
 
 
 @router.get("/health/live", summary="The process answers; touches no dependency")
@@ -45,7 +47,7 @@ def readiness_checks(runtime: Runtime) -> dict[str, dict[str, Any]]:
 @router.get(
     "/health/ready",
     summary="Can this replica decide correctly",
-    responses={503: {"description": "Not ready; the problem lists the failing checks"}},
+    responses=problems(503, why={503: "Not ready; the problem's `checks` say which failed."}),
 )
 def ready(request: Request) -> JSONResponse:
     runtime: Runtime = request.app.state.runtime

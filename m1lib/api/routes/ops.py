@@ -3,22 +3,45 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from m1lib import control
+from m1lib.api.bodies import body_route
 from m1lib.api.deps import AdminPrincipal, ViewerPrincipal, runtime_of
+from m1lib.api.openapi import AUTHENTICATED, problems
 from m1lib.api.routes.health import readiness_checks
 from m1lib.errors import InputError
+from m1lib.text import JSON_CHECK, JSON_MAX_BYTES, JSON_RULE, CommandNameText, ReplicaIdText
 
-router = APIRouter(prefix="/api/m1", tags=["operations"])
+# A command's args may serialise to JSON_MAX_BYTES; escaped in a body they can take four times that.
+router = APIRouter(
+    prefix="/api/m1", tags=["operations"], route_class=body_route(4 * JSON_MAX_BYTES)
+)
 HEALTH_JSON = "application/health+json"
 
 
-@router.get("/health", summary="Full health report (application/health+json)")
+class HealthJSONResponse(JSONResponse):
+    media_type = HEALTH_JSON
+
+
+# A failing check answers 503 with the report itself; the credentials' database down, a problem.
+_HEALTH_ANSWERS = problems(
+    *AUTHENTICATED,
+    why={503: "A check fails (the report, health+json), or the credentials are unavailable."},
+)
+_HEALTH_ANSWERS[503]["content"][HEALTH_JSON] = {"schema": {"type": "object"}}
+
+
+@router.get(
+    "/health",
+    summary="Full health report (application/health+json)",
+    response_class=HealthJSONResponse,
+    responses=_HEALTH_ANSWERS,
+)
 def health_report(request: Request, _: ViewerPrincipal) -> JSONResponse:
     runtime = runtime_of(request)
     checks = readiness_checks(runtime)
@@ -38,13 +61,27 @@ def health_report(request: Request, _: ViewerPrincipal) -> JSONResponse:
             for name, check in checks.items()
         },
     }
-    return JSONResponse(body, status_code=200 if status == "pass" else 503, media_type=HEALTH_JSON)
+    return HealthJSONResponse(body, status_code=200 if status == "pass" else 503)
 
 
-@router.get("/replicas", summary="API replicas seen recently, with their heartbeat figures")
-def replicas(request: Request, _: ViewerPrincipal, within_s: float = 60) -> list[dict[str, Any]]:
-    if not 0 < within_s <= 86400:
-        raise InputError("within_s", f"{within_s} is out of range", ["0 < within_s <= 86400"])
+@router.get(
+    "/replicas",
+    summary="API replicas seen recently, with their heartbeat figures",
+    responses=problems(*AUTHENTICATED, 422),
+)
+def replicas(
+    request: Request,
+    _: ViewerPrincipal,
+    within_s: Annotated[
+        float,
+        Query(
+            gt=0,
+            le=86400,
+            allow_inf_nan=False,
+            description="Seconds since a replica's last heartbeat.",
+        ),
+    ] = 60,
+) -> list[dict[str, Any]]:
     rows = control.live_replicas(runtime_of(request).db, within_s)
     return [
         {
@@ -56,13 +93,22 @@ def replicas(request: Request, _: ViewerPrincipal, within_s: float = 60) -> list
 
 
 class CommandRequest(BaseModel):
-    name: str = Field(max_length=64, description="A command every replica has registered.")
-    args: dict[str, Any] = Field(default_factory=dict, description="The command's arguments.")
-    target: str | None = Field(None, max_length=128, description="One replica id; empty: all.")
+    name: CommandNameText = Field(description="A command every replica has registered.")
+    args: Annotated[dict[str, Any], JSON_CHECK] = Field(
+        default_factory=dict, description=f"The command's arguments: {JSON_RULE}."
+    )
+    target: ReplicaIdText | None = Field(None, description="One replica id; omitted: all.")
     ttlS: int | None = Field(None, ge=1, le=86400, description="Seconds until replicas skip it.")  # noqa: N815
 
 
-@router.post("/control/commands", status_code=202, summary="Issue a command to every replica")
+@router.post(
+    "/control/commands",
+    status_code=202,
+    summary="Issue a command to every replica",
+    responses=problems(
+        *AUTHENTICATED, 400, 413, 422, why={400: "`name` is no command every replica knows."}
+    ),
+)
 def issue(request: Request, body: CommandRequest, principal: AdminPrincipal) -> dict[str, Any]:
     runtime = runtime_of(request)
     if body.name not in runtime.registry:
@@ -79,8 +125,16 @@ def issue(request: Request, body: CommandRequest, principal: AdminPrincipal) -> 
     return {"id": command_id, "name": body.name, "createdBy": principal.name}
 
 
-@router.get("/control/commands/{command_id}", summary="Acknowledgements of one command")
-def acknowledgements(request: Request, command_id: int, _: ViewerPrincipal) -> dict[str, Any]:
+@router.get(
+    "/control/commands/{command_id}",
+    summary="Acknowledgements of one command",
+    responses=problems(*AUTHENTICATED, 422),
+)
+def acknowledgements(
+    request: Request,
+    command_id: Annotated[int, Path(ge=1, le=2**63 - 1, description="The id `POST` answered.")],
+    _: ViewerPrincipal,
+) -> dict[str, Any]:
     acks = control.acks_for(runtime_of(request).db, command_id)
     return {
         "id": command_id,

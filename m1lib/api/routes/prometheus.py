@@ -14,10 +14,12 @@ import psutil
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import PlainTextResponse
 
+from m1lib.api.bodies import BodyRoute
 from m1lib.api.deps import require_viewer, runtime_of
+from m1lib.api.openapi import AUTHENTICATED, problems
 from m1lib.runtime import Runtime
 
-router = APIRouter(tags=["operations"])
+router = APIRouter(tags=["operations"], route_class=BodyRoute)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -129,6 +131,7 @@ def _metrics_access(request: Request) -> None:
     summary="Prometheus text: this replica's figures, each with a replica label",
     response_class=PlainTextResponse,
     dependencies=[Depends(_metrics_access)],
+    responses=problems(*AUTHENTICATED),
 )
 def metrics(request: Request) -> PlainTextResponse:
     return PlainTextResponse(render(runtime_of(request)), media_type=CONTENT_TYPE)

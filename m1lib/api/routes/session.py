@@ -6,17 +6,22 @@ import time
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints
 
+from m1lib.api.bodies import BodyRoute
 from m1lib.api.deps import enforce_limit, runtime_of
+from m1lib.api.openapi import problems
 from m1lib.api.sessions import COOKIE_NAME, SessionClaims, encode_session, fingerprint
 from m1lib.errors import AuthenticationError, UnavailableError
+from m1lib.text import NAME_CHECK, NAME_SCHEMA
 
-router = APIRouter(prefix="/api/m1/session", tags=["session"])
+router = APIRouter(prefix="/api/m1/session", tags=["session"], route_class=BodyRoute)
 
 
 class Login(BaseModel):
-    key: str = Field(min_length=1, max_length=256, description="A viewer or admin API key.")
+    key: Annotated[
+        str, StringConstraints(min_length=1, max_length=256), NAME_CHECK, NAME_SCHEMA
+    ] = Field(description="A viewer or admin API key.")
 
 
 class SessionInfo(BaseModel):
@@ -25,7 +30,22 @@ class SessionInfo(BaseModel):
     expiresAt: int = Field(description="Unix time the cookie stops working.")  # noqa: N815
 
 
-@router.post("", summary="Log a browser in: sets an HttpOnly SameSite=Strict session cookie")
+@router.post(
+    "",
+    summary="Log a browser in: sets an HttpOnly SameSite=Strict session cookie",
+    responses=problems(
+        401,
+        413,
+        422,
+        429,
+        503,
+        why={
+            401: "`key` is unknown or revoked.",
+            429: "Too many logins from this client address.",
+            503: "Sessions are off (no signing secret), or the credentials are unavailable.",
+        },
+    ),
+)
 def login(request: Request, response: Response, body: Annotated[Login, Body()]) -> SessionInfo:
     runtime = runtime_of(request)
     enforce_limit(request, "login", None)

@@ -9,7 +9,7 @@ plain ``def`` (FastAPI runs them in its thread pool); only body reading is async
 
 from __future__ import annotations
 
-import json
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
@@ -18,40 +18,87 @@ from urllib.parse import parse_qsl
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 from starlette.exceptions import HTTPException
 
+from m1lib.api.bodies import BodyRoute, decode_utf8, invalid_body, is_json_media_type, media_type
 from m1lib.api.deps import AdminPrincipal, ViewerPrincipal, runtime_of
+from m1lib.api.openapi import AUTHENTICATED, problems
 from m1lib.errors import InputError, TokenRejectedError, UnavailableError
 from m1lib.policy import PolicyEngine
 from m1lib.revocation import RevocationManager
+from m1lib.text import (
+    NAME_CHECK,
+    NAME_SCHEMA,
+    JtiText,
+    ReasonText,
+    SchemaPattern,
+    SubjectText,
+    ToolText,
+)
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/api/m1/tokens", tags=["tokens"])
+router = APIRouter(prefix="/api/m1/tokens", tags=["tokens"], route_class=BodyRoute)
 
 M = TypeVar("M", bound=BaseModel)
-_MAX_BODY = 64 * 1024  # a token request is a token and a reason; anything bigger is not one
+# A token is text, not stored; its size is M1_TOKEN_MAX_BYTES' business (an oversized one is
+# simply not valid), this only bounds what a request may carry.
+TokenText = Annotated[str, StringConstraints(min_length=1, max_length=16384)]
+HintText = Annotated[str, StringConstraints(min_length=1, max_length=64), NAME_CHECK, NAME_SCHEMA]
+CURSOR_PATTERN = "^[A-Za-z0-9_-]+$"  # base64url without padding, as the listing hands it out
+# RFC 3339 with a year M1 can add a token lifetime to: 1970-8999. The zone is checked apart, so a
+# time without one is told it needs one.
+_TIME_PATTERN = (
+    r"^(19[7-9][0-9]|[2-8][0-9]{3})-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?"
+    r"([Zz]|[+-][0-9]{2}:?[0-9]{2})?$"
+)
+_TIME_RULE = "an RFC 3339 date-time with a zone, years 1970-8999"
 _FORM = "application/x-www-form-urlencoded"
+_FORM_FIELDS = 20  # parameters a form may carry; each one once (RFC 6749 section 3.2)
+_FORM_RULE = f"UTF-8 form of at most {_FORM_FIELDS} parameters, each given once"
 _NO_STORE = {"Cache-Control": "no-store"}
 
 
 # -- bodies ------------------------------------------------------------------------------------------
 
 
+def _time_text(value: Any) -> Any:
+    """Only text in the documented form becomes a time: pydantic alone would take ``0.5`` as a
+    Unix time, and a year such as 9999 overflows once a token lifetime is added."""
+    if not isinstance(value, str) or not re.fullmatch(_TIME_PATTERN, value):
+        raise PydanticCustomError("time", "not a time M1 takes", {"expected": _TIME_RULE})
+    return value
+
+
+TimeText = Annotated[datetime, BeforeValidator(_time_text), SchemaPattern(_TIME_PATTERN)]
+
+
+def _one_of_required(*names: str) -> dict[str, Any]:
+    """JSON schema: at least one of ``names`` is given, as text (null counts as not given)."""
+    return {
+        "anyOf": [{"required": [name], "properties": {name: {"type": "string"}}} for name in names]
+    }
+
+
 class RevokeRequest(BaseModel):
     """RFC 7009 revocation: the token itself, or (M1's extension) only its jti."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", json_schema_extra=_one_of_required("token", "jti"))
 
-    token: str | None = Field(
-        None, min_length=1, max_length=16384, description="The token to revoke (RFC 7009)."
-    )
-    jti: str | None = Field(
-        None, min_length=1, max_length=64, description="The jti to revoke, when the token is gone."
-    )
-    reason: str = Field("", max_length=500, description="Why; kept in the record and the audit.")
-    token_type_hint: str | None = Field(None, description="Accepted and ignored (RFC 7009).")
+    token: TokenText | None = Field(None, description="The token to revoke (RFC 7009).")
+    jti: JtiText | None = Field(None, description="The jti to revoke, when the token is gone.")
+    reason: ReasonText = Field("", description="Why; kept in the record and the audit.")
+    token_type_hint: HintText | None = Field(None, description="Accepted and ignored (RFC 7009).")
 
     @model_validator(mode="after")
     def _token_or_jti(self) -> RevokeRequest:
@@ -63,27 +110,24 @@ class RevokeRequest(BaseModel):
 class RevokeAllRequest(BaseModel):
     """A not-before rule: deny every token for a tool and/or subject issued before a time."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra=_one_of_required("toolName", "subject")
+    )
 
-    tool_name: str | None = Field(
+    tool_name: ToolText | None = Field(
         None,
-        min_length=1,
-        max_length=128,
-        validation_alias=AliasChoices("toolName", "tool_name"),
+        alias="toolName",
         description="The tool whose tokens are denied; omit for every tool of the subject.",
     )
-    subject: str | None = Field(
-        None,
-        min_length=1,
-        max_length=255,
-        description="The subject (`sub`) whose tokens are denied; omit for every subject.",
+    subject: SubjectText | None = Field(
+        None, description="The subject (`sub`) whose tokens are denied; omit for every subject."
     )
-    issued_before: datetime | None = Field(
+    issued_before: TimeText | None = Field(
         None,
-        validation_alias=AliasChoices("issuedBefore", "issued_before"),
-        description="Deny tokens issued before this time (ISO 8601 with zone); default now.",
+        alias="issuedBefore",
+        description=f"Deny tokens issued before this time ({_TIME_RULE}); default now.",
     )
-    reason: str = Field("", max_length=500, description="Why; kept in the rule and the audit.")
+    reason: ReasonText = Field("", description="Why; kept in the rule and the audit.")
 
     @model_validator(mode="after")
     def _tool_or_subject(self) -> RevokeAllRequest:
@@ -99,51 +143,54 @@ class IntrospectRequest(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    token: str = Field(..., min_length=1, max_length=16384, description="The token to inspect.")
-    token_type_hint: str | None = Field(None, description="Accepted and ignored (RFC 7662).")
+    token: TokenText = Field(..., description="The token to inspect.")
+    token_type_hint: HintText | None = Field(None, description="Accepted and ignored (RFC 7662).")
 
 
 def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """Both encodings of the body; in a form every parameter is one string, given once."""
     schema = model.model_json_schema()
+    form = {**schema, "maxProperties": _FORM_FIELDS, "properties": {}}
+    for name, member in schema.get("properties", {}).items():  # a form has no null: omit it
+        choices = [choice for choice in member.get("anyOf", ()) if choice != {"type": "null"}]
+        form["properties"][name] = (
+            {**{k: v for k, v in member.items() if k != "anyOf"}, **choices[0]}
+            if len(choices) == 1
+            else member
+        )
+    if form.get("additionalProperties") is not False:
+        form["additionalProperties"] = {"type": "string"}
     return {
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": schema}, _FORM: {"schema": schema}},
+            "content": {"application/json": {"schema": schema}, _FORM: {"schema": form}},
         }
     }
 
 
 async def _read_body(request: Request) -> dict[str, Any]:
-    """The body as a flat mapping, from JSON or from a form (the two encodings RFC clients use)."""
+    """The body as a flat mapping, from JSON or from a form (the two encodings RFC clients use);
+    the route class has bounded its size (413) and checked JSON already (422 naming where)."""
     raw = await request.body()
-    if len(raw) > _MAX_BODY:
-        raise HTTPException(413, f"the body is {len(raw)} bytes; allowed: at most {_MAX_BODY}")
-    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if media_type == _FORM:
+    kind = media_type(request)
+    if kind == _FORM:
         try:
-            pairs = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, max_num_fields=20)
-        except (UnicodeDecodeError, ValueError) as error:
-            raise _invalid((), f"not a form body: {error}") from None
+            pairs = parse_qsl(decode_utf8(raw), keep_blank_values=True, max_num_fields=_FORM_FIELDS)
+        except ValueError as error:
+            raise invalid_body(f"not a form body: {error}", allowed=[_FORM_RULE]) from None
         names = [name for name, _ in pairs]
         repeated = sorted({name for name in names if names.count(name) > 1})
         if repeated:  # RFC 6749 section 3.2: parameters must not be included more than once
-            raise _invalid((repeated[0],), "given more than once")
+            raise invalid_body("given more than once", f"/{repeated[0]}", allowed=[_FORM_RULE])
         return dict(pairs)
-    if media_type in {"application/json", ""} or media_type.endswith("+json"):
-        try:
-            data = json.loads(raw or b"{}")
-        except ValueError as error:
-            raise _invalid((), f"not JSON: {error}") from None
+    if kind == "" or is_json_media_type(kind):
+        data = await request.json() if raw else {}
         if not isinstance(data, dict):
-            raise _invalid((), "the body must be a JSON object")
+            raise invalid_body("the body must be a JSON object")
         return data
     raise HTTPException(
-        415, f"content type {media_type!r} is not accepted; allowed: application/json, {_FORM}"
+        415, f"content type {kind!r} is not accepted; allowed: application/json, {_FORM}"
     )
-
-
-def _invalid(loc: tuple[str, ...], message: str) -> RequestValidationError:
-    return RequestValidationError([{"loc": ("body", *loc), "msg": message, "type": "value_error"}])
 
 
 def _validate(model: type[M], data: dict[str, Any]) -> M:
@@ -156,7 +203,7 @@ def _validate(model: type[M], data: dict[str, Any]) -> M:
                 "loc": ("body", *item["loc"]),
                 "msg": item["msg"].removeprefix("Value error, "),
             }
-            for item in error.errors(include_url=False, include_context=False)
+            for item in error.errors(include_url=False)
         ]
         raise RequestValidationError(errors) from None
 
@@ -204,7 +251,17 @@ def _manager(request: Request) -> RevocationManager:
     "/revoke",
     summary="Revoke a token (RFC 7009), by the token or its jti; repeating it is harmless",
     openapi_extra=_body_schema(RevokeRequest),
-    responses={503: {"description": "Database unavailable: nothing was revoked; retry"}},
+    responses=problems(
+        *AUTHENTICATED,
+        400,
+        413,
+        415,
+        422,
+        why={
+            400: "`jti` is not the token's jti.",
+            503: "The database is unavailable: nothing was revoked.",
+        },
+    ),
 )
 def revoke(
     request: Request,
@@ -247,7 +304,13 @@ def revoke(
     "/revoke-all",
     summary="Deny every token for a tool and/or subject issued before a time",
     openapi_extra=_body_schema(RevokeAllRequest),
-    responses={503: {"description": "Database unavailable: no rule was stored; retry"}},
+    responses=problems(
+        *AUTHENTICATED,
+        413,
+        415,
+        422,
+        why={503: "The database is unavailable: no rule was stored."},
+    ),
 )
 def revoke_all(
     request: Request,
@@ -268,6 +331,13 @@ def revoke_all(
     "/introspect",
     summary="Is this token active (RFC 7662)? Inactive tokens get only {active: false}",
     openapi_extra=_body_schema(IntrospectRequest),
+    responses=problems(
+        *AUTHENTICATED,
+        413,
+        415,
+        422,
+        why={503: "No signing key, or the credentials are unavailable."},
+    ),
 )
 def introspect(
     request: Request,
@@ -280,16 +350,27 @@ def introspect(
     return JSONResponse({**claims, "active": True}, headers=_NO_STORE)
 
 
-@router.get("/revocations", summary="Revoked tokens, newest first, with cursor paging")
+@router.get(
+    "/revocations",
+    summary="Revoked tokens, newest first, with cursor paging",
+    responses=problems(
+        *AUTHENTICATED, 400, 422, why={400: "`cursor` is not one this listing handed out."}
+    ),
+)
 def revocations(
     request: Request,
     _principal: ViewerPrincipal,
     tool_name: Annotated[
-        str | None,
-        Query(alias="toolName", min_length=1, max_length=128, description="Only this tool."),
+        ToolText | None, Query(alias="toolName", description="Only this tool.")
     ] = None,
     cursor: Annotated[
-        str | None, Query(max_length=200, description="`nextCursor` of the previous page.")
+        str | None,
+        Query(
+            min_length=1,
+            max_length=200,
+            pattern=CURSOR_PATTERN,
+            description="`nextCursor` of the previous page.",
+        ),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000, description="Records per page.")] = 100,
 ) -> dict[str, Any]:
@@ -298,12 +379,14 @@ def revocations(
 
 
 @router.get(
-    "/{jti}/status", summary="Whether a jti is revoked, in the database and on this replica"
+    "/{jti:path}/status",
+    summary="Whether a jti is revoked, in the database and on this replica",
+    responses=problems(*AUTHENTICATED, 422),
 )
 def status(
     request: Request,
     _principal: ViewerPrincipal,
-    jti: Annotated[str, Path(min_length=1, max_length=64)],
+    jti: Annotated[JtiText, Path(description="The jti (a token's `jti` claim).")],
 ) -> dict[str, Any]:
     manager = _manager(request)
     record = manager.get_record(jti)

@@ -14,7 +14,9 @@ from tests.m1lib.api.conftest import Keys, bearer
 
 PUBLIC = {
     ("GET", "/health/live"),
+    ("HEAD", "/health/live"),
     ("GET", "/health/ready"),
+    ("HEAD", "/health/ready"),
     ("POST", "/api/m1/session"),
     ("DELETE", "/api/m1/session"),
 }

@@ -59,9 +59,24 @@ def test_401_403_404_are_problems(keyed_client: tuple[TestClient, Keys]) -> None
     _is_problem(client.get("/nowhere"), 404)
 
 
-def test_503_when_the_database_is_down(make_client) -> None:  # type: ignore[no-untyped-def]
-    client = make_client(
-        migrated=False, database={"url": "postgresql://x@127.0.0.1:1/x", "connect_timeout_s": 1}
-    )
-    body = _is_problem(client.get("/api/m1/replicas", headers=bearer("m1_anything")), 503)
-    assert "unavailable" in body["detail"]
+DOWN = "postgresql://m1owner:hunter22@127.0.0.1:1/m1proddb"
+SERVER_DETAILS = ("m1owner", "hunter22", "127.0.0.1", "m1proddb", "postgresql", ":1")
+
+
+def test_503_when_the_database_is_down_names_no_server(make_client) -> None:  # type: ignore[no-untyped-def]
+    client = make_client(migrated=False, database={"url": DOWN, "connect_timeout_s": 1})
+    response = client.get("/api/m1/replicas", headers=bearer("m1_anything"))
+    body = _is_problem(response, 503)
+    assert body["detail"].startswith("the database is unavailable")
+    assert f"retry in {response.headers['retry-after']} s" in body["detail"]
+    for detail in SERVER_DETAILS:
+        assert detail not in response.text
+
+
+def test_readiness_with_the_database_down_names_no_server(make_client) -> None:  # type: ignore[no-untyped-def]
+    client = make_client(migrated=False, database={"url": DOWN, "connect_timeout_s": 1})
+    response = client.get("/health/ready")  # public: no credential needed to read it
+    body = _is_problem(response, 503)
+    assert body["checks"]["database"]["ok"] is False
+    for detail in SERVER_DETAILS:
+        assert detail not in response.text

@@ -354,3 +354,44 @@ def test_status_reports_database_and_local_state(make_api: Callable[..., Api]) -
         "alice",
     )
     assert api.client.get(f"/api/m1/tokens/{'x' * 65}/status").status_code == 422
+
+
+@pytest.mark.parametrize(
+    "issued_before",
+    [
+        "9999-12-31T23:59:59Z",  # + the token lifetime overflowed: a 500
+        "0001-01-01T00:00:00+23:59",  # UTC before year 1: a 500
+        "0001-01-01T00:00:00Z",  # a rule that expired before it was made
+        "0.5",  # pydantic read it as a Unix time
+        "1e400",
+    ],
+)
+def test_revoke_all_takes_only_a_documented_time(
+    make_api: Callable[..., Api], issued_before: str
+) -> None:
+    api = make_api()
+    for request in (
+        {"json": {"subject": "agent-1", "issuedBefore": issued_before}},
+        {"content": f"subject=agent-1&issuedBefore={issued_before}", "headers": FORM},
+    ):
+        response = api.client.post("/api/m1/tokens/revoke-all", **request)  # type: ignore[arg-type]
+        assert response.status_code == 422, response.text
+        assert response.json()["errors"][0]["path"] == "/issuedBefore"
+    assert api.manager.get_rules() == []
+
+
+def test_revoke_all_takes_camel_case_names_only(make_api: Callable[..., Api]) -> None:
+    response = make_api().client.post(
+        "/api/m1/tokens/revoke-all", json={"subject": "agent-1", "tool_name": "web_search"}
+    )
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["path"] == "/tool_name"
+
+
+def test_status_of_a_jti_holding_a_slash(make_api: Callable[..., Api]) -> None:
+    api = make_api(role=Role.VIEWER)
+    jti = f"{new_jti()}/part"  # a jti is any text; revoke takes it, so status must find it
+    api.manager.revoke_token(jti, "r", "alice")
+    response = api.client.get(f"/api/m1/tokens/{jti.replace('/', '%2F')}/status")
+    assert response.status_code == 200, response.text
+    assert (response.json()["jti"], response.json()["revoked"]) == (jti, True)

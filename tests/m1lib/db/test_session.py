@@ -1,0 +1,75 @@
+"""Driver errors leave the database layer as M1 errors that name no server and say what they are."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+from sqlalchemy import text
+
+from m1lib.db.session import Database
+from m1lib.errors import DatabaseRefused, DatabaseUnavailable, UnavailableError
+from m1lib.settings import Settings
+
+
+@pytest.fixture
+def make_db(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., Database]]:
+    built: list[Database] = []
+
+    def factory(url: str | None = None) -> Database:
+        database = {"url": url, "connect_timeout_s": 1} if url else {}
+        db = Database(make_settings(database=database))
+        built.append(db)
+        return db
+
+    yield factory
+    for db in built:
+        db.dispose()
+
+
+def test_unavailable_message_names_no_server_and_says_when_to_retry(
+    make_db: Callable[..., Database], caplog: pytest.LogCaptureFixture
+) -> None:
+    db = make_db("postgresql://m1user:hunter22@127.0.0.1:1/m1secretdb")
+    with pytest.raises(DatabaseUnavailable) as raised, db.transaction() as session:
+        session.execute(text("SELECT 1"))
+    message = str(raised.value)
+    for secret in ("m1user", "hunter22", "127.0.0.1", ":1", "m1secretdb", "postgresql"):
+        assert secret not in message
+    assert message.startswith("the database is unavailable")
+    assert f"retry in {raised.value.retry_after_s} s" in message
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "127.0.0.1:1/m1secretdb" in logged  # the operator's log names the server...
+    assert "hunter22" not in logged  # ...without the password
+
+
+@pytest.mark.postgres
+def test_nul_in_a_postgresql_statement_is_refused_data_not_an_outage(
+    make_db: Callable[..., Database], pg_url: str
+) -> None:
+    db = make_db(pg_url)
+    with pytest.raises(DatabaseRefused) as raised, db.transaction() as session:
+        session.execute(text("SELECT CAST(:value AS text)"), {"value": "a\x00b"})
+    assert not isinstance(raised.value, UnavailableError)
+    assert "127.0.0.1" not in str(raised.value)
+    assert "DataError" in str(raised.value)
+
+
+@pytest.mark.postgres
+def test_out_of_range_number_on_postgresql_is_refused_data(
+    make_db: Callable[..., Database], pg_url: str
+) -> None:
+    db = make_db(pg_url)
+    with pytest.raises(DatabaseRefused, match="NumericValueOutOfRange"), db.transaction() as s:
+        s.execute(text("SELECT CAST(:value AS bigint)"), {"value": 10**23})
+
+
+def test_broken_constraint_is_refused_data_not_an_outage(
+    make_db: Callable[..., Database],
+) -> None:
+    db = make_db()
+    with db.transaction() as session:
+        session.execute(text("CREATE TABLE once (id INTEGER PRIMARY KEY)"))
+        session.execute(text("INSERT INTO once (id) VALUES (1)"))
+    with pytest.raises(DatabaseRefused, match="IntegrityError"), db.transaction() as session:
+        session.execute(text("INSERT INTO once (id) VALUES (1)"))
