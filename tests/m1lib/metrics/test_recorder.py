@@ -17,10 +17,13 @@ from m1lib.metrics.engine import execute
 from m1lib.metrics.plan import Limits
 from m1lib.metrics.query import parse_query
 from m1lib.metrics.recorder import Recorder
-from m1lib.metrics.schema import METRICS
+from m1lib.metrics.schema import FLOAT_LIMIT, INT_LIMIT, METRICS
+from m1lib.metrics.sketch import RELATIVE_ERROR
 from m1lib.metrics.store import EventStore
 from tests.m1lib.metrics.factories import NOW_S
 
+NUMBER = "a number from -4e+17 to 4e+17"
+HEALTH: dict[str, Any] = {"component": "db", "status": "healthy", "latencyMs": 2.5}
 DECISION: dict[str, Any] = {"toolName": "web_search", "scope": "read", "allowed": True, "reason": "ok",
                             "subject": "agent-1", "checkMs": 0.25}  # fmt: skip
 
@@ -38,11 +41,11 @@ def count(recorder: Recorder, metric: str = "policy_decisions") -> int:
 @pytest.mark.parametrize(
     ("fields", "path", "allowed"),
     [
-        ({**DECISION, "checkMs": "fast"}, "policy_decisions.checkMs", ["a number"]),
+        ({**DECISION, "checkMs": "fast"}, "policy_decisions.checkMs", [NUMBER]),
         ({**DECISION, "allowed": "yes"}, "policy_decisions.allowed", ["true or false"]),
         ({**DECISION, "scope": "admin"}, "policy_decisions.scope", ["read", "write", "execute"]),
-        ({**DECISION, "checkMs": math.nan}, "policy_decisions.checkMs", ["a number"]),
-        ({**DECISION, "checkMs": math.inf}, "policy_decisions.checkMs", ["a number"]),
+        ({**DECISION, "checkMs": math.nan}, "policy_decisions.checkMs", [NUMBER]),
+        ({**DECISION, "checkMs": math.inf}, "policy_decisions.checkMs", [NUMBER]),
         ({**DECISION, "toolName": None}, "policy_decisions.toolName", ["a string"]),
         ({k: v for k, v in DECISION.items() if k != "subject"}, "policy_decisions.subject", ["a string"]),
         ({**DECISION, "colour": "red"}, "policy_decisions.colour",
@@ -224,3 +227,102 @@ def test_trusted_values_skip_validation_and_a_wrong_tuple_is_dropped_and_counted
     recorder.ingest_pending()
     assert recorder.dropped_events == 1
     assert count(recorder) == 2
+
+
+# -- what storage can hold: validation refuses the rest, naming the field and the range ------------
+
+COST: dict[str, Any] = {"model": "m", "toolName": "t", "component": "c", "inputTokens": 3,
+                        "outputTokens": 2, "costUsd": 0.5}  # fmt: skip
+INTEGER = f"an integer from {-INT_LIMIT} to {INT_LIMIT}"
+GOOD = {"policy_decisions": DECISION, "cost_updates": COST, "health_checks": HEALTH}
+
+
+def record_one(recorder: Recorder, metric: str, fields: dict[str, Any], batch: bool) -> None:
+    """One event through record_events (after three good ones) or through record_event."""
+    if batch:
+        good = {"metric": metric, **GOOD[metric]}
+        recorder.record_events([good] * 3 + [{"metric": metric, **fields}])
+    else:
+        recorder.record_event(metric, **fields)
+
+
+def aggregate(
+    recorder: Recorder, metric: str, field: str, *, exact: bool = False
+) -> dict[str, Any]:
+    query = {"metric": metric, "timeRange": "1h", "field": field, "exact": exact,
+             "aggregations": ["count", "sum", "min", "max", "variance", "p50"]}  # fmt: skip
+    result = execute(parse_query(query), recorder.store.snapshot(metric), Limits())
+    return result.rows[0] if result.rows else {}
+
+
+@pytest.mark.parametrize("value", [2**63, -(2**63) - 1, 2**63 - 1, INT_LIMIT + 1, -INT_LIMIT - 1,
+                                   pytest.param(10**400, id="10**400"), 1e300])  # fmt: skip
+@pytest.mark.parametrize("batch", [False, True])
+def test_integers_beyond_what_rollups_hold_exactly_are_refused(value: Any, batch: bool) -> None:
+    recorder = make_recorder()
+    with pytest.raises(InputError) as caught:
+        record_one(recorder, "cost_updates", {**COST, "inputTokens": value}, batch)
+    assert caught.value.path == ("events[3].inputTokens" if batch else "cost_updates.inputTokens")
+    assert caught.value.allowed == [INTEGER]
+    assert recorder.queued == 0
+
+
+def test_integers_up_to_the_limit_come_back_exactly() -> None:
+    recorder = make_recorder()
+    recorder.record_event("cost_updates", **{**COST, "inputTokens": INT_LIMIT})
+    recorder.record_events([{"metric": "cost_updates", **COST, "inputTokens": -INT_LIMIT}])
+    recorder.record_event("cost_updates", **{**COST, "inputTokens": np.int64(INT_LIMIT)})
+    recorder.ingest_pending()
+    for exact in (False, True):
+        row = aggregate(recorder, "cost_updates", "inputTokens", exact=exact)
+        assert (row["min"], row["max"], row["sum"]) == (-INT_LIMIT, INT_LIMIT, INT_LIMIT)
+
+
+@pytest.mark.parametrize("value", [1e308, -1e308, 1e200, 4.01e17, math.nextafter(FLOAT_LIMIT, math.inf),
+                                   pytest.param(10**400, id="10**400"), 10**18])  # fmt: skip
+@pytest.mark.parametrize("batch", [False, True])
+def test_floats_beyond_what_sums_m2_and_the_sketch_hold_are_refused(
+    value: Any, batch: bool
+) -> None:
+    recorder = make_recorder()
+    with pytest.raises(InputError) as caught:
+        record_one(recorder, "policy_decisions", {**DECISION, "checkMs": value}, batch)
+    assert caught.value.path == ("events[3].checkMs" if batch else "policy_decisions.checkMs")
+    assert caught.value.problem.endswith("is out of range")
+    assert caught.value.allowed == [NUMBER]
+    assert recorder.queued == 0
+
+
+def test_floats_at_the_limit_keep_finite_sums_and_variances_and_the_percentile_bound() -> None:
+    recorder = make_recorder(queue_size=10_000)
+    mixed = [FLOAT_LIMIT, -FLOAT_LIMIT, FLOAT_LIMIT / 3, -FLOAT_LIMIT] * 1000
+    high = [FLOAT_LIMIT, FLOAT_LIMIT * 0.97, FLOAT_LIMIT / 3, FLOAT_LIMIT * 0.5] * 1000
+    recorder.record_events([{**HEALTH, "metric": "health_checks", "latencyMs": v} for v in mixed])
+    recorder.record_events([{**HEALTH, "metric": "health_checks", "component": "cache",
+                             "latencyMs": v} for v in high])  # fmt: skip
+    recorder.ingest_pending()
+    query = {"metric": "health_checks", "timeRange": "1h", "groupBy": ["component"],
+             "aggregations": ["sum", "variance", "p50", "p90", "p99"]}  # fmt: skip
+    snapshot = recorder.store.snapshot("health_checks")
+    rows = {r["component"]: r for r in execute(parse_query(query), snapshot, Limits()).rows}
+    exact = execute(parse_query({**query, "exact": True}), snapshot, Limits()).rows
+    for values, row in ((mixed, rows["db"]), (high, rows["cache"])):
+        assert math.isclose(row["sum"], sum(values), rel_tol=1e-9, abs_tol=1.0)
+        assert math.isclose(row["variance"], float(np.var(values, ddof=1)), rel_tol=1e-9)
+    (exact_high,) = (r for r in exact if r["component"] == "cache")
+    for key in ("p50", "p90", "p99"):  # the sketch's bound holds up to the limit
+        assert abs(rows["cache"][key] - exact_high[key]) <= RELATIVE_ERROR * exact_high[key]
+
+
+@pytest.mark.parametrize(
+    "stamp", [pytest.param(10**400, id="10**400"), 253402300800, -1, math.nan, True]
+)
+@pytest.mark.parametrize("batch", [False, True])
+def test_timestamps_outside_epoch_seconds_are_refused_naming_the_range(
+    stamp: Any, batch: bool
+) -> None:
+    recorder = make_recorder()
+    with pytest.raises(InputError) as caught:
+        record_one(recorder, "policy_decisions", {**DECISION, "timestamp": stamp}, batch)
+    assert caught.value.path.endswith("timestamp")
+    assert caught.value.allowed == ["an aware datetime", "epoch seconds from 0 to 253402300800"]
