@@ -6,38 +6,89 @@ it instead of blocking (a decision path must never stall because analytics are b
 ingest thread turns what is queued into columns every ``M1_EVENTS_FLUSH_MS`` (sooner when the
 queue is half full) and hands the new chunks to the store and to ``on_batch`` (publishing and
 persisting, in ``MetricsRuntime``).
+
+``record_trusted`` validates nothing on the caller's thread: the ingest thread
+checks those events one by one, so a wrong one is dropped alone. Every dropped event is counted
+by reason (:attr:`Recorder.drops`) and reported in a log line at most every
+``DROP_REPORT_EVERY_S``.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from itertools import chain
 from operator import itemgetter
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
+from numpy.typing import NDArray
 
 from m1lib.errors import InputError, UsageError
 from m1lib.metrics.columns import RawChunk
-from m1lib.metrics.schema import METRICS, REPLICA_FIELD, metric_spec, timestamp_us
+from m1lib.metrics.schema import (
+    METRICS,
+    REPLICA_FIELD,
+    checked_timestamp_us,
+    metric_spec,
+    timestamp_us,
+)
 from m1lib.metrics.store import EventStore
 
-__all__ = ["BatchHandler", "Recorder"]
+__all__ = ["DROP_REPORT_EVERY_S", "QUEUE_FULL", "BatchHandler", "Recorder"]
 
 logger = logging.getLogger("m1.metrics")
 
 BatchHandler = Callable[[Sequence[tuple[str, RawChunk]]], None]
 """Receives each ingested batch: (metric, chunk) pairs already in the store."""
 
+DROP_REPORT_EVERY_S: Final = 60.0  # at most one log line about dropped events per this period
+QUEUE_FULL: Final = "queue_full"  # drop reasons: this, "invalid:<metric>.<field>" (the path of
+STORE_ERROR: Final = "store_error"  # the InputError), these two for a store or handler failure
+BATCH_HANDLER: Final = "batch_handler"  # (stored, but not published or persisted)
+
 _JOIN_TIMEOUT_S = 10.0
+_MAX_SPLITS = 100  # store failures isolated per metric and pass; past it, failing parts drop whole
 _Row = tuple[Any, ...]  # (timestamp_us, value, value, ...) in declared field order
+_Item = tuple[str, _Row, bool]  # (metric, row, validated): record_trusted's rows are not
+# What a column holds: text as a list (encoded under the store's lock), numbers as numpy arrays.
+_Column = list[Any] | NDArray[Any]
+# What the store or numpy raise for a value they cannot hold (a bug: validation should stop it).
+_STORE_ERRORS = (TypeError, ValueError, ArithmeticError, LookupError, UsageError)
 
 
 def _now_us() -> int:
     return time.time_ns() // 1000
+
+
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    """Validated events of one metric as columns (declared fields; not the replica)."""
+
+    metric: str
+    ts: NDArray[np.int64]
+    columns: dict[str, _Column]
+
+    @property
+    def size(self) -> int:
+        return int(self.ts.size)
+
+    def part(self, lo: int, hi: int) -> _Batch:
+        return _Batch(self.metric, self.ts[lo:hi], {k: v[lo:hi] for k, v in self.columns.items()})
+
+
+_Queued = _Item | list[_Item] | _Batch  # what the queue holds
+
+
+def _size(item: _Queued) -> int:
+    if isinstance(item, _Batch):
+        return item.size
+    return len(item) if isinstance(item, list) else 1
 
 
 class Recorder:
@@ -70,11 +121,16 @@ class Recorder:
         self.on_batch = on_batch
         self._validators = {name: spec.validator() for name, spec in METRICS.items()}
         self._lock = threading.Lock()
-        self._items: deque[tuple[str, _Row] | list[tuple[str, _Row]]] = deque()
+        self._items: deque[_Queued] = deque()
         self._queued = 0  # events waiting in _items (what the bound counts)
         self._inflight = 0  # events taken by the ingest thread, not yet in the store
         self._inflight_since = 0.0  # monotonic time the oldest in-flight event was queued
-        self._dropped = 0
+        self._queue_full = 0  # drops on the caller's side (kept apart: the hot path adds 1)
+        self._drops: dict[str, int] = {}  # drops on the ingest side, by reason
+        self._examples: dict[str, str] = {}  # one message per reason since the last report
+        self._reported: dict[str, int] = {}  # drops by reason at the last report
+        self._reported_at = -math.inf  # monotonic time of the last report
+        self._report_lock = threading.Lock()
         self._oldest = 0.0  # monotonic time the oldest waiting event was queued
         self._wake = threading.Event()
         self._idle = threading.Condition(self._lock)
@@ -96,8 +152,7 @@ class Recorder:
         assert validate is not None
         values = validate(fields, 0, metric)
         ts = _now_us() if timestamp is None else timestamp_us(timestamp, f"{metric}.timestamp")
-        item = (metric, (ts, *values))
-        self._enqueue(item)
+        self._enqueue((metric, (ts, *values), True))
 
     def record_trusted(
         self, metric: str, values: tuple[Any, ...], timestamp_us: int | None = None
@@ -106,17 +161,17 @@ class Recorder:
 
         ``values`` are the declared fields in order (``METRICS[metric].declared``), already of the
         right plain types (``str``, not a StrEnum member: pass its ``.value``); nothing is
-        validated, so this costs a tuple and a queue append. A wrong tuple fails its batch on the
-        ingest thread, where it is logged and counted as dropped.
+        validated here, so this costs a tuple and a queue append. The ingest thread checks each
+        such event: a wrong one is dropped alone, counted by reason and logged.
         """
-        item = (metric, (_now_us() if timestamp_us is None else timestamp_us, *values))
+        item = (metric, (_now_us() if timestamp_us is None else timestamp_us, *values), False)
         self._enqueue(item)
 
-    def _enqueue(self, item: tuple[str, tuple[Any, ...]]) -> None:
+    def _enqueue(self, item: _Item) -> None:
         """Append one event, or count it dropped when the queue is full; never blocks."""
         with self._lock:
             if self._queued >= self.queue_size:
-                self._dropped += 1
+                self._queue_full += 1
                 return
             if not self._queued:
                 self._oldest = time.monotonic()
@@ -155,9 +210,32 @@ class Recorder:
     def record_events(self, events: Iterable[Mapping[str, Any]]) -> int:
         """Record many events (``{"metric": ..., "timestamp"?: ..., **fields}``); all are
         validated before any is queued. Returns how many were queued (the rest were dropped)."""
-        validators = self._validators
-        rows: list[tuple[str, _Row]] = []
+        batch = events if isinstance(events, list) else list(events)
+        if not batch:
+            return 0
         now = _now_us()
+        items: list[_Queued] = [self._rows(batch, now)]
+        total = sum(map(_size, items))
+        with self._lock:
+            room = max(self.queue_size - self._queued, 0)
+            if room < total:
+                self._queue_full += total - room
+                items = _first(items, room)
+                total = room
+                if not items:
+                    return 0
+            if not self._queued:
+                self._oldest = time.monotonic()
+            self._queued += total
+            self._items.extend(items)
+            if self._queued * 2 > self.queue_size:
+                self._wake.set()
+        return total
+
+    def _rows(self, events: list[Any], now: int) -> list[_Item]:
+        """Validate event by event; raises InputError naming the first bad one."""
+        validators = self._validators
+        rows: list[_Item] = []
         for index, event in enumerate(events):
             if not isinstance(event, Mapping):
                 raise InputError(f"events[{index}]", f"is {type(event).__name__}", ["a mapping"])
@@ -167,35 +245,32 @@ class Recorder:
                 metric_spec(metric, f"events[{index}].metric")
             assert validate is not None
             stamp = event.get("timestamp")
-            extra = 1 if stamp is None else 2
-            if stamp is None and "timestamp" in event:
-                extra = 2
+            extra = 1 if stamp is None and "timestamp" not in event else 2
             values = validate(event, extra, f"events[{index}]")
             ts = now if stamp is None else timestamp_us(stamp, f"events[{index}].timestamp")
-            rows.append((metric, (ts, *values)))  # type: ignore[arg-type]  # checked above
-        if not rows:
-            return 0
-        with self._lock:
-            room = self.queue_size - self._queued
-            if room < len(rows):
-                self._dropped += len(rows) - max(room, 0)
-                rows = rows[: max(room, 0)]
-                if not rows:
-                    return 0
-            if not self._queued:
-                self._oldest = time.monotonic()
-            self._queued += len(rows)
-            self._items.append(rows)
-            if self._queued * 2 > self.queue_size:
-                self._wake.set()
-        return len(rows)
+            rows.append((metric, (ts, *values), True))  # type: ignore[arg-type]  # checked above
+        return rows
 
     # -- figures -------------------------------------------------------------------------
 
     @property
     def dropped_events(self) -> int:
-        """Events dropped because the queue was full, since this recorder was built."""
-        return self._dropped
+        """Events dropped for any reason (see :attr:`drops`) since this recorder was built."""
+        with self._lock:
+            return self._queue_full + sum(self._drops.values())
+
+    @property
+    def drops(self) -> dict[str, int]:
+        """Events dropped since this recorder was built, by reason: ``queue_full`` (the queue
+        was full), ``invalid:<metric>.<field>`` (an event the ingest thread refused: the path
+        of its InputError; ``invalid:metric`` for an unknown metric, ``invalid:<metric>`` for a
+        wrong number of values), ``store_error`` (the store failed on an event that passed the
+        checks) and ``batch_handler`` (stored, but publishing or persisting it failed)."""
+        with self._lock:
+            drops = dict(self._drops)
+            if self._queue_full:
+                drops[QUEUE_FULL] = self._queue_full
+        return drops
 
     @property
     def queued(self) -> int:
@@ -235,6 +310,7 @@ class Recorder:
         if thread.is_alive():
             logger.warning("metrics ingest thread did not stop within %.0f s", _JOIN_TIMEOUT_S)
         self.ingest_pending()
+        self.report_drops(force=True)
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every event queued so far is in the store; False on timeout.
@@ -262,43 +338,190 @@ class Recorder:
             self.ingest_pending()
 
     def ingest_pending(self) -> int:
-        """Move everything queued into the store now; returns the events ingested."""
+        """Move everything queued into the store now; returns the events taken from the queue
+        (stored, or dropped and counted by reason)."""
         with self._lock:  # the queue is free again at once: the bound counts waiting events
             items, self._items = self._items, deque()
             count, self._queued = self._queued, 0
             if count and not self._inflight:
                 self._inflight_since = self._oldest
             self._inflight += count
-        if not items:
-            return 0
-        by_metric: dict[str, list[_Row]] = {}
-        for item in items:
-            pairs = item if isinstance(item, list) else [item]
-            for metric, row in pairs:
-                by_metric.setdefault(metric, []).append(row)
+            dropped_before = sum(self._drops.values())
+        stored = 0
+        handing = False  # True once the batch is in the store and on_batch has it
         try:
-            batch = [(metric, self._columnize(metric, rows)) for metric, rows in by_metric.items()]
-            for metric, chunk in batch:
-                self.store.insert(metric, chunk)
-            self.ingested += count
-            if self.on_batch is not None:
-                self.on_batch(batch)
-        except Exception:  # the thread must outlive a bad batch: it is logged and counted
-            logger.exception("metrics ingest failed; %d events dropped", count)
-            with self._lock:
-                self._dropped += count
+            if items:
+                batch = self._store_all(items)
+                stored = sum(chunk.size for _, chunk in batch)
+                self.ingested += stored
+                if batch and self.on_batch is not None:
+                    handing = True
+                    self.on_batch(batch)
+        except Exception as error:  # the thread must outlive a bug: logged, counted, goes on
+            if handing:  # stored, but neither published nor persisted
+                reason, lost = BATCH_HANDLER, stored
+            else:
+                with self._lock:
+                    lost = count - stored - (sum(self._drops.values()) - dropped_before)
+                reason = STORE_ERROR
+            if self._drop(reason, max(lost, 0), repr(error)):
+                logger.exception("metrics ingest failed (%s)", reason)
         finally:
             with self._idle:
                 self._inflight -= count
                 self._idle.notify_all()
+        self.report_drops()
         return count
 
-    def _columnize(self, metric: str, rows: list[_Row]) -> RawChunk:
-        """Rows to columns (``itemgetter`` per column: several times faster than ``zip(*rows)``)."""
-        spec = METRICS[metric]
-        values: dict[str, Sequence[Any] | str] = {
-            f.name: list(map(itemgetter(i + 1), rows)) for i, f in enumerate(spec.declared)
-        }
-        values[REPLICA_FIELD] = self.replica_id
-        ts = np.fromiter(map(itemgetter(0), rows), dtype=np.int64, count=len(rows))
-        return self.store.encode(metric, ts, values)
+    def _store_all(self, items: Iterable[_Queued]) -> list[tuple[str, RawChunk]]:
+        """Check the unvalidated rows, then store each metric's events as one chunk (or, when
+        the store fails on one, as the chunks around it); returns what the store took."""
+        parts: dict[str, list[list[_Row] | _Batch]] = {}  # per metric, in arrival order
+        for item in items:
+            if isinstance(item, _Batch):
+                parts.setdefault(item.metric, []).append(item)
+                continue
+            for metric, row, validated in item if isinstance(item, list) else (item,):
+                if not validated:
+                    try:
+                        row = self._check(metric, row)
+                    except InputError as error:
+                        self._drop(f"invalid:{error.path}", 1, str(error))
+                        continue
+                runs = parts.setdefault(metric, [])
+                if runs and isinstance(runs[-1], list):
+                    runs[-1].append(row)
+                else:
+                    runs.append([row])
+        stored: list[tuple[str, RawChunk]] = []
+        for metric, runs in parts.items():
+            batches = [run if isinstance(run, _Batch) else _columns(metric, run) for run in runs]
+            whole = batches[0] if len(batches) == 1 else _concat(batches)
+            for chunk in self._encode(whole):
+                try:
+                    self.store.insert(metric, chunk)
+                except _STORE_ERRORS as error:
+                    if self._drop(STORE_ERROR, chunk.size, f"{metric}: {error!r}"):
+                        logger.exception("metrics store refused %d %s events", chunk.size, metric)
+                    continue
+                stored.append((metric, chunk))
+        return stored
+
+    def _check(self, metric: str, row: _Row) -> _Row:
+        """A record_trusted row as validation would have made it; InputError if it is wrong."""
+        validate = self._validators.get(metric) if isinstance(metric, str) else None
+        if validate is None:
+            metric_spec(metric)  # raises, naming the metrics
+        assert validate is not None
+        names = [f.name for f in METRICS[metric].declared]
+        if len(row) != len(names) + 1:
+            raise InputError(metric, f"has {len(row) - 1} values", names)
+        ts = checked_timestamp_us(row[0], f"{metric}.timestamp")
+        return (ts, *validate(dict(zip(names, row[1:], strict=True)), 0, metric))
+
+    def _encode(self, batch: _Batch) -> list[RawChunk]:
+        """The batch as store chunks, in order. When the store fails on it, halves it until each
+        failing event is alone (at most ``_MAX_SPLITS`` failures), drops and counts those."""
+        chunks: list[RawChunk] = []
+        failures = 0
+        pending = [batch]
+        while pending:
+            part = pending.pop()
+            columns: dict[str, _Column | str] = {**part.columns, REPLICA_FIELD: self.replica_id}
+            try:
+                chunks.append(self.store.encode(part.metric, part.ts, columns))
+                continue
+            except _STORE_ERRORS as error:
+                failures += 1
+                if part.size == 1 or failures > _MAX_SPLITS:
+                    self._drop(STORE_ERROR, part.size, f"{part.metric}: {error!r}")
+                    continue
+            middle = part.size // 2
+            pending += [part.part(middle, part.size), part.part(0, middle)]  # first half next
+        return chunks
+
+    # -- dropped events ------------------------------------------------------------------
+
+    def _drop(self, reason: str, events: int, example: str) -> bool:
+        """Count dropped events; True when this is the reason's first since the last report."""
+        with self._lock:
+            self._drops[reason] = self._drops.get(reason, 0) + events
+            first = reason not in self._examples
+            if first:
+                self._examples[reason] = example
+        return first
+
+    def report_drops(self, *, force: bool = False) -> bool:
+        """Log the events dropped since the last report, by reason with one example each, in
+        one line at most once per ``DROP_REPORT_EVERY_S`` (unless ``force``); True if it did."""
+        now = time.monotonic()
+        if not force and now - self._reported_at < DROP_REPORT_EVERY_S:
+            return False
+        if not self._report_lock.acquire(blocking=False):
+            return False
+        try:
+            drops = self.drops
+            new = {
+                reason: events - self._reported.get(reason, 0)
+                for reason, events in sorted(drops.items())
+                if events > self._reported.get(reason, 0)
+            }
+            if not new:
+                return False
+            with self._lock:
+                examples, self._examples = self._examples, {}
+            self._reported, self._reported_at = drops, now
+        finally:
+            self._report_lock.release()
+        text = "; ".join(
+            f"{reason} {events}" + (f" (e.g. {examples[reason]})" if reason in examples else "")
+            for reason, events in new.items()
+        )
+        logger.warning(
+            "metrics dropped %d events since the last report: %s", sum(new.values()), text
+        )
+        return True
+
+
+# -- the columnar path of record_events --------------------------------------------------------
+
+
+def _first(items: list[_Queued], n: int) -> list[_Queued]:
+    """The first ``n`` events of ``items`` (what fits in the queue)."""
+    kept: list[_Queued] = []
+    for item in items:
+        size = _size(item)
+        if size <= n:
+            kept.append(item)
+            n -= size
+        elif n > 0:
+            assert not isinstance(item, tuple)  # a single event fits when n > 0
+            kept.append(item.part(0, n) if isinstance(item, _Batch) else item[:n])
+            n = 0
+    return kept
+
+
+def _columns(metric: str, rows: list[_Row]) -> _Batch:
+    """Rows to columns (``itemgetter`` per column: several times faster than ``zip(*rows)``)."""
+    spec = METRICS[metric]
+    return _Batch(
+        metric,
+        np.fromiter(map(itemgetter(0), rows), dtype=np.int64, count=len(rows)),
+        {f.name: list(map(itemgetter(i + 1), rows)) for i, f in enumerate(spec.declared)},
+    )
+
+
+def _concat(batches: list[_Batch]) -> _Batch:
+    """One batch of several of one metric, in order; text columns stay lists."""
+
+    def join(parts: list[_Column]) -> _Column:
+        if all(isinstance(part, list) for part in parts):
+            return list(chain.from_iterable(parts))
+        return np.concatenate([np.asarray(part) for part in parts])
+
+    first = batches[0]
+    return _Batch(
+        first.metric,
+        np.concatenate([b.ts for b in batches]),
+        {name: join([b.columns[name] for b in batches]) for name in first.columns},
+    )

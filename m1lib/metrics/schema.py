@@ -41,6 +41,7 @@ __all__ = [
     "FieldSpec",
     "Kind",
     "MetricSpec",
+    "checked_timestamp_us",
     "metric_spec",
     "timestamp_us",
 ]
@@ -257,6 +258,15 @@ def timestamp_us(value: Any, path: str = "timestamp") -> int:
         if 0 <= seconds < TIMESTAMP_LIMIT_S:  # false for NaN
             return round(seconds * _US_PER_S)
     raise InputError(path, f"{_shown(value)} is not a timestamp", _TIMESTAMP_ALLOWED)
+
+
+def checked_timestamp_us(value: Any, path: str = "timestamp") -> int:
+    """``value`` when it is microseconds since the epoch as M1's own code passes them (an int
+    from 0 to the end of year 9999), else an InputError."""
+    if type(value) is int and 0 <= value < TIMESTAMP_LIMIT_S * _US_PER_S:
+        return value
+    allowed = [f"microseconds from 0 to {TIMESTAMP_LIMIT_S * _US_PER_S}"]
+    raise InputError(path, f"{_shown(value)} is not a timestamp", allowed)
 
 
 def _as_float(value: Any) -> float:
