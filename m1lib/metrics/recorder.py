@@ -7,10 +7,13 @@ ingest thread turns what is queued into columns every ``M1_EVENTS_FLUSH_MS`` (so
 queue is half full) and hands the new chunks to the store and to ``on_batch`` (publishing and
 persisting, in ``MetricsRuntime``).
 
-``record_trusted`` validates nothing on the caller's thread: the ingest thread
-checks those events one by one, so a wrong one is dropped alone. Every dropped event is counted
-by reason (:attr:`Recorder.drops`) and reported in a log line at most every
-``DROP_REPORT_EVERY_S``.
+``record_events`` validates a batch column by column (one pass of C-level ``map`` per field and
+a numpy range check per number) and queues it as columns; anything that pass does not take
+(datetimes, numpy numbers, a bad event) goes through the per-event validator, which names the
+first bad event. ``record_trusted`` validates nothing on the caller's thread: the ingest thread
+checks every queued row, a column at a time and event by event when a column does not pass, so a
+wrong one is dropped alone. Every dropped event is counted by reason (:attr:`Recorder.drops`)
+and reported in a log line at most every ``DROP_REPORT_EVERY_S``.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import chain
+from itertools import chain, compress, repeat
 from operator import itemgetter
 from typing import Any, Final
 
@@ -32,8 +35,13 @@ from numpy.typing import NDArray
 from m1lib.errors import InputError, UsageError
 from m1lib.metrics.columns import RawChunk
 from m1lib.metrics.schema import (
+    MAX_TEXT,
     METRICS,
     REPLICA_FIELD,
+    TIMESTAMP_LIMIT_S,
+    FieldSpec,
+    Kind,
+    MetricSpec,
     checked_timestamp_us,
     metric_spec,
     timestamp_us,
@@ -55,7 +63,7 @@ BATCH_HANDLER: Final = "batch_handler"  # (stored, but not published or persiste
 _JOIN_TIMEOUT_S = 10.0
 _MAX_SPLITS = 100  # store failures isolated per metric and pass; past it, failing parts drop whole
 _Row = tuple[Any, ...]  # (timestamp_us, value, value, ...) in declared field order
-_Item = tuple[str, _Row, bool]  # (metric, row, validated): record_trusted's rows are not
+_Item = tuple[str, _Row]  # (metric, row): one event of record_event or record_trusted
 # What a column holds: text as a list (encoded under the store's lock), numbers as numpy arrays.
 _Column = list[Any] | NDArray[Any]
 # What the store or numpy raise for a value they cannot hold (a bug: validation should stop it).
@@ -120,6 +128,7 @@ class Recorder:
         self.flush_s = flush_s
         self.on_batch = on_batch
         self._validators = {name: spec.validator() for name, spec in METRICS.items()}
+        self._names = {name: [f.name for f in spec.declared] for name, spec in METRICS.items()}
         self._lock = threading.Lock()
         self._items: deque[_Queued] = deque()
         self._queued = 0  # events waiting in _items (what the bound counts)
@@ -152,7 +161,7 @@ class Recorder:
         assert validate is not None
         values = validate(fields, 0, metric)
         ts = _now_us() if timestamp is None else timestamp_us(timestamp, f"{metric}.timestamp")
-        self._enqueue((metric, (ts, *values), True))
+        self._enqueue((metric, (ts, *values)))
 
     def record_trusted(
         self, metric: str, values: tuple[Any, ...], timestamp_us: int | None = None
@@ -161,10 +170,11 @@ class Recorder:
 
         ``values`` are the declared fields in order (``METRICS[metric].declared``), already of the
         right plain types (``str``, not a StrEnum member: pass its ``.value``); nothing is
-        validated here, so this costs a tuple and a queue append. The ingest thread checks each
-        such event: a wrong one is dropped alone, counted by reason and logged.
+        validated here, so this costs a tuple and a queue append. The ingest thread checks every
+        queued row (a column at a time; event by event when a column does not pass): a wrong one
+        is dropped alone, counted by reason and logged.
         """
-        item = (metric, (_now_us() if timestamp_us is None else timestamp_us, *values), False)
+        item = (metric, (_now_us() if timestamp_us is None else timestamp_us, *values))
         self._enqueue(item)
 
     def _enqueue(self, item: _Item) -> None:
@@ -214,7 +224,9 @@ class Recorder:
         if not batch:
             return 0
         now = _now_us()
-        items: list[_Queued] = [self._rows(batch, now)]
+        items: list[_Queued] | None = _columnar(batch, now)
+        if items is None:  # the per-event path: names the first bad event, or takes what
+            items = [self._rows(batch, now)]  # the columnar one leaves to it
         total = sum(map(_size, items))
         with self._lock:
             room = max(self.queue_size - self._queued, 0)
@@ -248,7 +260,7 @@ class Recorder:
             extra = 1 if stamp is None and "timestamp" not in event else 2
             values = validate(event, extra, f"events[{index}]")
             ts = now if stamp is None else timestamp_us(stamp, f"events[{index}].timestamp")
-            rows.append((metric, (ts, *values), True))  # type: ignore[arg-type]  # checked above
+            rows.append((metric, (ts, *values)))  # type: ignore[arg-type]  # checked above
         return rows
 
     # -- figures -------------------------------------------------------------------------
@@ -374,29 +386,35 @@ class Recorder:
         return count
 
     def _store_all(self, items: Iterable[_Queued]) -> list[tuple[str, RawChunk]]:
-        """Check the unvalidated rows, then store each metric's events as one chunk (or, when
-        the store fails on one, as the chunks around it); returns what the store took."""
+        """Check the queued rows, then store each metric's events as one chunk (or, when the
+        store fails on some, as the chunks around them); returns what the store took."""
         parts: dict[str, list[list[_Row] | _Batch]] = {}  # per metric, in arrival order
         for item in items:
             if isinstance(item, _Batch):
                 parts.setdefault(item.metric, []).append(item)
                 continue
-            for metric, row, validated in item if isinstance(item, list) else (item,):
-                if not validated:
-                    try:
-                        row = self._check(metric, row)
-                    except InputError as error:
-                        self._drop(f"invalid:{error.path}", 1, str(error))
+            for metric, row in item if isinstance(item, list) else (item,):
+                try:
+                    runs = parts.get(metric)
+                except TypeError:  # an unhashable metric: refused below
+                    runs = None
+                if runs is None:
+                    if not (isinstance(metric, str) and metric in METRICS):
+                        self._drop("invalid:metric", 1, f"metric: {metric!r:.100} is not a metric")
                         continue
-                runs = parts.setdefault(metric, [])
+                    runs = parts[metric] = []
                 if runs and isinstance(runs[-1], list):
                     runs[-1].append(row)
                 else:
                     runs.append([row])
         stored: list[tuple[str, RawChunk]] = []
         for metric, runs in parts.items():
-            batches = [run if isinstance(run, _Batch) else _columns(metric, run) for run in runs]
+            batches = [
+                run if isinstance(run, _Batch) else self._checked(metric, run) for run in runs
+            ]
             whole = batches[0] if len(batches) == 1 else _concat(batches)
+            if not whole.size:
+                continue
             for chunk in self._encode(whole):
                 try:
                     self.store.insert(metric, chunk)
@@ -407,17 +425,34 @@ class Recorder:
                 stored.append((metric, chunk))
         return stored
 
+    def _checked(self, metric: str, rows: list[_Row]) -> _Batch:
+        """Queued rows as columns, checked as validation checks (record_trusted validated
+        nothing): a column at a time, and event by event only when a column does not pass."""
+        batch = _row_columns(METRICS[metric], rows)
+        if batch is not None:
+            return batch
+        good = []
+        for row in rows:
+            try:
+                good.append(self._check(metric, row))
+            except InputError as error:
+                self._drop(f"invalid:{error.path}", 1, str(error))
+        return _Batch(
+            metric,
+            np.fromiter(map(itemgetter(0), good), dtype=np.int64, count=len(good)),
+            {
+                f.name: list(map(itemgetter(i + 1), good))
+                for i, f in enumerate(METRICS[metric].declared)
+            },
+        )
+
     def _check(self, metric: str, row: _Row) -> _Row:
-        """A record_trusted row as validation would have made it; InputError if it is wrong."""
-        validate = self._validators.get(metric) if isinstance(metric, str) else None
-        if validate is None:
-            metric_spec(metric)  # raises, naming the metrics
-        assert validate is not None
-        names = [f.name for f in METRICS[metric].declared]
+        """One row as validation would have made it; InputError if it is wrong."""
+        names = self._names[metric]
         if len(row) != len(names) + 1:
             raise InputError(metric, f"has {len(row) - 1} values", names)
         ts = checked_timestamp_us(row[0], f"{metric}.timestamp")
-        return (ts, *validate(dict(zip(names, row[1:], strict=True)), 0, metric))
+        return (ts, *self._validators[metric](dict(zip(names, row[1:], strict=True)), 0, metric))
 
     def _encode(self, batch: _Batch) -> list[RawChunk]:
         """The batch as store chunks, in order. When the store fails on it, halves it until each
@@ -501,14 +536,158 @@ def _first(items: list[_Queued], n: int) -> list[_Queued]:
     return kept
 
 
-def _columns(metric: str, rows: list[_Row]) -> _Batch:
-    """Rows to columns (``itemgetter`` per column: several times faster than ``zip(*rows)``)."""
-    spec = METRICS[metric]
-    return _Batch(
-        metric,
-        np.fromiter(map(itemgetter(0), rows), dtype=np.int64, count=len(rows)),
-        {f.name: list(map(itemgetter(i + 1), rows)) for i, f in enumerate(spec.declared)},
-    )
+def _columnar(events: list[Any], now_us: int) -> list[_Queued] | None:
+    """The events as validated columns, one batch per metric, or None when any event needs
+    the per-event path (which takes datetimes, numpy numbers, integral floats for integers,
+    StrEnum members, and names the first bad event)."""
+    if set(map(type, events)) != {dict}:
+        return None
+    try:
+        metrics = list(map(itemgetter("metric"), events))
+        names = dict.fromkeys(metrics)
+    except (KeyError, TypeError):  # a missing or unhashable metric
+        return None
+    specs = [METRICS.get(name) if type(name) is str else None for name in names]
+    batches: list[_Queued] = []
+    for name, spec in zip(names, specs, strict=True):
+        if spec is None:
+            return None
+        group = events if len(names) == 1 else list(compress(events, map(name.__eq__, metrics)))
+        batch = _validated_columns(spec, group, now_us)
+        if batch is None:
+            return None
+        batches.append(batch)
+    return batches
+
+
+def _validated_columns(
+    spec: MetricSpec, events: list[dict[str, Any]], now_us: int
+) -> _Batch | None:
+    """Events (dicts) of one metric as columns, checked as the per-event validator checks
+    them, or None when it would have to convert a value or raise."""
+    n = len(events)
+    keys = np.ones(n, dtype=np.int64)  # keys each event has: "metric", then each field present
+    columns: dict[str, _Column] = {}
+    try:
+        for f in spec.declared:
+            try:
+                column = list(map(itemgetter(f.name), events))
+                keys += 1
+            except KeyError:
+                if not f.optional:
+                    return None
+                column = list(map(dict.get, events, repeat(f.name)))
+                keys += np.fromiter(map(dict.__contains__, events, repeat(f.name)), np.int64, n)
+            checked = _CHECKS[f.kind](f, column)
+            if checked is None:
+                return None
+            columns[f.name] = checked
+        extra = np.fromiter(map(len, events), np.int64, n) - keys  # 1 where a timestamp is
+        try:
+            stamps = list(map(itemgetter("timestamp"), events))
+            stamped = extra == 1
+        except KeyError:
+            stamps = list(map(dict.get, events, repeat("timestamp")))
+            stamped = extra == 0 if not extra.any() else None
+        if stamped is None:  # some events have one more key: a timestamp, or an unknown field
+            has = np.fromiter(map(dict.__contains__, events, repeat("timestamp")), np.int64, n)
+            stamped = extra == has
+        if not stamped.all():  # an unknown field: the per-event path names it
+            return None
+        ts = _timestamps(stamps, now_us)
+    except (TypeError, ValueError, OverflowError):  # unhashable text, a huge int: per event
+        return None
+    return None if ts is None else _Batch(spec.name, ts, columns)
+
+
+def _text(f: FieldSpec, column: list[Any]) -> _Column | None:
+    distinct = set(column)
+    if f.optional:
+        distinct.discard(None)
+    if any(type(value) is not str for value in distinct):  # StrEnum members: per event
+        return None
+    if f.choices is not None and not distinct.issubset(f.choices):
+        return None
+    if distinct and max(map(len, distinct)) > MAX_TEXT:
+        return None
+    return column
+
+
+def _booleans(f: FieldSpec, column: list[Any]) -> _Column | None:
+    if set(map(type, column)) != {bool}:
+        return None
+    return np.array(column, dtype=np.int8)
+
+
+def _integers(f: FieldSpec, column: list[Any]) -> _Column | None:
+    if set(map(type, column)) != {int}:  # integral floats, numpy integers: per event
+        return None
+    values = np.array(column, dtype=np.int64)  # OverflowError beyond int64
+    limit = f.limit
+    assert limit is not None
+    return values if -limit <= values.min() and values.max() <= limit else None
+
+
+def _floats(f: FieldSpec, column: list[Any]) -> _Column | None:
+    if not set(map(type, column)) <= {float, int}:
+        return None
+    values = np.array(column, dtype=np.float64)
+    limit = f.limit
+    assert limit is not None
+    # NaN fails both comparisons, infinity the range
+    return values if -limit <= values.min() and values.max() <= limit else None
+
+
+_CHECKS: Mapping[Kind, Callable[[FieldSpec, list[Any]], _Column | None]] = {
+    Kind.STR: _text,
+    Kind.BOOL: _booleans,
+    Kind.INT: _integers,
+    Kind.FLOAT: _floats,
+}
+
+
+def _timestamps(column: list[Any], now_us: int) -> NDArray[np.int64] | None:
+    """Microseconds of epoch-second timestamps, or now for all-null; None for anything else
+    (datetimes, a mix with nulls): those go through ``timestamp_us`` one by one."""
+    types = set(map(type, column))
+    if types == {type(None)}:
+        return np.full(len(column), now_us, dtype=np.int64)
+    if not types <= {float, int}:
+        return None
+    seconds = np.array(column, dtype=np.float64)
+    if not (seconds.min() >= 0 and seconds.max() < TIMESTAMP_LIMIT_S):  # NaN fails
+        return None
+    # as timestamp_us: round(seconds * 1e6), half to even
+    return np.rint(seconds * 1_000_000).astype(np.int64)
+
+
+def _row_columns(spec: MetricSpec, rows: list[_Row]) -> _Batch | None:
+    """Rows (timestamp in microseconds, then the declared fields) as checked columns, or None
+    when a row or a value does not pass (``itemgetter`` per column: several times faster than
+    ``zip(*rows)``)."""
+    if set(map(len, rows)) != {len(spec.declared) + 1}:
+        return None
+    try:
+        ts = _microseconds(list(map(itemgetter(0), rows)))
+        if ts is None:
+            return None
+        columns: dict[str, _Column] = {}
+        for i, f in enumerate(spec.declared, 1):
+            column = _CHECKS[f.kind](f, list(map(itemgetter(i), rows)))
+            if column is None:
+                return None
+            columns[f.name] = column
+    except (TypeError, ValueError, OverflowError):  # unhashable text, a huge int: row by row
+        return None
+    return _Batch(spec.name, ts, columns)
+
+
+def _microseconds(column: list[Any]) -> NDArray[np.int64] | None:
+    """A column of microsecond timestamps (ints, as M1's own code passes them), or None."""
+    if set(map(type, column)) != {int}:
+        return None
+    ts = np.array(column, dtype=np.int64)  # OverflowError beyond int64
+    return ts if ts.min() >= 0 and ts.max() < TIMESTAMP_LIMIT_S * 1_000_000 else None
 
 
 def _concat(batches: list[_Batch]) -> _Batch:

@@ -347,7 +347,13 @@ def _unknown_field(
 def _make_validator(spec: MetricSpec) -> Callable[[Mapping[str, Any], int, str], tuple[Any, ...]]:
     fast: dict[Kind, type[Any]] = {Kind.STR: str, Kind.BOOL: bool, Kind.INT: int, Kind.FLOAT: float}
     plan = tuple(
-        (f.name, fast[f.kind], f.limit, frozenset(f.choices) if f.choices else None, f)
+        (
+            f.name,
+            fast[f.kind],
+            None if f.limit is None else (-f.limit, f.limit),
+            frozenset(f.choices) if f.choices else None,
+            f,
+        )
         for f in spec.declared
     )
     extra_names = frozenset({"metric", "timestamp"})
@@ -356,12 +362,12 @@ def _make_validator(spec: MetricSpec) -> Callable[[Mapping[str, Any], int, str],
         """The values in declared order; ``extra`` is how many keys are not fields."""
         values: list[Any] = []
         present = extra
-        for name, expected, limit, choices, field_spec in plan:
+        for name, expected, bounds, choices, field_spec in plan:
             value: Any = fields.get(name, _MISSING)
             if type(value) is expected:
                 present += 1
-                if limit is not None:
-                    if not -limit <= value <= limit:  # out of range, infinite or NaN
+                if bounds is not None:
+                    if not bounds[0] <= value <= bounds[1]:  # out of range, infinite or NaN
                         value = _slow_value(field_spec, value, where)
                 elif (choices is not None and value not in choices) or (
                     expected is str and len(value) > MAX_TEXT

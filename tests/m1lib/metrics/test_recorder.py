@@ -572,3 +572,31 @@ def test_any_accepted_event_is_stored_and_queryable(
         query = {"metric": metric, "timeRange": "1h", "groupBy": [name]}
         (row,) = execute(parse_query(query), snapshot, Limits()).rows
         assert row[name] == (recorder.replica_id if name == "replica" else fields.get(name))
+
+
+def _refusal(record: Callable[[], object]) -> InputError | None:
+    try:
+        record()
+    except InputError as error:
+        return error
+    return None
+
+
+@settings(deadline=None, max_examples=300)
+@given(event=_events())
+def test_record_events_refuses_exactly_what_record_event_refuses(
+    event: tuple[str, dict[str, Any]],
+) -> None:
+    """record_events checks a batch column by column; it must agree with the per-event check."""
+    metric, fields = event
+    if isinstance(fields.get("timestamp"), tuple):
+        fields["timestamp"] = time.time() - fields["timestamp"][1]
+    one = _refusal(lambda: make_recorder().record_event(metric, **fields))
+    many = _refusal(lambda: make_recorder().record_events([{"metric": metric, **fields}] * 2))
+    if one is None or many is None:
+        assert one is many is None
+    else:
+        assert (many.path, many.problem) == (
+            one.path.replace(f"{metric}.", "events[0].", 1),
+            one.problem,
+        )
