@@ -389,24 +389,30 @@ class Recorder:
         """Check the queued rows, then store each metric's events as one chunk (or, when the
         store fails on some, as the chunks around them); returns what the store took."""
         parts: dict[str, list[list[_Row] | _Batch]] = {}  # per metric, in arrival order
+        open_runs: dict[str, list[_Row]] = {}  # per metric, the run of rows still growing
         for item in items:
-            if isinstance(item, _Batch):
-                parts.setdefault(item.metric, []).append(item)
-                continue
-            for metric, row in item if isinstance(item, list) else (item,):
+            if type(item) is tuple:  # one event: the common case, kept lean
+                metric, row = item
                 try:
-                    runs = parts.get(metric)
+                    run = open_runs.get(metric)
                 except TypeError:  # an unhashable metric: refused below
-                    runs = None
-                if runs is None:
-                    if not (isinstance(metric, str) and metric in METRICS):
-                        self._drop("invalid:metric", 1, f"metric: {metric!r:.100} is not a metric")
+                    run = None
+                if run is None:
+                    run = self._open_run(parts, open_runs, metric)
+                    if run is None:
                         continue
-                    runs = parts[metric] = []
-                if runs and isinstance(runs[-1], list):
-                    runs[-1].append(row)
-                else:
-                    runs.append([row])
+                run.append(row)
+            elif isinstance(item, list):
+                for metric, row in item:
+                    run = open_runs.get(metric)  # record_events: checked metrics
+                    if run is None:
+                        run = self._open_run(parts, open_runs, metric)
+                        assert run is not None
+                    run.append(row)
+            else:
+                assert isinstance(item, _Batch)
+                parts.setdefault(item.metric, []).append(item)
+                open_runs.pop(item.metric, None)  # rows after it start a new run
         stored: list[tuple[str, RawChunk]] = []
         for metric, runs in parts.items():
             batches = [
@@ -424,6 +430,21 @@ class Recorder:
                     continue
                 stored.append((metric, chunk))
         return stored
+
+    def _open_run(
+        self,
+        parts: dict[str, list[list[_Row] | _Batch]],
+        open_runs: dict[str, list[_Row]],
+        metric: Any,
+    ) -> list[_Row] | None:
+        """A new run of rows for ``metric`` (None, counted, for a metric that is not one)."""
+        if not (isinstance(metric, str) and metric in METRICS):
+            self._drop("invalid:metric", 1, f"metric: {metric!r:.100} is not a metric")
+            return None
+        run: list[_Row] = []
+        parts.setdefault(metric, []).append(run)
+        open_runs[metric] = run
+        return run
 
     def _checked(self, metric: str, rows: list[_Row]) -> _Batch:
         """Queued rows as columns, checked as validation checks (record_trusted validated
@@ -622,7 +643,7 @@ def _booleans(f: FieldSpec, column: list[Any]) -> _Column | None:
 def _integers(f: FieldSpec, column: list[Any]) -> _Column | None:
     if set(map(type, column)) != {int}:  # integral floats, numpy integers: per event
         return None
-    values = np.array(column, dtype=np.int64)  # OverflowError beyond int64
+    values = np.fromiter(column, np.int64, len(column))  # OverflowError beyond int64
     limit = f.limit
     assert limit is not None
     return values if -limit <= values.min() and values.max() <= limit else None
@@ -631,7 +652,7 @@ def _integers(f: FieldSpec, column: list[Any]) -> _Column | None:
 def _floats(f: FieldSpec, column: list[Any]) -> _Column | None:
     if not set(map(type, column)) <= {float, int}:
         return None
-    values = np.array(column, dtype=np.float64)
+    values = np.fromiter(column, np.float64, len(column))  # no dtype discovery: 3x np.array
     limit = f.limit
     assert limit is not None
     # NaN fails both comparisons, infinity the range
@@ -654,7 +675,7 @@ def _timestamps(column: list[Any], now_us: int) -> NDArray[np.int64] | None:
         return np.full(len(column), now_us, dtype=np.int64)
     if not types <= {float, int}:
         return None
-    seconds = np.array(column, dtype=np.float64)
+    seconds = np.fromiter(column, np.float64, len(column))
     if not (seconds.min() >= 0 and seconds.max() < TIMESTAMP_LIMIT_S):  # NaN fails
         return None
     # as timestamp_us: round(seconds * 1e6), half to even
@@ -686,7 +707,7 @@ def _microseconds(column: list[Any]) -> NDArray[np.int64] | None:
     """A column of microsecond timestamps (ints, as M1's own code passes them), or None."""
     if set(map(type, column)) != {int}:
         return None
-    ts = np.array(column, dtype=np.int64)  # OverflowError beyond int64
+    ts = np.fromiter(column, np.int64, len(column))  # OverflowError beyond int64
     return ts if ts.min() >= 0 and ts.max() < TIMESTAMP_LIMIT_S * 1_000_000 else None
 
 
