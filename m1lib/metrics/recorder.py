@@ -199,7 +199,8 @@ class Recorder:
         declared = tuple(spec.name for spec in METRICS["policy_decisions"].declared)
         if declared != expected:
             raise UsageError(f"policy_decisions fields are {declared}, the sink writes {expected}")
-        record = self.record_trusted
+        enqueue = self._enqueue
+        now_ns = time.time_ns
 
         def record_event(
             metric: str,
@@ -212,8 +213,10 @@ class Recorder:
             subject: str,
             checkMs: float,  # noqa: N803
         ) -> None:
-            # str() of a StrEnum member is its value: queued tuples stay plain and untracked.
-            record(metric, (toolName, str(scope), allowed, str(reason), subject, checkMs))
+            # record_trusted inlined (one call less per decision); str() of a StrEnum member is
+            # its value: queued tuples stay plain and untracked.
+            row = (now_ns() // 1000, toolName, str(scope), allowed, str(reason), subject, checkMs)
+            enqueue((metric, row))
 
         return record_event
 
