@@ -291,8 +291,14 @@ class MetricsRuntime:
 
     @property
     def dropped_events(self) -> int:
-        """Events this replica dropped because its recording queue was full."""
+        """Events this replica dropped: its recording queue was full, or the ingest thread
+        refused or could not store them (by reason: :attr:`drops`)."""
         return self.recorder.dropped_events
+
+    @property
+    def drops(self) -> dict[str, int]:
+        """Events this replica dropped, by reason (``Recorder.drops``)."""
+        return self.recorder.drops
 
     @property
     def store_lag_s(self) -> float:
@@ -305,6 +311,7 @@ class MetricsRuntime:
         return {
             "replica": self.replica_id,
             "droppedEvents": self.dropped_events,
+            "droppedByReason": self.drops,
             "storeLagS": round(self.store_lag_s, 3),
             "unpublishedEvents": self.publisher.unpublished_events if self.publisher else 0,
             "unpersistedEvents": self.unpersisted_events,

@@ -33,16 +33,30 @@ from typing import Any, Final
 from m1lib.errors import InputError
 
 __all__ = [
+    "FLOAT_LIMIT",
+    "INT_LIMIT",
     "METRICS",
     "REPLICA_FIELD",
+    "TIMESTAMP_LIMIT_S",
     "FieldSpec",
     "Kind",
     "MetricSpec",
+    "checked_timestamp_us",
     "metric_spec",
     "timestamp_us",
 ]
 
 MAX_TEXT = 2000  # longest string field value; longer is a caller bug, not an event
+INT_LIMIT: Final = 2**53
+"""Largest magnitude of an int field. Rollups keep sum, min and max as float64 and queries give
+integer fields back as integers: float64 holds every integer up to 2**53 exactly, and 2**63 - 1
+would come back as -2**63."""
+FLOAT_LIMIT: Final = 4e17
+"""Largest magnitude of a float field: the quantile sketch's last bucket ends at about 4.007e17
+(beyond it values are clamped and percentiles lose their 1 % bound), and below it the sum and
+the sum of squared deviations of any number of events stay finite (1e308 twice sums to
+infinity; 1e200 and -1e200 have an infinite M2)."""
+TIMESTAMP_LIMIT_S: Final = 253402300800  # epoch seconds of 10000-01-01: timestamps end before
 REPLICA_FIELD: Final = "replica"
 _MISSING: Final = object()
 
@@ -62,6 +76,7 @@ _KIND_TEXT = {
     Kind.INT: "an integer",
     Kind.FLOAT: "a number",
 }
+_LIMITS: Mapping[Kind, float] = {Kind.INT: INT_LIMIT, Kind.FLOAT: FLOAT_LIMIT}
 
 
 @dataclass(frozen=True)
@@ -79,12 +94,21 @@ class FieldSpec:
         return self.kind in (Kind.INT, Kind.FLOAT)
 
     @property
+    def limit(self) -> float | None:
+        """Largest magnitude a numeric field holds (None for strings and booleans)."""
+        return _LIMITS.get(self.kind)
+
+    @property
     def coded(self) -> bool:
         """Stored as small integer codes (strings via a dictionary, booleans as 0/1)."""
         return self.kind in (Kind.STR, Kind.BOOL)
 
     def describe(self) -> str:
         text = _KIND_TEXT[self.kind]
+        if self.kind is Kind.INT:
+            text += f" from {-INT_LIMIT} to {INT_LIMIT}"
+        elif self.kind is Kind.FLOAT:
+            text += f" from {-FLOAT_LIMIT:g} to {FLOAT_LIMIT:g}"
         if self.choices:
             text = "one of " + ", ".join(self.choices)
         return text + (" or null" if self.optional else "")
@@ -219,18 +243,47 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US_PER_S = 1_000_000
 
 
+_TIMESTAMP_ALLOWED = ("an aware datetime", f"epoch seconds from 0 to {TIMESTAMP_LIMIT_S}")
+
+
 def timestamp_us(value: Any, path: str = "timestamp") -> int:
     """Microseconds since the epoch from an aware datetime or epoch seconds (int or float)."""
     if isinstance(value, datetime):
         if value.tzinfo is None or value.utcoffset() is None:
-            raise InputError(path, "is a naive datetime", ["an aware datetime", "epoch seconds"])
+            raise InputError(path, "is a naive datetime", _TIMESTAMP_ALLOWED)
         delta = value - _EPOCH
         return (delta.days * 86400 + delta.seconds) * _US_PER_S + delta.microseconds
     if isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = float(value)
-        if math.isfinite(seconds) and 0 <= seconds < 253402300800:  # up to year 9999
+        seconds = _as_float(value)
+        if 0 <= seconds < TIMESTAMP_LIMIT_S:  # false for NaN
             return round(seconds * _US_PER_S)
-    raise InputError(path, f"{value!r} is not a timestamp", ["an aware datetime", "epoch seconds"])
+    raise InputError(path, f"{_shown(value)} is not a timestamp", _TIMESTAMP_ALLOWED)
+
+
+def checked_timestamp_us(value: Any, path: str = "timestamp") -> int:
+    """``value`` when it is microseconds since the epoch as M1's own code passes them (an int
+    from 0 to the end of year 9999), else an InputError."""
+    if type(value) is int and 0 <= value < TIMESTAMP_LIMIT_S * _US_PER_S:
+        return value
+    allowed = [f"microseconds from 0 to {TIMESTAMP_LIMIT_S * _US_PER_S}"]
+    raise InputError(path, f"{_shown(value)} is not a timestamp", allowed)
+
+
+def _as_float(value: Any) -> float:
+    """``float(value)``, or infinity for a number too large for a float (an int of 400 digits)."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf
+
+
+def _shown(value: Any) -> str:
+    """``repr(value)`` for an error message, shortened (an int may be too long to print)."""
+    try:
+        text = repr(value)
+    except ValueError:  # over sys.get_int_max_str_digits()
+        return f"an integer of {value.bit_length()} bits"
+    return text if len(text) <= 100 else text[:97] + "..."
 
 
 # -- validation ------------------------------------------------------------------------------
@@ -250,23 +303,30 @@ def _slow_value(spec: FieldSpec, value: Any, where: str) -> Any:
     kind = spec.kind
     number_like = isinstance(value, numbers.Real) and not isinstance(value, bool)  # numpy too
     if kind is Kind.FLOAT and number_like:
-        number = float(value)
-        if math.isfinite(number):
+        number = _as_float(value)
+        if -FLOAT_LIMIT <= number <= FLOAT_LIMIT:
             return number
-        raise InputError(path, f"{value!r} is not a finite number", [spec.describe()])
+        finite = math.isfinite(number) or isinstance(value, numbers.Integral)  # 10**400 too
+        problem = "is out of range" if finite else "is not a finite number"
+        raise InputError(path, f"{_shown(value)} {problem}", [spec.describe()])
     if kind is Kind.INT and number_like:
-        if float(value).is_integer() and abs(value) < 2**63:
-            return int(value)
-        raise InputError(path, f"{value!r} is not an integer", [spec.describe()])
+        # numpy integers too; integral floats (not inf or NaN)
+        if isinstance(value, numbers.Integral) or _as_float(value).is_integer():
+            integer = int(value)
+        else:
+            raise InputError(path, f"{_shown(value)} is not an integer", [spec.describe()])
+        if -INT_LIMIT <= integer <= INT_LIMIT:
+            return integer
+        raise InputError(path, f"{_shown(value)} is out of range", [spec.describe()])
     if kind is Kind.BOOL and type(value) is bool:
         return value
     if kind is Kind.STR and isinstance(value, str):
         if spec.choices is not None and value not in spec.choices:
-            raise InputError(path, f"{value!r} is not allowed", list(spec.choices))
+            raise InputError(path, f"{_shown(value)} is not allowed", list(spec.choices))
         if len(value) > MAX_TEXT:
             raise InputError(path, f"is {len(value)} characters long", [f"at most {MAX_TEXT}"])
         return str(value)
-    raise InputError(path, f"{value!r} is {type(value).__name__}", [spec.describe()])
+    raise InputError(path, f"{_shown(value)} is {type(value).__name__}", [spec.describe()])
 
 
 def _unknown_field(
@@ -287,7 +347,13 @@ def _unknown_field(
 def _make_validator(spec: MetricSpec) -> Callable[[Mapping[str, Any], int, str], tuple[Any, ...]]:
     fast: dict[Kind, type[Any]] = {Kind.STR: str, Kind.BOOL: bool, Kind.INT: int, Kind.FLOAT: float}
     plan = tuple(
-        (f.name, fast[f.kind], f.kind is Kind.FLOAT, frozenset(f.choices) if f.choices else None, f)
+        (
+            f.name,
+            fast[f.kind],
+            None if f.limit is None else (-f.limit, f.limit),
+            frozenset(f.choices) if f.choices else None,
+            f,
+        )
         for f in spec.declared
     )
     extra_names = frozenset({"metric", "timestamp"})
@@ -296,12 +362,12 @@ def _make_validator(spec: MetricSpec) -> Callable[[Mapping[str, Any], int, str],
         """The values in declared order; ``extra`` is how many keys are not fields."""
         values: list[Any] = []
         present = extra
-        for name, expected, is_float, choices, field_spec in plan:
+        for name, expected, bounds, choices, field_spec in plan:
             value: Any = fields.get(name, _MISSING)
             if type(value) is expected:
                 present += 1
-                if is_float:
-                    if value - value != 0.0:  # inf or nan
+                if bounds is not None:
+                    if not bounds[0] <= value <= bounds[1]:  # out of range, infinite or NaN
                         value = _slow_value(field_spec, value, where)
                 elif (choices is not None and value not in choices) or (
                     expected is str and len(value) > MAX_TEXT

@@ -11,7 +11,9 @@ QUERY_FIGURES = [
     "q1_run_query_ms", "q1_duckdb_ms", "q1_pandas_ms", "q1_run_query_exact_ms",
     "q2_run_query_ms", "q2_duckdb_ms", "q2_pandas_ms", "q2_run_query_exact_ms",
     "q1_percentile_max_error_pct", "q2_p99_max_error_pct",
-    "record_events_per_s", "record_event_per_s", "record_dropped_events",
+    "record_events_10k_per_s", "record_events_200k_per_s",
+    "record_events_10k_timestamped_per_s", "record_events_200k_timestamped_per_s",
+    "record_event_per_s", "record_dropped_events",
     "raw_bytes_per_event", "rollup_1m_compressed_bytes_per_point", "rollup_1h_compressed_bytes_per_point",
     "rollup_1m_memory_bytes_per_point", "load_events_per_s",
 ]  # fmt: skip
@@ -33,5 +35,19 @@ def test_query_bench_smoke(tmp_path: Path) -> None:
         assert abs(figures[name]["target"] - 1.5 * figures[name]["reference"]) < 0.02
     assert figures["q1_percentile_max_error_pct"]["target"] == 1.0
     assert figures["raw_bytes_per_event"]["target"] == 64
-    assert figures["record_events_per_s"]["target_op"] == ">="
+    for name in QUERY_FIGURES:
+        if name.startswith("record_events_"):
+            assert (figures[name]["target"], figures[name]["target_op"]) == (200_000, ">=")
+    assert (
+        figures["record_event_per_s"]["target"],
+        figures["record_event_per_s"]["target_op"],
+    ) == (
+        50_000,
+        ">=",
+    )
+    runs = document["parameters"]["recording_runs_events_per_s"]
+    assert set(runs) == {name for name in QUERY_FIGURES if name.startswith("record_event")} - {
+        "record_dropped_events"
+    }
+    assert "flush" in document["parameters"]["recording"]
     assert document["parameters"]["events"] == 100_000

@@ -47,8 +47,15 @@ def render(runtime: Runtime) -> str:
     lines += _series(
         "m1_events_dropped_total",
         "counter",
-        "Events dropped because the recording queue was full.",
+        "Events dropped: the recording queue was full, or ingest refused or failed to store them.",
         [(replica, metrics.dropped_events)],
+    )
+    lines += _series(
+        "m1_events_dropped_by_reason_total",
+        "counter",
+        "Events dropped, by reason: queue_full, invalid:<metric>.<field>, store_error, "
+        "batch_handler.",
+        [({**replica, "reason": reason}, n) for reason, n in sorted(metrics.drops.items())],
     )
     lines += _series(
         "m1_events_queued",

@@ -56,3 +56,19 @@ def test_public_metrics_need_no_credential(make_client: Callable[..., TestClient
     response = client.get("/metrics")
     assert response.status_code == 200
     assert "m1_revocation_ready" in response.text
+
+
+def test_dropped_events_are_counted_by_reason(keyed_client: tuple[TestClient, Keys]) -> None:
+    client, keys = keyed_client
+    recorder = client.app.state.runtime.metrics.recorder  # type: ignore[attr-defined]
+    recorder.record_trusted("policy_decisions", ("t", "read", True, "ok", "s", float("inf")))
+    recorder.queue_size = recorder.queued  # the queue is full: the next one is dropped
+    recorder.record_trusted("policy_decisions", ("t", "read", True, "ok", "s", 0.1))
+    assert recorder.flush(10)
+    samples = _samples(client.get("/metrics", headers=bearer(keys.viewer)).text)
+    by_reason = {
+        re.search(r'reason="([^"]+)"', labels).group(1): value  # type: ignore[union-attr]
+        for labels, value in samples["m1_events_dropped_by_reason_total"]
+    }
+    assert by_reason == {"invalid:policy_decisions.checkMs": 1, "queue_full": 1}
+    assert samples["m1_events_dropped_total"][0][1] == 2
