@@ -44,6 +44,7 @@ __all__ = ["execute"]
 
 _DENSE_GROUPS: Final = 1 << 22  # key spaces up to this size index arrays directly
 _KEY_LIMIT: Final = 1 << 62
+_INT64_SPAN: Final = float(1 << 63)
 _PERCENTILE_OPS = frozenset({"median", "p50", "p90", "p95", "p99", "percentiles"})
 _ADDITIVE = frozenset({"count", "sum", "rate"})  # a missing bucket of these is a 0 in a series
 
@@ -675,7 +676,8 @@ def _aggregate(
         name = f.name
         if op == "sum":
             total = agg.sum(name)[present]
-            return [total.astype(np.int64) if f.kind is Kind.INT else total]
+            fits = f.kind is Kind.INT and bool(np.all(np.abs(total) < _INT64_SPAN))
+            return [total.astype(np.int64) if fits else total]  # past int64: a float, not wrapped
         if op == "avg":
             return [(agg.sum(name) / agg.count())[present]]
         if op in ("min", "max"):

@@ -57,6 +57,20 @@ def render(runtime: Runtime) -> str:
         "batch_handler.",
         [({**replica, "reason": reason}, n) for reason, n in sorted(metrics.drops.items())],
     )
+    queries = dict(metrics.query_counts)
+    lines += _series(
+        "m1_queries_running",
+        "gauge",
+        "Dashboard queries computing now (at most M1_QUERY_MAX_CONCURRENT).",
+        [(replica, queries.pop("running"))],
+    )
+    lines += _series(
+        "m1_queries_total",
+        "counter",
+        "Queries by outcome: completed, refused_input (a 4xx, guards included), refused_busy "
+        "(503: the replica was at its limit), cancelled (the client went away).",
+        [({**replica, "outcome": outcome}, n) for outcome, n in sorted(queries.items())],
+    )
     lines += _series(
         "m1_events_queued",
         "gauge",

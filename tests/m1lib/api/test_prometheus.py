@@ -5,8 +5,10 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+import pytest
 from fastapi.testclient import TestClient
 
+from m1lib.errors import InputError
 from tests.m1lib.api.conftest import Keys, bearer
 
 LINE = re.compile(r"^(m1_[a-z_]+)\{([^}]*)\} (-?[0-9.e+-]+)$")
@@ -72,3 +74,18 @@ def test_dropped_events_are_counted_by_reason(keyed_client: tuple[TestClient, Ke
     }
     assert by_reason == {"invalid:policy_decisions.checkMs": 1, "queue_full": 1}
     assert samples["m1_events_dropped_total"][0][1] == 2
+
+
+def test_queries_are_counted_by_outcome(keyed_client: tuple[TestClient, Keys]) -> None:
+    client, keys = keyed_client
+    metrics = client.app.state.runtime.metrics  # type: ignore[attr-defined]
+    metrics.run_query({"metric": "policy_decisions"})
+    with pytest.raises(InputError):
+        metrics.run_query({"metric": "policy_decisions", "groupBy": ["checkMs"]})
+    samples = _samples(client.get("/metrics", headers=bearer(keys.viewer)).text)
+    outcomes = {
+        re.search(r'outcome="([^"]+)"', labels).group(1): value  # type: ignore[union-attr]
+        for labels, value in samples["m1_queries_total"]
+    }
+    assert outcomes == {"completed": 1, "refused_input": 1, "refused_busy": 0, "cancelled": 0}
+    assert samples["m1_queries_running"][0][1] == 0

@@ -307,3 +307,19 @@ JSON = st.recursive(
                  st.text(max_size=30)))  # fmt: skip
 def test_malformed_input_is_a_clear_error(store: EventStore, query: Any) -> None:
     _answer_or_clear_error(store, query)
+
+
+def test_an_integer_sum_past_int64_is_a_float_not_a_wrapped_integer() -> None:
+    store = EventStore(clock=lambda: NOW_S)
+    n, big = 1100, 2**53  # each event at the recorder's limit; together past 2**63
+    store.append(
+        "cost_updates",
+        [int(NOW_S * 1e6) - 1000 - i for i in range(n)],
+        {"model": ["m"] * n, "toolName": ["t"] * n, "component": ["c"] * n,
+         "inputTokens": [big] * n, "outputTokens": [1] * n, "costUsd": [0.5] * n, "replica": ["r"] * n},
+    )  # fmt: skip
+    rows = run(store, {"metric": "cost_updates", "timeRange": "1h", "field": "inputTokens",
+                       "aggregations": ["sum", {"op": "sum", "field": "outputTokens", "as": "out"}]}).rows  # fmt: skip
+    assert rows[0]["sum"] == float(n * big)
+    assert rows[0]["out"] == n
+    assert isinstance(rows[0]["out"], int)
