@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any, Literal
 
 from sqlalchemy import DateTime, Dialect
 from sqlalchemy.types import TypeDecorator
 
 from m1lib.errors import UsageError
 
-__all__ = ["UtcDateTime"]
+__all__ = ["UtcDateTime", "render_item"]
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -41,3 +42,11 @@ class UtcDateTime(TypeDecorator[datetime]):
         if value.tzinfo is None:  # SQLite: the UTC wall time written above
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
+
+
+def render_item(kind: str, item: Any, _context: Any) -> str | Literal[False]:
+    """Alembic's ``render_item`` hook: a new migration spells these types as the column types
+    they create, so it needs no m1lib import and stays valid if the Python types move."""
+    if kind == "type" and isinstance(item, UtcDateTime):
+        return "sa.DateTime(timezone=True)"
+    return False

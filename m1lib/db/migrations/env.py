@@ -2,21 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
-
 from alembic import context
 
 from m1lib.db.models import Base
-from m1lib.db.types import UtcDateTime
-
-
-def _render_item(kind: str, item: Any, _context: Any) -> str | Literal[False]:
-    """A new migration spells ``UtcDateTime`` as the column type it creates, so it needs no m1lib
-    import and stays valid if the Python type moves."""
-    if kind == "type" and isinstance(item, UtcDateTime):
-        return "sa.DateTime(timezone=True)"
-    return False
-
+from m1lib.db.types import render_item
 
 connection = context.config.attributes["connection"]
 context.configure(
@@ -24,7 +13,7 @@ context.configure(
     target_metadata=Base.metadata,
     compare_type=True,
     render_as_batch=connection.dialect.name == "sqlite",
-    render_item=_render_item,
+    render_item=render_item,
 )
 with context.begin_transaction():
     context.run_migrations()

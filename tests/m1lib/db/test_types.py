@@ -11,7 +11,7 @@ from sqlalchemy import Column, DateTime, Integer, MetaData, Table, exc, insert, 
 
 from m1lib.db.models import Base
 from m1lib.db.session import Database
-from m1lib.db.types import UtcDateTime
+from m1lib.db.types import UtcDateTime, render_item
 from m1lib.errors import UsageError
 from m1lib.settings import Settings
 
@@ -162,3 +162,24 @@ def test_the_ddl_is_a_plain_timestamp_with_time_zone() -> None:
     from sqlalchemy.dialects import postgresql
 
     assert UtcDateTime().compile(dialect=postgresql.dialect()) == "TIMESTAMP WITH TIME ZONE"
+
+
+def test_a_new_migration_spells_it_as_the_plain_column_type() -> None:
+    """Autogenerate against an empty database renders every table; none may import m1lib."""
+    from alembic.autogenerate import produce_migrations, render_python_code
+    from alembic.runtime.migration import MigrationContext
+    from sqlalchemy import create_engine
+
+    engine = create_engine("sqlite://")
+    try:
+        with engine.connect() as connection:
+            context = MigrationContext.configure(
+                connection, opts={"compare_type": True, "render_item": render_item}
+            )
+            script = produce_migrations(context, Base.metadata)
+    finally:
+        engine.dispose()
+    code = render_python_code(script.upgrade_ops, render_item=render_item)
+    assert "sa.Column('started_at', sa.DateTime(timezone=True), nullable=False)" in code
+    assert "UtcDateTime" not in code
+    assert "m1lib" not in code
