@@ -47,6 +47,10 @@ class Credential:
     role: Role
     key_hash: str
 
+    @classmethod
+    def from_row(cls, row: ApiCredential) -> Credential:
+        return cls(row.name, Role(row.role), row.key_hash)
+
 
 def new_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)
@@ -138,7 +142,7 @@ class CredentialStore:
 
     def refresh(self) -> None:
         rows = [row for row in list_credentials(self._db) if row.revoked_at is None]
-        credentials = [Credential(r.name, Role(r.role), r.key_hash) for r in rows]
+        credentials = [Credential.from_row(row) for row in rows]
         with self._lock:
             self._by_hash = {c.key_hash: c for c in credentials}
             self._by_name = {c.name: c for c in credentials}

@@ -22,10 +22,10 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast, overload
 
 import redis
-from sqlalchemy import Executable, Table, exc, or_, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Table, exc, or_, select
 
 from m1lib.db.models import ControlAck, ControlCommand, Replica
+from m1lib.db.upsert import upsert
 from m1lib.errors import InputError, M1Error, UsageError
 from m1lib.loops import Loop, LoopThreads
 from m1lib.redis_conn import key, make_pubsub_redis, make_redis
@@ -66,11 +66,6 @@ _TRANSIENT: tuple[type[BaseException], ...] = (M1Error, exc.SQLAlchemyError)
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _utc(value: datetime) -> datetime:
-    """SQLite hands back naive datetimes; M1 writes UTC, so say so."""
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def control_channel(settings: Settings) -> str:
@@ -235,6 +230,16 @@ class CommandAck:
     detail: str
     applied_at: datetime
 
+    @classmethod
+    def from_row(cls, row: ControlAck) -> CommandAck:
+        return cls(
+            command_id=int(row.command_id),
+            replica_id=row.replica_id,
+            ok=row.ok,
+            detail=row.detail,
+            applied_at=row.applied_at,
+        )
+
 
 @dataclass(frozen=True)
 class ReplicaStatus:
@@ -253,6 +258,23 @@ class ReplicaStatus:
     queue_drops: int
     last_command_id: int | None
 
+    @classmethod
+    def from_row(cls, row: Replica) -> ReplicaStatus:
+        return cls(
+            id=row.id,
+            base_url=row.base_url,
+            hostname=row.hostname,
+            pid=row.pid,
+            started_at=row.started_at,
+            last_seen=row.last_seen,
+            cache_backend=row.cache_backend,
+            revocation_sync_age_s=row.revocation_sync_age_s,
+            store_lag_s=row.store_lag_s,
+            rss_bytes=row.rss_bytes,
+            queue_drops=row.queue_drops,
+            last_command_id=row.last_command_id,
+        )
+
 
 def acks_for(db: Database, command_id: int) -> list[CommandAck]:
     """The acks of one command so far, by replica id."""
@@ -263,16 +285,7 @@ def acks_for(db: Database, command_id: int) -> list[CommandAck]:
     )
     with db.transaction() as session:
         rows = session.scalars(query).all()
-    return [
-        CommandAck(
-            command_id=int(row.command_id),
-            replica_id=row.replica_id,
-            ok=row.ok,
-            detail=row.detail,
-            applied_at=_utc(row.applied_at),
-        )
-        for row in rows
-    ]
+    return [CommandAck.from_row(row) for row in rows]
 
 
 def live_replicas(db: Database, within_s: float) -> list[ReplicaStatus]:
@@ -281,45 +294,7 @@ def live_replicas(db: Database, within_s: float) -> list[ReplicaStatus]:
     query = select(Replica).where(Replica.last_seen >= since).order_by(Replica.id)
     with db.transaction() as session:
         rows = session.scalars(query).all()
-    return [
-        ReplicaStatus(
-            id=row.id,
-            base_url=row.base_url,
-            hostname=row.hostname,
-            pid=row.pid,
-            started_at=_utc(row.started_at),
-            last_seen=_utc(row.last_seen),
-            cache_backend=row.cache_backend,
-            revocation_sync_age_s=row.revocation_sync_age_s,
-            store_lag_s=row.store_lag_s,
-            rss_bytes=row.rss_bytes,
-            queue_drops=row.queue_drops,
-            last_command_id=row.last_command_id,
-        )
-        for row in rows
-    ]
-
-
-def _upsert(
-    db: Database, table: Table, values: dict[str, Any], keys: list[str], update: list[str]
-) -> Executable:
-    """``INSERT ... ON CONFLICT`` for the two databases M1 runs on; ``update=[]``: do nothing."""
-    dialect = db.engine.dialect.name
-    if dialect == "postgresql":
-        pg = postgresql.insert(table).values(values)
-        if not update:
-            return pg.on_conflict_do_nothing(index_elements=keys)
-        return pg.on_conflict_do_update(
-            index_elements=keys, set_={c: pg.excluded[c] for c in update}
-        )
-    if dialect == "sqlite":
-        lite = sqlite.insert(table).values(values)
-        if not update:
-            return lite.on_conflict_do_nothing(index_elements=keys)
-        return lite.on_conflict_do_update(
-            index_elements=keys, set_={c: lite.excluded[c] for c in update}
-        )
-    raise UsageError(f"database dialect {dialect!r} is not supported; allowed: postgresql, sqlite")
+    return [ReplicaStatus.from_row(row) for row in rows]
 
 
 # -- the replica side -------------------------------------------------------------------------
@@ -430,7 +405,8 @@ class ReplicaAgent:
         if self._last_applied_id is not None:  # keep the last id a previous run reported
             values["last_command_id"] = self._last_applied_id
         update = [name for name in values if name != "id"]
-        statement = _upsert(self._db, cast(Table, Replica.__table__), values, ["id"], update)
+        table = cast(Table, Replica.__table__)
+        statement = upsert(self._db.engine.dialect, table, values, ["id"], update)
         with self._db.transaction() as session:
             session.execute(statement)
 
@@ -497,10 +473,9 @@ class ReplicaAgent:
             "applied_at": _now(),
         }
         table = cast(Table, ControlAck.__table__)
-        statement = _upsert(self._db, table, values, ["command_id", "replica_id"], [])
-        # RETURNING says whether this insert happened; rowcount after ON CONFLICT DO NOTHING is
-        # not reliable across drivers (psycopg reports -1).
-        returning = cast(Any, statement).returning(table.c.command_id)
+        statement = upsert(self._db.engine.dialect, table, values, ["command_id", "replica_id"])
+        # RETURNING says whether this insert happened (see upsert).
+        returning = statement.returning(table.c.command_id)
         try:
             with self._db.transaction() as session:
                 inserted = session.execute(returning).first() is not None

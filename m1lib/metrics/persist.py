@@ -67,7 +67,6 @@ def _dt(us: int) -> datetime:
 
 
 def _us(moment: datetime) -> int:
-    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
     delta = moment - _EPOCH
     return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
 
@@ -99,6 +98,8 @@ def covered(coverage: Mapping[str, Sequence[Sequence[int]]], run: str, seq: int)
 
 @dataclass(frozen=True)
 class ChunkRow:
+    """One ``metric_chunks`` row to write: the one place a chunk becomes a :class:`MetricChunk`."""
+
     metric: str
     resolution: str
     replica: str
@@ -106,6 +107,19 @@ class ChunkRow:
     end_us: int
     points: int
     payload: bytes
+
+    def to_model(self, created_at: datetime) -> MetricChunk:
+        return MetricChunk(
+            metric=self.metric,
+            resolution=self.resolution,
+            replica=self.replica,
+            start_ts=_dt(self.start_us),
+            end_ts=_dt(self.end_us),
+            points=self.points,
+            bytes=len(self.payload),
+            created_at=created_at,
+            payload=self.payload,
+        )
 
 
 def _dictionary_values(chunk: RawChunk) -> dict[str, list[str]]:
@@ -151,20 +165,7 @@ def write_chunks(db: Database, rows: Sequence[ChunkRow]) -> None:
     """Insert rows in one transaction: a batch is persisted at every resolution or at none."""
     now = datetime.now(UTC)
     with db.transaction() as session:
-        session.add_all(
-            MetricChunk(
-                metric=row.metric,
-                resolution=row.resolution,
-                replica=row.replica,
-                start_ts=_dt(row.start_us),
-                end_ts=_dt(row.end_us),
-                points=row.points,
-                bytes=len(row.payload),
-                created_at=now,
-                payload=row.payload,
-            )
-            for row in rows
-        )
+        session.add_all(row.to_model(now) for row in rows)
 
 
 # -- loading ---------------------------------------------------------------------------------
@@ -311,18 +312,8 @@ def _trimmed(row: MetricChunk, cutoff_us: int) -> tuple[MetricChunk | None, int]
         kept = block.slice(lo, block.size)
         header = decoded_block.header
     payload, start_us, end_us, points = _encode(loaded, kept, header)
-    fresh = MetricChunk(
-        metric=row.metric,
-        resolution=row.resolution,
-        replica=row.replica,
-        start_ts=_dt(start_us),
-        end_ts=_dt(end_us),
-        points=points,
-        bytes=len(payload),
-        created_at=row.created_at,
-        payload=payload,
-    )
-    return fresh, int(row.points) - points
+    fresh = ChunkRow(row.metric, row.resolution, row.replica, start_us, end_us, points, payload)
+    return fresh.to_model(row.created_at), int(row.points) - points
 
 
 def apply_retention(
@@ -444,17 +435,8 @@ def _merge_window(db: Database, ids: list[int], *, dry_run: bool) -> int:
         if not dry_run:
             for member in members:
                 session.delete(member)
-            session.add(
-                MetricChunk(
-                    metric=first.metric,
-                    resolution=first.resolution,
-                    replica=first.replica,
-                    start_ts=_dt(start_us),
-                    end_ts=_dt(end_us),
-                    points=points,
-                    bytes=len(payload),
-                    created_at=datetime.now(UTC),
-                    payload=payload,
-                )
+            merged = ChunkRow(
+                first.metric, first.resolution, first.replica, start_us, end_us, points, payload
             )
+            session.add(merged.to_model(datetime.now(UTC)))
         return len(payload)

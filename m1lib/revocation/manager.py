@@ -294,12 +294,7 @@ class RevocationManager:
             actor=revoked_by,
             lifetime=self._lifetime,
         )
-        entry = RuleEntry(
-            tool_name=tool_name,
-            subject=subject,
-            issued_before_s=rule.issued_before.timestamp(),
-            created_at_us=to_us(rule.created_at),
-        )
+        entry = RuleEntry.from_rule(rule)
         self._state.add_rules([(rule.id, entry)])
         self._publish(encode_rule(rule.id, entry))
         logger.info(

@@ -1,7 +1,9 @@
 """What the revocation API hands back: plain frozen records, pages and opaque cursors.
 
 These are not the ORM rows of :mod:`m1lib.db.models` (which share two of the names): callers get
-values that outlive any session, and the store decides how rows become records.
+values that outlive any session. Each record's ``from_row`` is the one place a row (a Core row
+or an ORM object of its table: anything with the column attributes) becomes that record; the
+columns' type already hands back aware UTC datetimes.
 """
 
 from __future__ import annotations
@@ -48,6 +50,21 @@ class RevokedToken:
     expires_at: datetime
     created: bool = False
 
+    @classmethod
+    def from_row(cls, row: Any, *, created: bool = False) -> RevokedToken:
+        """A ``revoked_tokens`` row; ``created`` only for the call that inserted it."""
+        return cls(
+            id=int(row.id),
+            jti=row.jti,
+            tool_name=row.tool_name,
+            subject=row.subject,
+            reason=row.reason,
+            revoked_by=row.revoked_by,
+            revoked_at=row.revoked_at,
+            expires_at=row.expires_at,
+            created=created,
+        )
+
     def to_json(self) -> dict[str, Any]:
         return {
             "id": self.id,
@@ -77,6 +94,20 @@ class RevocationRule:
     created_at: datetime
     expires_at: datetime
 
+    @classmethod
+    def from_row(cls, row: Any) -> RevocationRule:
+        """A ``revocation_rules`` row."""
+        return cls(
+            id=int(row.id),
+            tool_name=row.tool_name,
+            subject=row.subject,
+            issued_before=row.issued_before,
+            reason=row.reason,
+            created_by=row.created_by,
+            created_at=row.created_at,
+            expires_at=row.expires_at,
+        )
+
     def to_json(self) -> dict[str, Any]:
         return {
             "id": self.id,
@@ -103,6 +134,21 @@ class AuditEntry:
     tool_name: str | None
     reason: str
     detail: dict[str, Any]
+
+    @classmethod
+    def from_row(cls, row: Any) -> AuditEntry:
+        """A ``revocation_audit`` row."""
+        return cls(
+            id=int(row.id),
+            at=row.at,
+            action=row.action,
+            actor=row.actor,
+            jti=row.jti,
+            rule_id=None if row.rule_id is None else int(row.rule_id),
+            tool_name=row.tool_name,
+            reason=row.reason,
+            detail=dict(row.detail or {}),
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {

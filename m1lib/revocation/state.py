@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-__all__ = ["RevocationState", "RuleEntry", "jti_hash", "to_us", "utc"]
+__all__ = ["RevocationState", "RuleEntry", "jti_hash", "to_us"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Subject map of one tool (or of "any tool", key None): subject (None: any) -> latest issued_before.
@@ -29,14 +29,10 @@ _RuleIndex = dict[str | None, _SubjectIndex]
 _NUMBER = (int, float)
 
 
-def utc(value: datetime) -> datetime:
-    """In UTC: SQLite hands back naive datetimes (M1 writes UTC), psycopg the session's zone."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 def to_us(value: datetime) -> int:
-    """Microseconds since the epoch, exactly (a float loses the last digit at today's dates)."""
-    delta = utc(value) - _EPOCH
+    """Microseconds since the epoch of an aware datetime, exactly (a float loses the last digit
+    at today's dates)."""
+    delta = value - _EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
@@ -52,6 +48,17 @@ class RuleEntry(NamedTuple):
     subject: str | None
     issued_before_s: float  # epoch seconds, compared with a token's iat
     created_at_us: int  # database clock, for the reconciliation bound
+
+    @classmethod
+    def from_rule(cls, rule: Any) -> RuleEntry:
+        """The entry of a rule: a ``revocation_rules`` row or a :class:`RevocationRule` record
+        (anything with their ``tool_name``, ``subject``, ``issued_before`` and ``created_at``)."""
+        return cls(
+            tool_name=rule.tool_name,
+            subject=rule.subject,
+            issued_before_s=rule.issued_before.timestamp(),
+            created_at_us=to_us(rule.created_at),
+        )
 
 
 class RevocationState:

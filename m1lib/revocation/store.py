@@ -13,11 +13,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import Row, Table, delete, exc, func, insert, or_, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Table, delete, exc, func, insert, or_, select
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from m1lib.db import models
+from m1lib.db.types import UtcDateTime
+from m1lib.db.upsert import upsert
 from m1lib.errors import DatabaseUnavailable
 from m1lib.revocation.records import (
     AuditEntry,
@@ -29,7 +31,7 @@ from m1lib.revocation.records import (
     decode_cursor,
     encode_cursor,
 )
-from m1lib.revocation.state import RuleEntry, jti_hash, to_us, utc
+from m1lib.revocation.state import RuleEntry, jti_hash, to_us
 
 if TYPE_CHECKING:
     from m1lib.db.session import Database
@@ -97,7 +99,7 @@ class RevocationStore:
 
     def _now(self, session: Session) -> datetime:
         if self._postgres:
-            return utc(session.execute(select(func.now())).scalar_one())
+            return session.execute(select(func.now(type_=UtcDateTime()))).scalar_one()
         return datetime.now(UTC)
 
     # -- writes -------------------------------------------------------------------------------
@@ -123,22 +125,21 @@ class RevocationStore:
                 "reason": reason,
                 "revoked_by": actor,
                 "revoked_at": now,
-                "expires_at": utc(expires_at) if expires_at is not None else now + lifetime,
+                "expires_at": expires_at if expires_at is not None else now + lifetime,
             }
-            statement = _insert_ignoring(self._postgres, TOKENS, values, "jti").returning(
-                TOKENS.c.id
-            )
-            new_id = session.execute(statement).scalar_one_or_none()
-            if new_id is None:
+            # A concurrent first writer wins (do nothing on conflict); RETURNING says who won.
+            statement = upsert(self.db.engine.dialect, TOKENS, values, ["jti"])
+            row = session.execute(statement.returning(*TOKENS.c)).one_or_none()
+            if row is None:
                 row = session.execute(select(TOKENS).where(TOKENS.c.jti == jti)).one()
-                record = _token(row)
+                record = RevokedToken.from_row(row)
                 action = "revoke_repeat"
                 detail: dict[str, Any] = {
                     "firstRevokedBy": record.revoked_by,
                     "firstRevokedAt": record.revoked_at.isoformat(),
                 }
             else:
-                record = RevokedToken(id=int(new_id), created=True, **values)
+                record = RevokedToken.from_row(row, created=True)
                 action = "revoke"
                 detail = {"subject": subject, "expiresAt": record.expires_at.isoformat()}
             session.execute(
@@ -171,14 +172,14 @@ class RevocationStore:
             values: dict[str, Any] = {
                 "tool_name": tool_name,
                 "subject": subject,
-                "issued_before": utc(issued_before),
+                "issued_before": issued_before,
                 "reason": reason,
                 "created_by": actor,
                 "created_at": now,
-                "expires_at": utc(issued_before) + lifetime,
+                "expires_at": issued_before + lifetime,
             }
-            rule_id = session.execute(insert(RULES).values(values).returning(RULES.c.id))
-            rule = RevocationRule(id=int(rule_id.scalar_one()), **values)
+            row = session.execute(insert(RULES).values(values).returning(*RULES.c)).one()
+            rule = RevocationRule.from_row(row)
             session.execute(
                 insert(AUDIT).values(
                     at=now,
@@ -195,7 +196,7 @@ class RevocationStore:
 
     def purge(self, older_than: datetime, *, actor: str, dry_run: bool) -> PurgeSummary:
         """Delete token records and rules that expired before ``older_than`` (and audit it)."""
-        cutoff = utc(older_than)
+        cutoff = older_than.astimezone(UTC)  # aware (the manager checks); said in UTC
         with self._transaction() as session:
             now = self._now(session)
             tokens_by_tool = _count_by_tool(session, TOKENS, cutoff)
@@ -315,7 +316,7 @@ class RevocationStore:
     def token(self, jti: str) -> RevokedToken | None:
         with self._transaction() as session:
             row = session.execute(select(TOKENS).where(TOKENS.c.jti == jti)).one_or_none()
-        return None if row is None else _token(row)
+        return None if row is None else RevokedToken.from_row(row)
 
     def tokens_page(
         self, tool_name: str | None, cursor: str | None, limit: int
@@ -328,7 +329,7 @@ class RevocationStore:
             query = query.where(TOKENS.c.id < decode_cursor("revocations", cursor))
         with self._transaction() as session:
             rows = session.execute(query).all()
-        items = [_token(row) for row in rows[:limit]]
+        items = [RevokedToken.from_row(row) for row in rows[:limit]]
         more = len(rows) > limit
         return Page(items, encode_cursor("revocations", items[-1].id) if more else None)
 
@@ -338,19 +339,7 @@ class RevocationStore:
             if not include_expired:
                 query = query.where(RULES.c.expires_at >= self._now(session))
             rows = session.execute(query).all()
-        return [
-            RevocationRule(
-                id=int(row.id),
-                tool_name=row.tool_name,
-                subject=row.subject,
-                issued_before=utc(row.issued_before),
-                reason=row.reason,
-                created_by=row.created_by,
-                created_at=utc(row.created_at),
-                expires_at=utc(row.expires_at),
-            )
-            for row in rows
-        ]
+        return [RevocationRule.from_row(row) for row in rows]
 
     def audit_page(self, cursor: str | None, limit: int) -> Page[AuditEntry]:
         check_limit(limit)
@@ -359,20 +348,7 @@ class RevocationStore:
             query = query.where(AUDIT.c.id < decode_cursor("audit", cursor))
         with self._transaction() as session:
             rows = session.execute(query).all()
-        items = [
-            AuditEntry(
-                id=int(row.id),
-                at=utc(row.at),
-                action=row.action,
-                actor=row.actor,
-                jti=row.jti,
-                rule_id=None if row.rule_id is None else int(row.rule_id),
-                tool_name=row.tool_name,
-                reason=row.reason,
-                detail=dict(row.detail or {}),
-            )
-            for row in rows[:limit]
-        ]
+        items = [AuditEntry.from_row(row) for row in rows[:limit]]
         more = len(rows) > limit
         return Page(items, encode_cursor("audit", items[-1].id) if more else None)
 
@@ -387,40 +363,7 @@ _RULE_COLUMNS = (
 
 
 def _rule_entries(rows: Sequence[Any]) -> list[tuple[int, RuleEntry]]:
-    return [
-        (
-            int(row.id),
-            RuleEntry(
-                tool_name=row.tool_name,
-                subject=row.subject,
-                issued_before_s=utc(row.issued_before).timestamp(),
-                created_at_us=to_us(row.created_at),
-            ),
-        )
-        for row in rows
-    ]
-
-
-def _token(row: Row[Any]) -> RevokedToken:
-    return RevokedToken(
-        id=int(row.id),
-        jti=row.jti,
-        tool_name=row.tool_name,
-        subject=row.subject,
-        reason=row.reason,
-        revoked_by=row.revoked_by,
-        revoked_at=utc(row.revoked_at),
-        expires_at=utc(row.expires_at),
-    )
-
-
-def _insert_ignoring(
-    postgres: bool, table: Table, values: dict[str, Any], key: str
-) -> postgresql.Insert | sqlite.Insert:
-    """``INSERT ... ON CONFLICT (key) DO NOTHING``: a concurrent first writer wins, we see it."""
-    if postgres:
-        return postgresql.insert(table).values(values).on_conflict_do_nothing(index_elements=[key])
-    return sqlite.insert(table).values(values).on_conflict_do_nothing(index_elements=[key])
+    return [(int(row.id), RuleEntry.from_rule(row)) for row in rows]
 
 
 def _count_by_tool(session: Session, table: Table, cutoff: datetime) -> dict[str, int]:
