@@ -36,6 +36,29 @@ hypothesis.settings.register_profile("dev", deadline=None)
 hypothesis.settings.load_profile("ci" if IN_CI else "dev")
 
 
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """One temporary Prefect server (its own SQLite) for every flow run of this test run.
+
+    It takes ~10 s to start, so only tests that ask for it (through ``run_flow``) start it, once;
+    Prefect is imported here, not at the top, so the rest of the suite never pays for it.
+    """
+    from prefect.testing.utilities import prefect_test_harness
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+        with prefect_test_harness(server_startup_timeout=90):
+            yield
+
+
+@pytest.fixture
+def run_flow(prefect_harness: None) -> Callable[..., Any]:
+    """``tests.flow_runs.run_flow``, with the Prefect harness started."""
+    from tests.flow_runs import run_flow
+
+    return run_flow
+
+
 @pytest.fixture(autouse=True)
 def _clear_m1_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """No developer's M1_* variable may leak into a test; tests pass settings explicitly."""
