@@ -2,62 +2,57 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
+from m1lib.db import migrate
 from m1lib.db.session import Database
 from m1lib.errors import DatabaseUnavailable
-from m1lib.revocation import RevocationManager
 from m1lib.settings import get_settings
 from tasks.resources import database, revocation_manager
 
 
-def _disposals(monkeypatch: pytest.MonkeyPatch) -> list[Database]:
-    disposed: list[Database] = []
-    original = Database.dispose
-
-    def dispose(self: Database) -> None:
-        disposed.append(self)
-        original(self)
-
-    monkeypatch.setattr(Database, "dispose", dispose)
-    return disposed
+def _pooled(db: Database) -> int:
+    """Connections the engine's pool holds: 0 once the engine is disposed."""
+    return db.engine.pool.checkedin()  # type: ignore[attr-defined,no-any-return]
 
 
-def test_database_follows_the_environment_and_is_disposed_at_exit(
-    task_settings: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    disposed = _disposals(monkeypatch)
+def test_database_follows_the_environment_and_is_disposed_at_exit(task_settings: Path) -> None:
     with database() as db:
         assert db.settings is get_settings()
         assert str(task_settings) in str(db.engine.url)
-        assert disposed == []
-    assert disposed == [db]
+        with db.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        assert _pooled(db) == 1
+    assert _pooled(db) == 0
 
 
-def test_database_is_disposed_when_the_task_fails(
-    task_settings: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    disposed = _disposals(monkeypatch)
-    with pytest.raises(RuntimeError), database() as db:
-        raise RuntimeError("task failed")
-    assert disposed == [db]
+def test_database_is_disposed_when_the_task_fails(task_settings: Path) -> None:
+    held: list[Database] = []
+
+    def failing_task() -> None:
+        with database() as db:
+            held.append(db)
+            with db.connect() as connection:
+                connection.execute(text("SELECT 1"))
+            raise RuntimeError("task failed")
+
+    with pytest.raises(RuntimeError, match="task failed"):
+        failing_task()
+    assert _pooled(held[0]) == 0
 
 
-def test_revocation_manager_is_closed_with_its_database(
-    task_settings: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    disposed = _disposals(monkeypatch)
-    closed: list[RevocationManager] = []
-    original = RevocationManager.close
-    monkeypatch.setattr(
-        RevocationManager, "close", lambda self: (closed.append(self), original(self))[1]
-    )
+def test_revocation_manager_works_on_that_database_and_releases_it(task_settings: Path) -> None:
+    with Database(get_settings()) as db:
+        migrate.upgrade(db)
     with revocation_manager() as manager:
         assert manager.db.settings is get_settings()
-    assert closed == [manager]
-    assert disposed == [manager.db]
+        summary = manager.purge(datetime.now(UTC), dry_run=True)
+        assert (summary.dry_run, summary.tokens, summary.rules) == (True, 0, 0)
+    assert _pooled(manager.db) == 0
 
 
 def test_an_unreachable_database_is_an_outage(

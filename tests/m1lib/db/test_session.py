@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import pytest
-from sqlalchemy import Engine, exc, text
+from sqlalchemy import exc, text
 
 from m1lib.db.session import Database
 from m1lib.errors import DatabaseRefused, DatabaseUnavailable, UnavailableError
@@ -117,21 +117,23 @@ def test_errors_raised_inside_connect_are_wrapped_too(make_db: Callable[..., Dat
 
 
 def test_database_as_a_context_manager_disposes_its_engine(
-    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+    make_settings: Callable[..., Settings],
 ) -> None:
-    disposed: list[Engine] = []
+    def pooled(db: Database) -> int:
+        return db.engine.pool.checkedin()  # type: ignore[attr-defined,no-any-return]
+
     with Database(make_settings()) as db:
-        monkeypatch.setattr(db.engine, "dispose", lambda: disposed.append(db.engine))
         with db.connect() as connection:
             assert connection.execute(text("SELECT 1")).scalar_one() == 1
-    assert disposed == [db.engine]
+        assert pooled(db) == 1
+    assert pooled(db) == 0
     failing = Database(make_settings())
-    monkeypatch.setattr(failing.engine, "dispose", lambda: disposed.append(failing.engine))
 
     def fail_inside() -> None:
-        with failing:
+        with failing, failing.connect() as connection:
+            connection.execute(text("SELECT 1"))
             raise RuntimeError("disposed all the same")
 
     with pytest.raises(RuntimeError, match="disposed all the same"):
         fail_inside()
-    assert disposed == [db.engine, failing.engine]
+    assert pooled(failing) == 0
