@@ -22,7 +22,7 @@ import pytest
 import redis as redis_lib
 from sqlalchemy import create_engine, text
 
-from m1lib.settings import Settings
+from m1lib.settings import Settings, get_settings
 
 PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -85,6 +85,19 @@ def tmp_data_dir(tmp_path: Path) -> Path:
     path = tmp_path / "m1data"
     path.mkdir()
     return path
+
+
+@pytest.fixture
+def task_settings(tmp_data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Tasks and flows read settings the way a flow-run subprocess does: from the environment.
+
+    Points M1_DATA_DIR (so a new SQLite database) at ``tmp_data_dir``; a test may set more M1_*
+    variables, then ``get_settings.cache_clear()``.
+    """
+    monkeypatch.setenv("M1_DATA_DIR", str(tmp_data_dir))
+    get_settings.cache_clear()
+    yield tmp_data_dir
+    get_settings.cache_clear()
 
 
 @pytest.fixture

@@ -38,19 +38,16 @@ HOUR_S = 3600.0
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def database(
-    request: pytest.FixtureRequest, tmp_data_dir: Path, monkeypatch: pytest.MonkeyPatch
+    request: pytest.FixtureRequest, task_settings: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Database]:
     """Tasks read settings from the environment, as a flow-run subprocess does."""
-    monkeypatch.setenv("M1_DATA_DIR", str(tmp_data_dir))
     monkeypatch.setenv("M1_RAW_RETENTION", "12h")
     if request.param == "postgres":
         monkeypatch.setenv("M1_DATABASE_URL", request.getfixturevalue("fresh_pg_url"))
     get_settings.cache_clear()
-    db = Database(get_settings())
-    migrate.upgrade(db)
-    yield db
-    db.dispose()
-    get_settings.cache_clear()
+    with Database(get_settings()) as db:
+        migrate.upgrade(db)
+        yield db
 
 
 def persist_events(db: Database, batches: int = 4) -> int:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -10,21 +10,11 @@ from pydantic import ValidationError
 
 from flows.database_setup import ARTIFACT_KEY, DatabaseSetupParams, database_setup, setup_report
 from m1lib.db import migrate
-from m1lib.settings import get_settings
 from tests.flow_runs import FlowRun
 
 
-@pytest.fixture
-def data_dir(tmp_data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """Tasks read settings from the environment, as a flow-run subprocess does: a new SQLite."""
-    monkeypatch.setenv("M1_DATA_DIR", str(tmp_data_dir))
-    get_settings.cache_clear()
-    yield tmp_data_dir
-    get_settings.cache_clear()
-
-
 def test_dry_run_reports_the_revision_and_changes_nothing(
-    data_dir: Path, run_flow: Callable[..., FlowRun]
+    task_settings: Path, run_flow: Callable[..., FlowRun]
 ) -> None:
     run = run_flow(database_setup, DatabaseSetupParams(dry_run=True))
     head = migrate.head_revision()
@@ -39,7 +29,7 @@ def test_dry_run_reports_the_revision_and_changes_nothing(
 
 
 def test_run_migrates_then_a_second_run_changes_nothing(
-    data_dir: Path, run_flow: Callable[..., FlowRun]
+    task_settings: Path, run_flow: Callable[..., FlowRun]
 ) -> None:
     head = migrate.head_revision()
     first = run_flow(database_setup)
