@@ -5,11 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import flow
-from prefect.artifacts import create_table_artifact
 from pydantic import BaseModel, Field
 
+from flows.shape import FlowReport, apply_unless_dry_run, publish
 from m1lib.settings import get_settings, redact_url
-from tasks.database import apply_migrations, describe_tables, read_schema_revision
+from tasks.database import (
+    SchemaRevision,
+    TableSize,
+    apply_migrations,
+    describe_tables,
+    read_schema_revision,
+)
+
+ARTIFACT_KEY = "database-schema"
 
 
 class DatabaseSetupParams(BaseModel):
@@ -30,28 +38,43 @@ def database_setup(params: DatabaseSetupParams | None = None) -> dict[str, Any]:
     """
     params = params or DatabaseSetupParams()
     revision = read_schema_revision()
+    after = apply_unless_dry_run(
+        params.dry_run,
+        apply=lambda: apply_migrations(params.target_revision),
+        rehearse=lambda: revision["current"],
+    )
+    tables = describe_tables()
+    database = redact_url(get_settings().database_url)
+    return publish(setup_report(params, database, revision, after, tables))
+
+
+def setup_report(
+    params: DatabaseSetupParams,
+    database: str,
+    revision: SchemaRevision,
+    after: str | None,
+    tables: list[TableSize],
+) -> FlowReport:
+    """The revision before and after, and every table's rows, on ``database`` (a redacted URL)."""
     before = revision["current"]
     if params.dry_run:
-        after = before
-        print(f"dry run: database at {before or 'nothing'}, target {params.target_revision}")
+        log = f"dry run: database at {before or 'nothing'}, target {params.target_revision}"
     else:
-        after = apply_migrations(params.target_revision)
-        print(f"database migrated from {before or 'nothing'} to {after}")
-    tables = describe_tables()
-    summary = {
-        "database": redact_url(get_settings().database_url),
-        "revision_before": before,
-        "revision": after,
-        "head": revision["head"],
-        "dry_run": params.dry_run,
-        "tables": tables,
-    }
-    create_table_artifact(
-        key="database-schema",
+        log = f"database migrated from {before or 'nothing'} to {after}"
+    return FlowReport(
+        artifact_key=ARTIFACT_KEY,
         table=[{"revision": after or "none", **row} for row in tables],
         description=(
             f"Schema revision **{after or 'none'}** (code expects {revision['head']}) on "
-            f"`{summary['database']}`; {len(tables)} tables."
+            f"`{database}`; {len(tables)} tables."
         ),
+        log=log,
+        result={
+            "database": database,
+            "revision_before": before,
+            "revision": after,
+            "head": revision["head"],
+            "dry_run": params.dry_run,
+            "tables": tables,
+        },
     )
-    return summary

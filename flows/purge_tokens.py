@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import flow
-from prefect.artifacts import create_table_artifact
 from pydantic import BaseModel, Field
 
+from flows.shape import FlowReport, apply_unless_dry_run, publish
 from m1lib.revocation import PurgeSummary
 from tasks.tokens import preview_purge, purge_cutoff, purge_expired
 
@@ -43,26 +43,32 @@ def purge_tokens(params: PurgeTokensParams | None = None) -> dict[str, Any]:
         f"{preview.tokens} token records and {preview.rules} rules expired before "
         f"{cutoff.isoformat(timespec='seconds')}"
     )
-    summary = preview if params.dry_run else purge_expired(cutoff, ACTOR)
-    report = purge_report(summary)
-    create_table_artifact(key=ARTIFACT_KEY, table=report["rows"], description=report["description"])
-    return report
+    summary = apply_unless_dry_run(
+        params.dry_run, apply=lambda: purge_expired(cutoff, ACTOR), rehearse=lambda: preview
+    )
+    return publish(purge_report(summary))
 
 
-def purge_report(summary: PurgeSummary) -> dict[str, Any]:
-    """The flow's answer, as the artifact shows it and the run returns it."""
+def purge_report(summary: PurgeSummary) -> FlowReport:
+    """What was (or, dry, would be) purged, per kind and tool."""
     verb = "Would purge" if summary.dry_run else "Purged"
-    description = (
+    headline = (
         f"{verb} **{summary.tokens}** token records and **{summary.rules}** rules that expired "
         f"before {summary.older_than.isoformat(timespec='seconds')}"
-        + (" (dry run: nothing deleted)." if summary.dry_run else ".")
     )
+    description = headline + (" (dry run: nothing deleted)." if summary.dry_run else ".")
     rows = summary.rows() or [{"kind": "none", "tool": "-", "records": 0}]
-    return {
-        "older_than": summary.older_than.isoformat(),
-        "dry_run": summary.dry_run,
-        "tokens": summary.tokens,
-        "rules": summary.rules,
-        "rows": rows,
-        "description": description,
-    }
+    return FlowReport(
+        artifact_key=ARTIFACT_KEY,
+        table=rows,
+        description=description,
+        log=headline.replace("**", ""),
+        result={
+            "older_than": summary.older_than.isoformat(),
+            "dry_run": summary.dry_run,
+            "tokens": summary.tokens,
+            "rules": summary.rules,
+            "rows": rows,
+            "description": description,
+        },
+    )

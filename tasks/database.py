@@ -1,53 +1,46 @@
-"""Database tasks: thin wrappers over ``m1lib.db`` with retries where a retry helps."""
+"""Database tasks: thin wrappers over ``m1lib.db``, retried on an outage (see ``tasks.retry``)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TypedDict
 
-from prefect import task
 from sqlalchemy import func, select, table
 
 from m1lib.db import migrate
-from m1lib.db.session import Database
-from m1lib.settings import get_settings
-from tasks.retry import is_transient
-
-RETRY = {"retries": 3, "retry_delay_seconds": [2, 5, 10], "retry_condition_fn": is_transient}
+from tasks.resources import database
+from tasks.retry import io_task
 
 
-def _database() -> Database:
-    return Database(get_settings())
+class SchemaRevision(TypedDict):
+    current: str | None
+    head: str
 
 
-@task(name="read-schema-revision", **RETRY)
-def read_schema_revision() -> dict[str, str | None]:
-    db = _database()
-    try:
+class TableSize(TypedDict):
+    table: str
+    rows: int
+
+
+@io_task("read-schema-revision")
+def read_schema_revision() -> SchemaRevision:
+    with database() as db:
         return {"current": migrate.current_revision(db), "head": migrate.head_revision()}
-    finally:
-        db.dispose()
 
 
-@task(name="apply-migrations", **RETRY)
+@io_task("apply-migrations")
 def apply_migrations(target_revision: str) -> str | None:
-    db = _database()
-    try:
+    with database() as db:
         return migrate.upgrade(db, target_revision)
-    finally:
-        db.dispose()
 
 
-@task(name="describe-tables", **RETRY)
-def describe_tables() -> list[dict[str, Any]]:
-    db = _database()
-    try:
-        rows = []
-        with db.engine.connect() as connection:
-            for name in migrate.table_names(db):
-                count = connection.execute(
-                    select(func.count()).select_from(table(name))
-                ).scalar_one()
-                rows.append({"table": name, "rows": int(count)})
-        return rows
-    finally:
-        db.dispose()
+@io_task("describe-tables")
+def describe_tables() -> list[TableSize]:
+    """Rows per table of M1's schema (Alembic's own table left out)."""
+    with database() as db:
+        names = migrate.table_names(db)
+        with db.connect() as connection:
+            counts = [
+                connection.execute(select(func.count()).select_from(table(name))).scalar_one()
+                for name in names
+            ]
+    return [{"table": name, "rows": int(count)} for name, count in zip(names, counts, strict=True)]

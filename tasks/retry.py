@@ -1,12 +1,24 @@
-"""When a task retry can help: only for failures of a dependency, never for bad input."""
+"""M1's retry policy for Prefect tasks, in one place: which failures a retry can help, how often.
+
+Only failures of a dependency are retried (an unavailable database or Redis, a dropped connection,
+an HTTP 5xx), never bad input: sending the same input again fails again.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
 
 import httpx
+from prefect import Task, task
 
 from m1lib.errors import UnavailableError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+RETRIES = 3
+RETRY_DELAYS_S: list[float] = [2, 5, 10]
 
 
 def is_transient(_task: Any, _task_run: Any, state: Any) -> bool:
@@ -22,3 +34,19 @@ def is_transient(_task: Any, _task_run: Any, state: Any) -> bool:
     except Exception:
         return False
     return False
+
+
+def io_task(name: str) -> Callable[[Callable[P, R]], Task[P, R]]:
+    """``@task`` for work that touches a database, Redis or HTTP: retried per M1's policy.
+
+    Pure work takes a plain ``@task``: nothing a retry could change.
+
+    >>> @io_task("read-schema-revision")
+    ... def read_schema_revision() -> str | None: ...
+    """
+    return task(
+        name=name,
+        retries=RETRIES,
+        retry_delay_seconds=list(RETRY_DELAYS_S),
+        retry_condition_fn=is_transient,
+    )

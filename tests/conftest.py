@@ -22,7 +22,7 @@ import pytest
 import redis as redis_lib
 from sqlalchemy import create_engine, text
 
-from m1lib.settings import Settings
+from m1lib.settings import Settings, get_settings
 
 PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -34,6 +34,29 @@ IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 hypothesis.settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
 hypothesis.settings.register_profile("dev", deadline=None)
 hypothesis.settings.load_profile("ci" if IN_CI else "dev")
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """One temporary Prefect server (its own SQLite) for every flow run of this test run.
+
+    It takes ~10 s to start, so only tests that ask for it (through ``run_flow``) start it, once;
+    Prefect is imported here, not at the top, so the rest of the suite never pays for it.
+    """
+    from prefect.testing.utilities import prefect_test_harness
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+        with prefect_test_harness(server_startup_timeout=90):
+            yield
+
+
+@pytest.fixture
+def run_flow(prefect_harness: None) -> Callable[..., Any]:
+    """``tests.flow_runs.run_flow``, with the Prefect harness started."""
+    from tests.flow_runs import run_flow
+
+    return run_flow
 
 
 @pytest.fixture(autouse=True)
@@ -62,6 +85,19 @@ def tmp_data_dir(tmp_path: Path) -> Path:
     path = tmp_path / "m1data"
     path.mkdir()
     return path
+
+
+@pytest.fixture
+def task_settings(tmp_data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Tasks and flows read settings the way a flow-run subprocess does: from the environment.
+
+    Points M1_DATA_DIR (so a new SQLite database) at ``tmp_data_dir``; a test may set more M1_*
+    variables, then ``get_settings.cache_clear()``.
+    """
+    monkeypatch.setenv("M1_DATA_DIR", str(tmp_data_dir))
+    get_settings.cache_clear()
+    yield tmp_data_dir
+    get_settings.cache_clear()
 
 
 @pytest.fixture

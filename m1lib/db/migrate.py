@@ -12,7 +12,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, exc, inspect, text
+from sqlalchemy import Connection, inspect, text
 
 from m1lib.db.session import Database
 
@@ -35,11 +35,8 @@ def head_revision() -> str:
 
 def current_revision(db: Database) -> str | None:
     """The revision the database is at; None when it was never migrated."""
-    try:
-        with db.engine.connect() as connection:
-            return MigrationContext.configure(connection).get_current_revision()
-    except (exc.OperationalError, exc.InterfaceError) as error:
-        raise db.error_for(error) from error
+    with db.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
 
 
 def is_current(db: Database) -> bool:
@@ -56,17 +53,14 @@ def downgrade(db: Database, revision: str) -> str | None:
 
 
 def _run(db: Database, step: object) -> str | None:
-    try:
-        with db.engine.begin() as connection:
-            if connection.dialect.name == "postgresql":
-                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
-            step(alembic_config(connection))  # type: ignore[operator]
-            return MigrationContext.configure(connection).get_current_revision()
-    except (exc.OperationalError, exc.InterfaceError) as error:
-        raise db.error_for(error) from error
+    with db.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
+        step(alembic_config(connection))  # type: ignore[operator]
+        return MigrationContext.configure(connection).get_current_revision()
 
 
 def table_names(db: Database) -> list[str]:
-    return sorted(
-        name for name in inspect(db.engine).get_table_names() if name != "alembic_version"
-    )
+    with db.connect() as connection:
+        names = inspect(connection).get_table_names()
+    return sorted(name for name in names if name != "alembic_version")

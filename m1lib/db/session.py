@@ -11,9 +11,10 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
-from sqlalchemy import Engine, create_engine, event, exc
+from sqlalchemy import Connection, Engine, create_engine, event, exc
 from sqlalchemy.orm import Session, sessionmaker
 
 from m1lib.errors import DatabaseRefused, DatabaseUnavailable, M1Error
@@ -22,6 +23,8 @@ from m1lib.settings import Settings, redact_url
 logger = logging.getLogger("m1.db")
 # What the statement's own values broke: sending it again fails again, so it is not an outage.
 _REFUSED_DATA = (exc.DataError, exc.IntegrityError)
+# The driver errors every way in (transaction, connect, begin) turns into M1 errors.
+_DRIVER_ERRORS = (exc.OperationalError, exc.InterfaceError, *_REFUSED_DATA)
 
 
 def normalize_url(url: str) -> str:
@@ -64,8 +67,11 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 class Database:
     """The process's handle on M1's database: an engine and short transactions that name failures.
 
-    >>> db = Database(settings)
-    >>> with db.transaction() as session:
+    Every way in (:meth:`transaction`, :meth:`connect`, :meth:`begin`) turns driver errors into
+    M1 errors (see :meth:`error_for`), so callers never reach the engine past them. Used as a
+    context manager, it disposes its engine at exit:
+
+    >>> with Database(settings) as db, db.transaction() as session:
     ...     session.add(row)
     """
 
@@ -75,18 +81,41 @@ class Database:
         self.url_for_logs = redact_url(self.engine.url.render_as_string(hide_password=True))
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
-    @property
-    def is_sqlite(self) -> bool:
-        return self.engine.dialect.name == "sqlite"
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        _type: type[BaseException] | None,
+        _value: BaseException | None,
+        _traceback: TracebackType | None,
+    ) -> None:
+        self.dispose()
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
-        """A session committed on success, rolled back on error; driver errors become M1 errors
-        (see :meth:`error_for`)."""
+        """A session committed on success, rolled back on error."""
+        with self._wrapping_errors(), self._sessions.begin() as session:
+            yield session
+
+    @contextmanager
+    def connect(self) -> Iterator[Connection]:
+        """A Core connection for reads and for tools that run their own transaction (Alembic)."""
+        with self._wrapping_errors(), self.engine.connect() as connection:
+            yield connection
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """A Core connection in a transaction, committed on success, rolled back on error."""
+        with self._wrapping_errors(), self.engine.begin() as connection:
+            yield connection
+
+    @contextmanager
+    def _wrapping_errors(self) -> Iterator[None]:
+        """Driver errors raised inside become the M1 errors :meth:`error_for` names."""
         try:
-            with self._sessions.begin() as session:
-                yield session
-        except (exc.OperationalError, exc.InterfaceError, *_REFUSED_DATA) as error:
+            yield
+        except _DRIVER_ERRORS as error:
             raise self.error_for(error) from error
 
     def error_for(self, error: exc.DBAPIError, *, retry_after_s: int = 2) -> M1Error:

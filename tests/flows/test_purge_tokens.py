@@ -1,4 +1,5 @@
-"""The purge-tokens flow: its tasks (by ``.fn()``, no Prefect server), parameters and report.
+"""The purge-tokens flow: its tasks (by ``.fn()``), its body under Prefect with its artifact,
+its parameters and its pure report.
 
 Tasks read settings from the environment, as a flow-run subprocess does, so the tests point
 ``M1_DATABASE_URL`` at a PostgreSQL database of this module's own.
@@ -7,18 +8,19 @@ Tasks read settings from the environment, as a flow-run subprocess does, so the 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from pydantic import ValidationError
 
-from flows.purge_tokens import ACTOR, PurgeTokensParams, purge_report, purge_tokens
+from flows.purge_tokens import ACTOR, ARTIFACT_KEY, PurgeTokensParams, purge_report, purge_tokens
 from m1lib.errors import InputError
 from m1lib.revocation import PurgeSummary, RevocationManager
 from m1lib.settings import Settings, get_settings
 from tasks.retry import is_transient
 from tasks.tokens import preview_purge, purge_cutoff, purge_expired
+from tests.flow_runs import FlowRun
 from tests.m1lib.revocation_proc import PG_SERVER, create_database, drop_database
 
 NOW = datetime(2026, 11, 25, 3, 17, tzinfo=UTC)
@@ -95,6 +97,30 @@ def test_io_tasks_retry_only_transient_failures() -> None:
     assert purge_cutoff.retries == 0  # pure work: nothing a retry could change
 
 
+def test_dry_run_counts_and_deletes_nothing(
+    manager: RevocationManager, run_flow: Callable[..., FlowRun]
+) -> None:
+    run = run_flow(purge_tokens, PurgeTokensParams(older_than_hours=24, dry_run=True))
+    assert (run.result["dry_run"], run.result["tokens"], run.result["rules"]) == (True, 3, 1)
+    assert len(manager.get_revocation_list().items) == 4
+    assert run.table(ARTIFACT_KEY) == run.result["rows"]
+    assert {"kind": "token", "tool": "web_search", "records": 2} in run.table(ARTIFACT_KEY)
+    assert run.description(ARTIFACT_KEY).endswith("(dry run: nothing deleted).")
+
+
+def test_run_purges_and_its_artifact_lists_what_went(
+    manager: RevocationManager, run_flow: Callable[..., FlowRun]
+) -> None:
+    run = run_flow(purge_tokens, PurgeTokensParams(older_than_hours=24))
+    assert (run.result["dry_run"], run.result["tokens"], run.result["rules"]) == (False, 3, 1)
+    assert [record.tool_name for record in manager.get_revocation_list().items] == ["run_sql"]
+    assert manager.get_audit_log(limit=1).items[0].actor == ACTOR
+    assert run.table(ARTIFACT_KEY) == run.result["rows"]
+    assert run.description(ARTIFACT_KEY).startswith("Purged **3** token records and **1** rules")
+    again = run_flow(purge_tokens)
+    assert again.table(ARTIFACT_KEY) == [{"kind": "none", "tool": "-", "records": 0}]
+
+
 def test_report_lists_what_was_purged_per_kind_and_tool() -> None:
     summary = PurgeSummary(
         older_than=NOW,
@@ -105,20 +131,33 @@ def test_report_lists_what_was_purged_per_kind_and_tool() -> None:
         rules_by_tool={"web_search": 1},
     )
     report = purge_report(summary)
-    assert report["rows"] == [
+    assert report.artifact_key == ARTIFACT_KEY
+    assert report.table == [
         {"kind": "token", "tool": "send_email", "records": 1},
         {"kind": "token", "tool": "web_search", "records": 2},
         {"kind": "rule", "tool": "web_search", "records": 1},
     ]
-    assert report["description"].startswith("Purged **3** token records and **1** rules")
-    assert (report["tokens"], report["rules"], report["dry_run"]) == (3, 1, False)
+    assert report.description.startswith("Purged **3** token records and **1** rules")
+    assert (
+        report.log
+        == "Purged 3 token records and 1 rules that expired before 2026-11-25T03:17:00+00:00"
+    )
+    assert report.result == {
+        "older_than": NOW.isoformat(),
+        "dry_run": False,
+        "tokens": 3,
+        "rules": 1,
+        "rows": report.table,
+        "description": report.description,
+    }
 
 
 def test_dry_run_report_says_nothing_was_deleted() -> None:
     report = purge_report(PurgeSummary(older_than=NOW, dry_run=True, tokens=0, rules=0))
-    assert report["rows"] == [{"kind": "none", "tool": "-", "records": 0}]
-    assert report["description"].startswith("Would purge **0**")
-    assert report["description"].endswith("(dry run: nothing deleted).")
+    assert report.table == [{"kind": "none", "tool": "-", "records": 0}]
+    assert report.description.startswith("Would purge **0**")
+    assert report.description.endswith("(dry run: nothing deleted).")
+    assert report.result["dry_run"] is True
 
 
 def test_parameters_are_bounded_and_described() -> None:

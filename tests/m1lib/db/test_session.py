@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import exc, text
 
 from m1lib.db.session import Database
 from m1lib.errors import DatabaseRefused, DatabaseUnavailable, UnavailableError
@@ -73,3 +73,67 @@ def test_broken_constraint_is_refused_data_not_an_outage(
         session.execute(text("INSERT INTO once (id) VALUES (1)"))
     with pytest.raises(DatabaseRefused, match="IntegrityError"), db.transaction() as session:
         session.execute(text("INSERT INTO once (id) VALUES (1)"))
+
+
+def test_every_way_in_turns_an_outage_into_database_unavailable(
+    make_db: Callable[..., Database],
+) -> None:
+    db = make_db("postgresql://m1user:hunter22@127.0.0.1:1/m1secretdb")
+    for way_in in (db.connect, db.begin, db.transaction):
+        with pytest.raises(DatabaseUnavailable) as raised, way_in() as handle:
+            handle.execute(text("SELECT 1"))
+        assert "hunter22" not in str(raised.value)
+        assert isinstance(raised.value.__cause__, exc.OperationalError)
+
+
+def test_begin_commits_on_success_and_rolls_back_on_error(
+    make_db: Callable[..., Database],
+) -> None:
+    db = make_db()
+    with db.begin() as connection:
+        connection.execute(text("CREATE TABLE kept (id INTEGER PRIMARY KEY)"))
+        connection.execute(text("INSERT INTO kept (id) VALUES (1)"))
+
+    def insert_then_fail() -> None:
+        with db.begin() as connection:
+            connection.execute(text("INSERT INTO kept (id) VALUES (2)"))
+            raise RuntimeError("the caller's own failure passes through unchanged")
+
+    with pytest.raises(RuntimeError, match="passes through unchanged"):
+        insert_then_fail()
+    with db.connect() as connection:
+        assert connection.execute(text("SELECT id FROM kept")).scalars().all() == [1]
+
+
+def test_errors_raised_inside_connect_are_wrapped_too(make_db: Callable[..., Database]) -> None:
+    db = make_db()
+    with pytest.raises(DatabaseUnavailable), db.connect() as connection:
+        connection.execute(text("SELECT * FROM no_such_table"))
+    with db.begin() as connection:
+        connection.execute(text("CREATE TABLE once (id INTEGER PRIMARY KEY)"))
+        connection.execute(text("INSERT INTO once (id) VALUES (1)"))
+    with pytest.raises(DatabaseRefused, match="IntegrityError"), db.begin() as connection:
+        connection.execute(text("INSERT INTO once (id) VALUES (1)"))
+
+
+def test_database_as_a_context_manager_disposes_its_engine(
+    make_settings: Callable[..., Settings],
+) -> None:
+    def pooled(db: Database) -> int:
+        return db.engine.pool.checkedin()  # type: ignore[attr-defined,no-any-return]
+
+    with Database(make_settings()) as db:
+        with db.connect() as connection:
+            assert connection.execute(text("SELECT 1")).scalar_one() == 1
+        assert pooled(db) == 1
+    assert pooled(db) == 0
+    failing = Database(make_settings())
+
+    def fail_inside() -> None:
+        with failing, failing.connect() as connection:
+            connection.execute(text("SELECT 1"))
+            raise RuntimeError("disposed all the same")
+
+    with pytest.raises(RuntimeError, match="disposed all the same"):
+        fail_inside()
+    assert pooled(failing) == 0
