@@ -14,10 +14,8 @@ M1Error
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from m1lib.tokens import Reason
+from m1lib.vocabulary import Reason
 
 
 class M1Error(Exception):
