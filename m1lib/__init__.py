@@ -15,8 +15,8 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from m1lib.defaults import is_revoked, issue_token, revoke_token, verify
     from m1lib.metrics import record_event, record_events, run_query
+    from m1lib.process_engine import is_revoked, issue_token, revoke_token, verify
 
 __all__ = [
     "is_revoked",
@@ -29,10 +29,10 @@ __all__ = [
 ]
 
 _HOME = {
-    "is_revoked": "m1lib.defaults",
-    "issue_token": "m1lib.defaults",
-    "revoke_token": "m1lib.defaults",
-    "verify": "m1lib.defaults",
+    "is_revoked": "m1lib.process_engine",
+    "issue_token": "m1lib.process_engine",
+    "revoke_token": "m1lib.process_engine",
+    "verify": "m1lib.process_engine",
     "record_event": "m1lib.metrics",
     "record_events": "m1lib.metrics",
     "run_query": "m1lib.metrics",

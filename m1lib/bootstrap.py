@@ -3,7 +3,8 @@
 On the first ``m1 up`` the token-signing secret and an admin API key are written to files of mode
 0600 in ``M1_DATA_DIR``, and ``generated.json`` records that they were generated, so the
 configuration validator can flag them in production. Files are created with O_EXCL: two processes
-starting at once cannot write two different secrets.
+starting at once cannot write two different secrets. Reading the secret is
+:func:`m1lib.signing.resolve_jwt_secret`'s job: readers need not pull in the database layer.
 """
 
 from __future__ import annotations
@@ -16,16 +17,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pydantic import SecretStr
 from sqlalchemy.exc import IntegrityError
 
 from m1lib import auth
 from m1lib.db.session import Database
-from m1lib.errors import UsageError
 from m1lib.logs import register_secret
 from m1lib.settings import Settings
+from m1lib.signing import JWT_SECRET_FILE
 
-JWT_SECRET_FILE = "jwt_secret"  # noqa: S105 - a file name
 ADMIN_KEY_FILE = "admin_key"
 RECORD_FILE = "generated.json"
 BOOTSTRAP_CREDENTIAL = "admin"
@@ -96,17 +95,3 @@ def ensure_embedded_secrets(settings: Settings, db: Database) -> BootstrapResult
         jwt_secret_generated=jwt_generated,
         admin_key_path=key_path if key_path.exists() else None,
     )
-
-
-def resolve_jwt_secret(settings: Settings) -> SecretStr:
-    """The configured secret, else the generated one; never a built-in default."""
-    if settings.jwt.secret is not None:
-        return settings.jwt.secret
-    path = settings.data_dir / JWT_SECRET_FILE
-    if not path.exists():
-        raise UsageError(
-            f"no signing secret: set M1_JWT_SECRET or run `m1 up` once to generate {path}"
-        )
-    value = path.read_text().strip()
-    register_secret(value)
-    return SecretStr(value)

@@ -118,33 +118,23 @@ def _tokens_policy(settings: Settings, args: argparse.Namespace) -> int:
     import json
     from datetime import timedelta
 
-    from m1lib.errors import TokenRejectedError
     from m1lib.policy import PolicyEngine, Scope
     from m1lib.revocation import RevocationManager
-    from m1lib.tokens import TokenCodec
 
     manager = RevocationManager.from_settings(settings)
     try:
-        codec = TokenCodec.from_settings(settings)
-        engine = PolicyEngine(settings=settings, codec=codec, revocation=manager)
+        engine = PolicyEngine.from_settings(settings, revocations=manager)
         if args.action == "issue":
             ttl = timedelta(seconds=args.ttl_s) if args.ttl_s else None
             print(engine.issue_token(args.tool, Scope(args.scope), subject=args.subject, ttl=ttl))
             return 0
         presented = sys.stdin.read().strip() if args.presented == "-" else args.presented
-        try:
-            claims = codec.decode(presented)
-        except TokenRejectedError as error:
-            print(json.dumps({"active": False}))
-            print(f"inactive: {error.reason}", file=sys.stderr)
-            return 1
         manager.load()  # the answer needs the current revocations, not an empty set
-        denial = manager.denial(claims)
-        if denial is not None:
-            print(json.dumps({"active": False}))
-            print(f"inactive: {denial}", file=sys.stderr)
+        answer = engine.introspect(presented)
+        print(json.dumps(answer.to_json()))
+        if not answer.active:
+            print(f"inactive: {answer.reason}", file=sys.stderr)
             return 1
-        print(json.dumps({**claims, "active": True}))
         return 0
     finally:
         manager.close()

@@ -25,13 +25,15 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from m1lib.errors import InputError, SettingsError, TokenRejectedError, UsageError
-from m1lib.tokens import SCOPE_RANK, Reason, Scope, TokenCodec
+from m1lib.tokens import TokenCodec
+from m1lib.vocabulary import SCOPE_RANK, Reason, Scope
 
 if TYPE_CHECKING:
     from m1lib.settings import Settings
 
 __all__ = [
     "EventRecorder",
+    "Introspection",
     "PolicyDecision",
     "PolicyEngine",
     "Reason",
@@ -93,6 +95,22 @@ class PolicyDecision:
     claims: Mapping[str, Any] | None
 
 
+@dataclass(frozen=True, slots=True)
+class Introspection:
+    """Whether a token is active (RFC 7662): it decodes here and is not revoked. ``reason`` says
+    why not (``Reason.OK`` when active); ``claims`` are the verified claims of an active token."""
+
+    active: bool
+    reason: Reason
+    claims: Mapping[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """RFC 7662's answer: the claims plus ``"active": true``, or only ``{"active": false}``."""
+        if not self.active or self.claims is None:
+            return {"active": False}
+        return {**self.claims, "active": True}
+
+
 class PolicyEngine:
     """Issues approval tokens and decides tool calls with them, revocation included.
 
@@ -132,23 +150,33 @@ class PolicyEngine:
         return self._revocation
 
     @classmethod
-    def from_settings(cls, settings: Settings | None = None) -> PolicyEngine:
-        """The engine of the configured keys, tools and revocation state, with a no-op recorder."""
+    def from_settings(
+        cls,
+        settings: Settings | None = None,
+        *,
+        revocations: RevocationCheck | None = None,
+        recorder: EventRecorder = no_op_recorder,
+    ) -> PolicyEngine:
+        """The engine of the configured keys, tools and revocation state: the one builder that
+        the process-wide engine, an API replica and the command line share.
+
+        ``revocations`` defaults to a new ``RevocationManager`` of ``settings`` (not started); a
+        caller that starts, loads or closes its own passes it. ``recorder`` takes each decision.
+        """
         from m1lib.settings import get_settings
 
         settings = settings or get_settings()
         codec = TokenCodec.from_settings(settings)
-        try:
-            from m1lib.revocation import RevocationManager
-        except ImportError as exc:
-            raise UsageError(
-                f"PolicyEngine.from_settings needs m1lib.revocation.RevocationManager ({exc}); "
-                "build PolicyEngine(settings=..., codec=..., revocation=...) with another "
-                "RevocationCheck instead"
-            ) from exc
-        return cls(
-            settings=settings, codec=codec, revocation=RevocationManager.from_settings(settings)
-        )
+        if revocations is None:
+            try:
+                from m1lib.revocation import RevocationManager
+            except ImportError as exc:
+                raise UsageError(
+                    f"PolicyEngine.from_settings needs m1lib.revocation.RevocationManager ({exc}); "
+                    "pass revocations=... (another RevocationCheck) instead"
+                ) from exc
+            revocations = RevocationManager.from_settings(settings)
+        return cls(settings=settings, codec=codec, revocation=revocations, recorder=recorder)
 
     def issue_token(
         self, tool_name: str, scope: Scope, *, subject: str, ttl: timedelta | None = None
@@ -232,6 +260,18 @@ class PolicyEngine:
             checkMs=(_perf_counter() - started) * 1000.0,
         )
         return decision
+
+    def introspect(self, token: str) -> Introspection:
+        """Whether ``token`` is active, for no particular tool or scope (RFC 7662): it decodes as
+        every verify decodes it and its revocation check does not deny it. Records no decision."""
+        try:
+            claims = self._decode(token)
+        except TokenRejectedError as exc:
+            return Introspection(active=False, reason=exc.reason)
+        denial = self._denial(claims)
+        if denial is not None:
+            return Introspection(active=False, reason=denial)
+        return Introspection(active=True, reason=Reason.OK, claims=claims)
 
 
 # -- the tool registry, as data ---------------------------------------------------------------

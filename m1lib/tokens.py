@@ -14,7 +14,7 @@ segment check runs at C speed, and its HS256 algorithm skips re-checking (per ca
 already checked. Both override PyJWT internals, so ``pyproject.toml`` pins PyJWT's minor version and
 ``tests/m1lib/test_tokens.py`` checks the overrides against the originals.
 
-``Scope`` and ``Reason`` live here, the lowest layer that needs them, and are re-exported by
+``Scope`` and ``Reason`` live in :mod:`m1lib.vocabulary`; they are re-exported here and by
 :mod:`m1lib.policy`, where callers look for them.
 """
 
@@ -30,7 +30,6 @@ import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, cast
 
@@ -43,7 +42,9 @@ from jwt.api_jws import PyJWS
 from jwt.utils import base64url_decode, base64url_encode
 
 from m1lib.errors import InputError, SettingsError, TokenRejectedError
+from m1lib.signing import resolve_jwt_secret
 from m1lib.text import JTI_MAX, SUBJECT_MAX, TOOL_MAX, UNSTORABLE_IN_NAME, check_text
+from m1lib.vocabulary import SCOPE_RANK, Reason, Scope
 
 if TYPE_CHECKING:
     from jwt.types import Options
@@ -55,6 +56,7 @@ __all__ = [
     "MIN_HMAC_BYTES",
     "MIN_RSA_BITS",
     "REQUIRED_CLAIMS",
+    "SCOPE_RANK",
     "TOKEN_TYPE",
     "JwtKey",
     "Reason",
@@ -74,65 +76,6 @@ _KID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 PrivateKey = rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey
 PublicKey = rsa.RSAPublicKey | ed25519.Ed25519PublicKey | ed448.Ed448PublicKey
-
-
-class Scope(StrEnum):
-    """What an approval allows, ranked ``read < write < execute``; a token covers its rank and below.
-
-    Ordering compares ranks, not text (as plain strings ``"execute" < "read"``):
-
-    >>> Scope.EXECUTE > Scope.WRITE > Scope.READ
-    True
-    """
-
-    READ = "read"
-    WRITE = "write"
-    EXECUTE = "execute"
-
-    @property
-    def rank(self) -> int:
-        return SCOPE_RANK[self]
-
-    def covers(self, needed: str) -> bool:
-        """Whether an approval of this scope is enough for ``needed``."""
-        return SCOPE_RANK[self] >= SCOPE_RANK[Scope(needed)]
-
-    def __lt__(self, other: str) -> bool:
-        return SCOPE_RANK[self] < SCOPE_RANK[Scope(other)]
-
-    def __le__(self, other: str) -> bool:
-        return SCOPE_RANK[self] <= SCOPE_RANK[Scope(other)]
-
-    def __gt__(self, other: str) -> bool:
-        return SCOPE_RANK[self] > SCOPE_RANK[Scope(other)]
-
-    def __ge__(self, other: str) -> bool:
-        return SCOPE_RANK[self] >= SCOPE_RANK[Scope(other)]
-
-
-# Keyed by the members; a plain "read" finds the same entry (a StrEnum hashes as its text).
-SCOPE_RANK: Final[dict[str, int]] = {Scope.READ: 0, Scope.WRITE: 1, Scope.EXECUTE: 2}
-
-
-class Reason(StrEnum):
-    """Why a policy decision came out as it did: the fixed codes of docs/contracts.md."""
-
-    OK = "ok"
-    UNKNOWN_TOOL = "unknown_tool"
-    TOKEN_REQUIRED = "token_required"  # noqa: S105 - a reason code
-    MALFORMED = "malformed"
-    INVALID_SIGNATURE = "invalid_signature"
-    UNKNOWN_KEY = "unknown_key"
-    EXPIRED = "expired"
-    NOT_YET_VALID = "not_yet_valid"
-    WRONG_AUDIENCE = "wrong_audience"
-    WRONG_ISSUER = "wrong_issuer"
-    TOOL_MISMATCH = "tool_mismatch"
-    SUBJECT_MISMATCH = "subject_mismatch"
-    INSUFFICIENT_SCOPE = "insufficient_scope"
-    REVOKED = "revoked"
-    REVOCATION_STATE_STALE = "revocation_state_stale"
-    WRONG_TYPE = "wrong_type"
 
 
 # PyJWT's failures, most specific first is not needed: decode walks each error's MRO.
@@ -582,8 +525,6 @@ def _signing_key_from(settings: Settings) -> JwtKey:
                 "M1_JWT_PRIVATE_KEY_FILE: set, but M1_JWT_ALGORITHM is HS256; "
                 "allowed: M1_JWT_ALGORITHM=RS256 or EdDSA with a key file, or no key file"
             )
-        from m1lib.bootstrap import resolve_jwt_secret  # pulls in the database layer
-
         with _naming("M1_JWT_SECRET"):
             return JwtKey.hmac(resolve_jwt_secret(settings).get_secret_value(), kid=kid)
     if path is None:

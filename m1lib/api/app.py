@@ -13,19 +13,21 @@ from m1lib.api.docs import install_docs
 from m1lib.api.head import HeadAsGet
 from m1lib.api.openapi import install_openapi
 from m1lib.api.problems import install_problem_handlers
+from m1lib.api.replica import ReplicaRuntime
 from m1lib.api.routes import dashboard, health, ops, prometheus, session, tokens
-from m1lib.runtime import Runtime
 from m1lib.settings import Settings, get_settings
 
 
-def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, runtime: ReplicaRuntime | None = None
+) -> FastAPI:
     """Build the API; pass ``runtime`` to share one (tests), else one is built at start-up."""
     settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = runtime is None
-        live = runtime or Runtime.from_settings(settings)
+        live = runtime or ReplicaRuntime.from_settings(settings)
         app.state.runtime = live
         if owned:
             live.start()

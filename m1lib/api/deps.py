@@ -14,10 +14,10 @@ from typing import Annotated
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from m1lib.api.replica import ReplicaRuntime
 from m1lib.api.sessions import COOKIE_NAME, decode_session, fingerprint
 from m1lib.auth import Role
 from m1lib.errors import AuthenticationError, PermissionDeniedError, RateLimitedError
-from m1lib.runtime import Runtime
 
 SAFE_METHODS = frozenset({"GET", "HEAD"})
 
@@ -31,8 +31,8 @@ class Principal:
     via: str = "key"  # "key" or "session"
 
 
-def runtime_of(request: Request) -> Runtime:
-    runtime: Runtime = request.app.state.runtime
+def runtime_of(request: Request) -> ReplicaRuntime:
+    runtime: ReplicaRuntime = request.app.state.runtime
     return runtime
 
 

@@ -5,6 +5,10 @@ so the problem+json schema lives here once, as ``#/components/schemas/Problem``,
 their ``Retry-After`` header. :func:`install_openapi` adds that schema to the generated document and
 a ``head`` operation beside every ``get`` (the :mod:`m1lib.api.head` middleware answers it), so a
 client generated from the document, or a fuzzer driven by it, sees what the server does.
+
+No route lists 500: it is no answer a route is made to give but a server fault (``UsageError``, an
+unexpected exception; :data:`m1lib.api.problems.ANSWERS`), which the schema-driven fuzz test hunts
+for. Should one happen, it is a Problem too, whose ``reference`` names the server log line.
 """
 
 from __future__ import annotations
@@ -60,6 +64,9 @@ class Problem(BaseModel):
     status: int = Field(ge=400, le=599)
     detail: str
     errors: list[ProblemError] = Field(default_factory=list)
+    reference: str | None = Field(
+        None, description="On a 500 only: the id of the server log line that has the details."
+    )
 
 
 def problems(

@@ -1,14 +1,20 @@
 """One error format for every route: RFC 9457 ``application/problem+json``.
 
-Handlers are registered once, keyed by exception class, so no route can answer with a traceback:
-an unexpected error becomes a 500 that says only that, and is logged with its id.
+How each error class is answered is one table, :data:`ANSWERS` (class -> status and headers),
+walked along the error's MRO, so a subclass is answered as its nearest listed ancestor. An error
+the table answers with 500 (a server fault: ``UsageError``, ``SettingsError``, an ``M1Error`` no
+entry claims, any unexpected exception) says only that, with a random reference id that the
+server log line with its traceback carries too: no traceback, message or secret in the body.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Final
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -18,12 +24,20 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from m1lib.errors import (
     AuthenticationError,
+    BusyError,
+    DatabaseRefused,
+    DatabaseUnavailable,
     InputError,
     M1Error,
     PermissionDeniedError,
     RateLimitedError,
+    SettingsError,
+    TokenRejectedError,
     UnavailableError,
+    UsageError,
 )
+from m1lib.metrics.budget import QueryCancelled
+from m1lib.metrics.codec import CodecError
 
 PROBLEM_JSON = "application/problem+json"
 logger = logging.getLogger("m1.api")
@@ -113,37 +127,97 @@ def _methods_of_path(request: Request) -> list[str]:
     return sorted(methods)
 
 
+def _retry_after(error: Any) -> dict[str, str]:
+    return {"Retry-After": str(error.retry_after_s)}
+
+
+def _bearer_challenge(_: Exception) -> dict[str, str]:
+    return {"WWW-Authenticate": 'Bearer realm="m1"'}
+
+
+def _input_errors(error: Any) -> list[dict[str, Any]]:
+    entry: dict[str, Any] = {"path": error.path, "problem": error.problem}
+    if error.allowed:
+        entry["allowed"] = error.allowed
+    return [entry]
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """How the API answers one class of error: a status (its title follows from it), headers
+    made from the error, and ``errors`` items where the error names its input."""
+
+    status: int
+    headers: Callable[[Any], dict[str, str]] | None = field(default=None, kw_only=True)
+    errors: Callable[[Any], list[dict[str, Any]]] | None = field(default=None, kw_only=True)
+
+
+INTERNAL: Final = Answer(500)
+_UNAVAILABLE: Final = Answer(503, headers=_retry_after)
+ANSWERS: Final[Mapping[type[Exception], Answer]] = MappingProxyType(
+    {
+        InputError: Answer(400, errors=_input_errors),
+        TokenRejectedError: Answer(400),
+        DatabaseRefused: Answer(400),
+        AuthenticationError: Answer(401, headers=_bearer_challenge),
+        PermissionDeniedError: Answer(403),
+        RateLimitedError: Answer(429, headers=_retry_after),
+        UnavailableError: _UNAVAILABLE,
+        DatabaseUnavailable: _UNAVAILABLE,
+        BusyError: _UNAVAILABLE,
+        QueryCancelled: Answer(400),  # the caller went away: nobody reads it, nothing to log
+        # Server faults: the caller can do nothing about them, so they are no 4xx.
+        UsageError: INTERNAL,
+        SettingsError: INTERNAL,
+        CodecError: INTERNAL,
+        M1Error: INTERNAL,  # a class the table does not know yet
+        Exception: INTERNAL,
+    }
+)
+"""Every error an M1 route may raise, by class; :func:`answer_for` walks an error's MRO here."""
+
+
+def answer_for(error_class: type[BaseException]) -> Answer:
+    """The answer of ``error_class``'s nearest ancestor in :data:`ANSWERS` (500 for none)."""
+    for cls in error_class.__mro__:
+        answer = ANSWERS.get(cls)
+        if answer is not None:
+            return answer
+    return INTERNAL
+
+
+def answer(request: Request, error: Exception) -> JSONResponse:
+    """The problem+json response to ``error``; a 500 is logged with its traceback and reference."""
+    found = answer_for(type(error))
+    if found.status == 500:  # a server fault, not an answer: the log has the rest
+        reference = uuid.uuid4().hex[:12]
+        logger.error(
+            "unhandled error %s on %s %s",
+            reference,
+            request.method,
+            request.url.path,
+            exc_info=error,
+        )
+        return problem(
+            found.status,
+            f"internal error (reference {reference}); the server log has details",
+            reference=reference,
+        )
+    return problem(
+        found.status,
+        str(error),
+        errors=found.errors(error) if found.errors else None,
+        headers=found.headers(error) if found.headers else None,
+    )
+
+
 def install_problem_handlers(app: FastAPI) -> None:
+    """The table for M1's errors and anything unexpected; the framework's own two apart, as their
+    status and errors come from the exception, not its class."""
+
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, error: RequestValidationError) -> JSONResponse:
         return problem(422, "the request does not validate", errors=_validation_errors(error))
-
-    @app.exception_handler(InputError)
-    async def _input(_: Request, error: InputError) -> JSONResponse:
-        entry: dict[str, Any] = {"path": error.path, "problem": error.problem}
-        if error.allowed:
-            entry["allowed"] = error.allowed
-        return problem(400, str(error), errors=[entry])
-
-    @app.exception_handler(UnavailableError)
-    async def _unavailable(_: Request, error: UnavailableError) -> JSONResponse:
-        return problem(503, str(error), headers={"Retry-After": str(error.retry_after_s)})
-
-    @app.exception_handler(AuthenticationError)
-    async def _unauthenticated(_: Request, error: AuthenticationError) -> JSONResponse:
-        return problem(401, str(error), headers={"WWW-Authenticate": 'Bearer realm="m1"'})
-
-    @app.exception_handler(PermissionDeniedError)
-    async def _forbidden(_: Request, error: PermissionDeniedError) -> JSONResponse:
-        return problem(403, str(error))
-
-    @app.exception_handler(RateLimitedError)
-    async def _limited(_: Request, error: RateLimitedError) -> JSONResponse:
-        return problem(429, str(error), headers={"Retry-After": str(error.retry_after_s)})
-
-    @app.exception_handler(M1Error)
-    async def _m1(_: Request, error: M1Error) -> JSONResponse:
-        return problem(400, str(error))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, error: StarletteHTTPException) -> JSONResponse:
@@ -152,14 +226,8 @@ def install_problem_handlers(app: FastAPI) -> None:
             headers["Allow"] = ", ".join(_methods_of_path(request))
         return problem(error.status_code, str(error.detail), headers=headers)
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, error: Exception) -> JSONResponse:
-        incident = uuid.uuid4().hex[:12]
-        logger.error(
-            "unhandled error %s on %s %s",
-            incident,
-            request.method,
-            request.url.path,
-            exc_info=error,
-        )
-        return problem(500, f"internal error (reference {incident}); the server log has details")
+    async def _answer(request: Request, error: Exception) -> JSONResponse:
+        return answer(request, error)
+
+    app.add_exception_handler(M1Error, _answer)  # before the response starts: no re-raise
+    app.add_exception_handler(Exception, _answer)  # Starlette's server-error middleware

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
-from m1lib import auth, bootstrap
+from m1lib import auth, bootstrap, signing
 from m1lib.db import migrate
 from m1lib.db.session import Database
 from m1lib.errors import UsageError
@@ -28,11 +28,11 @@ def test_first_start_generates_secrets_with_mode_0600(
     assert result.admin_key is not None
     assert result.admin_key.startswith("m1_")
     assert result.jwt_secret_generated
-    for name in (bootstrap.JWT_SECRET_FILE, bootstrap.ADMIN_KEY_FILE, bootstrap.RECORD_FILE):
+    for name in (signing.JWT_SECRET_FILE, bootstrap.ADMIN_KEY_FILE, bootstrap.RECORD_FILE):
         mode = stat.S_IMODE((settings.data_dir / name).stat().st_mode)
         assert mode == 0o600, name
     assert set(bootstrap.generated_secrets(settings)) == {"jwt_secret", "admin_key"}
-    assert len(bootstrap.resolve_jwt_secret(settings).get_secret_value()) >= 32
+    assert len(signing.resolve_jwt_secret(settings).get_secret_value()) >= 32
 
 
 def test_admin_key_is_shown_only_on_the_first_start(
@@ -64,14 +64,14 @@ def test_configured_secret_is_used_and_nothing_is_generated(
     settings = make_settings(jwt={"secret": "c" * 40})
     result = bootstrap.ensure_embedded_secrets(settings, db)
     assert not result.jwt_secret_generated
-    assert not (settings.data_dir / bootstrap.JWT_SECRET_FILE).exists()
-    assert bootstrap.resolve_jwt_secret(settings).get_secret_value() == "c" * 40
+    assert not (settings.data_dir / signing.JWT_SECRET_FILE).exists()
+    assert signing.resolve_jwt_secret(settings).get_secret_value() == "c" * 40
     assert "jwt_secret" not in json.loads((settings.data_dir / bootstrap.RECORD_FILE).read_text())
 
 
 def test_no_secret_anywhere_is_a_usage_error(make_settings: Callable[..., Settings]) -> None:
     with pytest.raises(UsageError, match="M1_JWT_SECRET"):
-        bootstrap.resolve_jwt_secret(make_settings())
+        signing.resolve_jwt_secret(make_settings())
 
 
 def test_two_data_dirs_get_different_secrets(
@@ -83,6 +83,6 @@ def test_two_data_dirs_get_different_secrets(
     first = bootstrap.ensure_embedded_secrets(make_settings(), db)
     second = bootstrap.ensure_embedded_secrets(other, other_db)
     assert first.admin_key != second.admin_key
-    assert bootstrap.resolve_jwt_secret(make_settings()).get_secret_value() != (
-        bootstrap.resolve_jwt_secret(other).get_secret_value()
+    assert signing.resolve_jwt_secret(make_settings()).get_secret_value() != (
+        signing.resolve_jwt_secret(other).get_secret_value()
     )

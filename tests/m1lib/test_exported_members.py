@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import m1lib
-from m1lib import defaults
+from m1lib import process_engine
 from m1lib.db import migrate
 from m1lib.db.session import Database
 from m1lib.metrics import install_default
@@ -47,7 +47,7 @@ def configured(tmp_data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     migrate.upgrade(db)
     db.dispose()
     yield
-    engine = defaults.install_engine(None)
+    engine = process_engine.install_engine(None)
     if engine is not None:
         engine.revocations.close()
     install_default(None)

@@ -327,3 +327,97 @@ def test_from_settings_without_a_revocation_module_is_a_usage_error(
     monkeypatch.setitem(sys.modules, "m1lib.revocation", None)
     with pytest.raises(UsageError, match=r"m1lib\.revocation\.RevocationManager"):
         PolicyEngine.from_settings(make_settings(jwt={"secret": SECRET}))
+
+
+def test_from_settings_takes_the_callers_revocation_check_and_recorder(
+    make_settings: Callable[..., Settings], tools_file: Path
+) -> None:
+    revocation, log = AllowAll(), EventLog()
+    settings = make_settings(jwt={"secret": SECRET}, policy={"tools_file": tools_file})
+    engine = PolicyEngine.from_settings(settings, revocations=revocation, recorder=log)
+    assert engine.revocations is revocation
+    assert engine.settings is settings
+    assert "read_secrets" in engine.tools  # the operator's tools file, from the settings
+    token = engine.issue_token("log_agent_run", Scope.WRITE, subject="a")
+    assert engine.verify(token, "log_agent_run", Scope.WRITE).allowed
+    assert revocation.seen
+    assert [metric for metric, _ in log.events] == ["policy_decisions"]
+
+
+def test_from_settings_with_a_revocation_check_needs_no_revocation_module(
+    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "m1lib.revocation", None)
+    engine = PolicyEngine.from_settings(
+        make_settings(jwt={"secret": SECRET}), revocations=AllowAll()
+    )
+    assert isinstance(engine.revocations, AllowAll)
+
+
+def test_from_settings_without_a_secret_is_a_usage_error(
+    make_settings: Callable[..., Settings],
+) -> None:
+    with pytest.raises(UsageError, match="M1_JWT_SECRET"):
+        PolicyEngine.from_settings(make_settings(), revocations=AllowAll())
+
+
+# -- introspection (RFC 7662) -----------------------------------------------------------------------
+
+
+class Deny:
+    """A RevocationCheck that answers one reason for every token."""
+
+    def __init__(self, reason: Reason) -> None:
+        self.reason = reason
+
+    def denial(self, claims: Mapping[str, Any]) -> Reason | None:
+        return self.reason
+
+
+def test_introspect_an_active_token_gives_its_claims(
+    make_engine: Callable[..., PolicyEngine],
+) -> None:
+    log = EventLog()
+    engine = make_engine(recorder=log)
+    token = engine.issue_token("log_agent_run", Scope.WRITE, subject="agent-7")
+    answer = engine.introspect(token)
+    assert (answer.active, answer.reason) == (True, Reason.OK)
+    assert answer.claims == engine.codec.decode(token)
+    body = answer.to_json()
+    assert list(body) == [*engine.codec.decode(token), "active"]  # the claims first, as RFC 7662
+    assert body["active"] is True
+    assert body["sub"] == "agent-7"
+    assert log.events == []  # introspection is no decision
+
+
+@pytest.mark.parametrize("reason", [Reason.REVOKED, Reason.REVOCATION_STATE_STALE])
+def test_introspect_a_denied_token_is_inactive_with_the_denial(
+    make_engine: Callable[..., PolicyEngine], reason: Reason
+) -> None:
+    engine = make_engine(revocation=Deny(reason))
+    answer = engine.introspect(engine.issue_token("log_agent_run", Scope.WRITE, subject="a"))
+    assert (answer.active, answer.reason, answer.claims) == (False, reason, None)
+    assert answer.to_json() == {"active": False}
+
+
+@pytest.mark.parametrize(
+    ("token", "reason"),
+    [("not-a-token", Reason.MALFORMED), ("x" * 5000, Reason.MALFORMED)],
+)
+def test_introspect_a_rejected_token_is_inactive_with_the_codecs_reason(
+    make_engine: Callable[..., PolicyEngine], token: str, reason: Reason
+) -> None:
+    revocation = AllowAll()
+    engine = make_engine(revocation=revocation)
+    answer = engine.introspect(token)
+    assert (answer.active, answer.reason, answer.to_json()) == (False, reason, {"active": False})
+    assert revocation.seen == []  # a token that does not decode is never looked up
+
+
+def test_introspect_a_token_of_another_key_is_inactive(
+    make_engine: Callable[..., PolicyEngine], make_settings: Callable[..., Settings]
+) -> None:
+    other = TokenCodec.from_settings(make_settings(jwt={"secret": "q" * 40}))
+    token = other.issue(subject="a", tool_name="log_agent_run", scope="write")
+    answer = make_engine().introspect(token)
+    assert (answer.active, answer.reason) == (False, Reason.UNKNOWN_KEY)

@@ -20,9 +20,9 @@ from hypothesis import strategies as st
 from jwt.algorithms import HMACAlgorithm
 from jwt.api_jws import PyJWS
 
-from m1lib.bootstrap import JWT_SECRET_FILE
 from m1lib.errors import InputError, SettingsError, TokenRejectedError, UsageError
 from m1lib.settings import Settings
+from m1lib.signing import JWT_SECRET_FILE
 from m1lib.tokens import TOKEN_TYPE, JwtKey, Reason, Scope, TokenCodec, _CheckedHMAC, _FastJWS
 
 SECRET = "s" * 40

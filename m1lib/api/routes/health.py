@@ -10,9 +10,9 @@ from fastapi.responses import JSONResponse
 from m1lib.api.bodies import BodyRoute
 from m1lib.api.openapi import problems
 from m1lib.api.problems import problem
+from m1lib.api.replica import ReplicaRuntime
 from m1lib.db import migrate
 from m1lib.errors import UnavailableError
-from m1lib.runtime import Runtime
 
 router = APIRouter(tags=["health"], route_class=BodyRoute)
 
@@ -22,7 +22,7 @@ async def live() -> dict[str, str]:
     return {"status": "live"}
 
 
-def readiness_checks(runtime: Runtime) -> dict[str, dict[str, Any]]:
+def readiness_checks(runtime: ReplicaRuntime) -> dict[str, dict[str, Any]]:
     """Every condition for deciding correctly; later parts (revocation state) add theirs here."""
     checks: dict[str, dict[str, Any]] = {}
     try:
@@ -50,7 +50,7 @@ def readiness_checks(runtime: Runtime) -> dict[str, dict[str, Any]]:
     responses=problems(503, why={503: "Not ready; the problem's `checks` say which failed."}),
 )
 def ready(request: Request) -> JSONResponse:
-    runtime: Runtime = request.app.state.runtime
+    runtime: ReplicaRuntime = request.app.state.runtime
     checks = readiness_checks(runtime)
     failing = sorted(name for name, check in checks.items() if not check["ok"])
     if failing:

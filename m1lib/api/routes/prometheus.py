@@ -17,7 +17,7 @@ from fastapi.responses import PlainTextResponse
 from m1lib.api.bodies import BodyRoute
 from m1lib.api.deps import require_viewer, runtime_of
 from m1lib.api.openapi import AUTHENTICATED, problems
-from m1lib.runtime import Runtime
+from m1lib.api.replica import ReplicaRuntime
 
 router = APIRouter(tags=["operations"], route_class=BodyRoute)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -37,7 +37,7 @@ def _series(
     return lines
 
 
-def render(runtime: Runtime) -> str:
+def render(runtime: ReplicaRuntime) -> str:
     replica = {"replica": runtime.settings.replica_id}
     metrics = runtime.metrics
     revocation = runtime.revocations.status()

@@ -223,18 +223,22 @@ async def _introspect_body(request: Request) -> IntrospectRequest:
 # -- tokens: the one place that asks the policy engine to read a token -----------------------------
 
 
-def read_token(request: Request, token: str) -> Mapping[str, Any] | None:
-    """The claims of a token this deployment signed, checked as every verify checks them (size,
-    type, key, signature, times, issuer, audience, claim shapes) but for no particular tool or
-    scope; None when it is not valid. Revocation is the caller's question."""
+def _policy(request: Request) -> PolicyEngine:
     policy: PolicyEngine | None = runtime_of(request).policy
     if policy is None:
         raise UnavailableError(
             "tokens cannot be read: no signing key (set M1_JWT_SECRET or run `m1 up` once)",
             retry_after_s=60,
         )
+    return policy
+
+
+def read_token(request: Request, token: str) -> Mapping[str, Any] | None:
+    """The claims of a token this deployment signed, checked as every verify checks them (size,
+    type, key, signature, times, issuer, audience, claim shapes) but for no particular tool or
+    scope; None when it is not valid. Revocation is the caller's question."""
     try:
-        return policy.codec.decode(token)
+        return _policy(request).codec.decode(token)
     except TokenRejectedError:
         return None
 
@@ -344,10 +348,7 @@ def introspect(
     _principal: ViewerPrincipal,
     body: Annotated[IntrospectRequest, Depends(_introspect_body)],
 ) -> JSONResponse:
-    claims = read_token(request, body.token)
-    if claims is None or _manager(request).denial(claims) is not None:
-        return JSONResponse({"active": False}, headers=_NO_STORE)
-    return JSONResponse({**claims, "active": True}, headers=_NO_STORE)
+    return JSONResponse(_policy(request).introspect(body.token).to_json(), headers=_NO_STORE)
 
 
 @router.get(

@@ -8,20 +8,20 @@ from fastapi.testclient import TestClient
 
 from m1lib import auth
 from m1lib.api.app import create_app
+from m1lib.api.replica import ReplicaRuntime
 from m1lib.db import migrate
-from m1lib.runtime import Runtime
 from m1lib.settings import Settings
 
 
 @pytest.fixture
 def make_client(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., TestClient]]:
     """A TestClient over a runtime of the test's own (not started: no background threads)."""
-    runtimes: list[Runtime] = []
+    runtimes: list[ReplicaRuntime] = []
     clients: list[TestClient] = []
 
     def factory(*, migrated: bool = True, **overrides: object) -> TestClient:
         settings = make_settings(**overrides)
-        runtime = Runtime.from_settings(settings)
+        runtime = ReplicaRuntime.from_settings(settings)
         runtimes.append(runtime)
         if migrated:
             migrate.upgrade(runtime.db)

@@ -27,7 +27,7 @@ from m1lib.db.session import Database
 from m1lib.policy import PolicyEngine, Scope
 from m1lib.revocation import RevocationManager
 from m1lib.settings import Settings
-from m1lib.tokens import TOKEN_TYPE, TokenCodec
+from m1lib.tokens import TOKEN_TYPE
 from tests.m1lib.revocation_proc import PG_SERVER, TcpProxy, create_database, drop_database
 
 pytestmark = pytest.mark.postgres
@@ -98,8 +98,7 @@ def make_api(
         db = Database(settings)
         manager = RevocationManager(settings=settings, db=db)
         manager.load()
-        codec = TokenCodec.from_settings(settings)
-        policy = PolicyEngine(settings=settings, codec=codec, revocation=manager)
+        policy = PolicyEngine.from_settings(settings, revocations=manager)
         app = FastAPI()
         install_problem_handlers(app)
         app.include_router(tokens.router)

@@ -1,7 +1,9 @@
-"""A replica's live parts, built once per API process and closed with it.
+"""The live parts of one API replica, built once per API process and closed with it.
 
-Everything a request handler needs lives here (database, cache, the control agent), so the app
-factory and the tests build the same thing and nothing is created at import.
+Everything a request handler needs lives here (database, cache, credentials, the policy engine,
+the control agent), so the app factory and the tests build the same thing and nothing is created
+at import. API-only: the library's process-wide engine is :mod:`m1lib.process_engine`, the
+metrics pipeline :class:`m1lib.metrics.MetricsRuntime`.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import psutil
 
 from m1lib.api.sessions import session_key
 from m1lib.auth import CredentialStore
-from m1lib.bootstrap import resolve_jwt_secret
 from m1lib.cache import Cache
 from m1lib.control import CommandRegistry, ReplicaAgent, ReplicaFigures
 from m1lib.db.session import Database
@@ -25,14 +26,14 @@ from m1lib.ratelimit import RateLimiter
 from m1lib.redis_conn import make_redis
 from m1lib.revocation import RevocationManager
 from m1lib.settings import Settings
-from m1lib.tokens import TokenCodec
+from m1lib.signing import resolve_jwt_secret
 
-logger = logging.getLogger("m1.runtime")
+logger = logging.getLogger("m1.api.replica")
 
 
 @dataclass
-class Runtime:
-    """The process's live state: one per API replica."""
+class ReplicaRuntime:
+    """The live parts of one API replica: one per API process."""
 
     settings: Settings
     db: Database
@@ -47,7 +48,7 @@ class Runtime:
     agent: ReplicaAgent | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Runtime:
+    def from_settings(cls, settings: Settings) -> ReplicaRuntime:
         db = Database(settings)
         revocations = RevocationManager(settings=settings, db=db)
         metrics = MetricsRuntime(
@@ -55,11 +56,8 @@ class Runtime:
         )
         try:
             cookie_key: bytes | None = session_key(resolve_jwt_secret(settings))
-            policy: PolicyEngine | None = PolicyEngine(
-                settings=settings,
-                codec=TokenCodec.from_settings(settings),
-                revocation=revocations,
-                recorder=metrics.recorder.policy_decision_sink(),
+            policy: PolicyEngine | None = PolicyEngine.from_settings(
+                settings, revocations=revocations, recorder=metrics.recorder.policy_decision_sink()
             )
         except UsageError as error:
             logger.warning("no signing key, so no sessions and no tokens: %s", error)
@@ -107,7 +105,7 @@ class Runtime:
         self.db.dispose()
 
 
-def register_builtin_commands(runtime: Runtime) -> None:
+def register_builtin_commands(runtime: ReplicaRuntime) -> None:
     """Commands every replica understands from the start; later modules add their own."""
 
     def evict(_args: dict[str, object]) -> str:

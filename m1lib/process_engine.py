@@ -1,8 +1,9 @@
 """The process-wide policy engine behind ``m1lib.verify`` and friends, built on first use.
 
 A service that imports ``m1lib`` and calls ``verify`` gets an engine of the configured keys,
-tools and revocation state: the first call loads the revocation state from the database (so it
-cannot answer ``revocation_state_stale`` for want of a load) and starts the sync threads.
+tools and revocation state (``PolicyEngine.from_settings``, recording into the process's metrics
+pipeline): the first call loads the revocation state from the database (so it cannot answer
+``revocation_state_stale`` for want of a load) and starts the sync threads.
 """
 
 from __future__ import annotations
@@ -31,18 +32,17 @@ def default_engine() -> PolicyEngine:
                 from m1lib.policy import PolicyEngine
                 from m1lib.revocation import RevocationManager
                 from m1lib.settings import get_settings
-                from m1lib.tokens import TokenCodec
 
                 settings = get_settings()
                 revocations = RevocationManager.from_settings(settings)
-                revocations.load()
-                revocations.start()
-                _engine = PolicyEngine(
-                    settings=settings,
-                    codec=TokenCodec.from_settings(settings),
-                    revocation=revocations,
+                engine = PolicyEngine.from_settings(
+                    settings,
+                    revocations=revocations,
                     recorder=default_runtime().recorder.policy_decision_sink(),
                 )
+                revocations.load()
+                revocations.start()
+                _engine = engine
     return _engine
 
 
