@@ -88,7 +88,7 @@ class LoopThreads:
                 thread.join(self._join_timeout_s)
                 if thread.is_alive():
                     self._logger.warning(
-                        "%s did not stop within %.0f s", thread.name, self._join_timeout_s
+                        "%s did not stop within %g s", thread.name, self._join_timeout_s
                     )
             if after is not None:
                 after()
