@@ -12,7 +12,7 @@ import redis
 
 from m1lib.settings import Settings
 from m1lib.subscriber import close_quietly, run_subscriber
-from tests.conftest import OwnRedis
+from tests.conftest import OwnRedis, subscribers
 from tests.waiting import wait_for
 
 logger = logging.getLogger("m1.test.subscriber")
@@ -70,11 +70,6 @@ def listener(make_settings: Callable[..., Settings], own_redis: OwnRedis) -> Ite
     started.close()
 
 
-def _listeners(publisher: redis.Redis) -> int:
-    counts = cast(list[tuple[bytes, int]], publisher.pubsub_numsub(CHANNEL))
-    return counts[0][1]
-
-
 def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == logger.name and r.levelno >= 30]
 
@@ -87,7 +82,7 @@ def test_messages_reach_the_owner_and_a_dropped_connection_is_resumed(
 ) -> None:
     caplog.set_level(logging.DEBUG, logger=logger.name)
     wait_for(lambda: listener.subscriptions == 1, "the first subscription")
-    wait_for(lambda: _listeners(publisher), "the server to count the subscriber")
+    wait_for(lambda: subscribers(own_redis.url, CHANNEL), "the server to count the subscriber")
     publisher.publish(CHANNEL, b"before")
     wait_for(
         lambda: listener.messages == [b"before"],
@@ -111,7 +106,9 @@ def test_messages_reach_the_owner_and_a_dropped_connection_is_resumed(
         )
         caplog.clear()
 
-    wait_for(lambda: _listeners(publisher), "the server to count the subscriber again")
+    wait_for(
+        lambda: subscribers(own_redis.url, CHANNEL), "the server to count the subscriber again"
+    )
     publisher.publish(CHANNEL, b"after")
     wait_for(
         lambda: listener.messages == [b"before", b"after"],
@@ -120,14 +117,12 @@ def test_messages_reach_the_owner_and_a_dropped_connection_is_resumed(
     )
 
 
-def test_stop_ends_the_subscription_and_closes_it(
-    listener: Listener, publisher: redis.Redis
-) -> None:
-    wait_for(lambda: _listeners(publisher) == 1, "the subscription")
+def test_stop_ends_the_subscription_and_closes_it(listener: Listener, own_redis: OwnRedis) -> None:
+    wait_for(lambda: subscribers(own_redis.url, CHANNEL) == 1, "the subscription")
     losses = listener.losses
     listener.close()
     assert listener.losses == losses + 1  # the owner hears the subscription ended
-    wait_for(lambda: _listeners(publisher) == 0, "the server to drop the subscriber")
+    wait_for(lambda: subscribers(own_redis.url, CHANNEL) == 0, "the server to drop the subscriber")
 
 
 def test_stop_is_answered_while_redis_is_away(
