@@ -28,7 +28,8 @@ from m1lib.db.models import ControlAck, ControlCommand, Replica
 from m1lib.db.upsert import upsert
 from m1lib.errors import InputError, M1Error, UsageError
 from m1lib.loops import Loop, LoopThreads
-from m1lib.redis_conn import key, make_pubsub_redis, make_redis
+from m1lib.redis_conn import key, make_redis
+from m1lib.subscriber import run_subscriber
 from m1lib.text import COMMAND_NAME_MAX, NAME_RULE, REPLICA_ID_MAX, check_json, check_text
 
 if TYPE_CHECKING:
@@ -57,9 +58,6 @@ _CREATED_BY_MAX = 128  # control_commands.created_by
 _TTL_MAX_S = 366 * 86400  # a command nobody applied within a year is no command any more
 _DETAIL_MAX = 2000  # an ack says what happened, it is not a log
 _BATCH = 100  # commands read per query; a pass keeps reading until none is left
-_SUBSCRIBE_WAIT_S = 0.25  # how long the subscriber blocks, so stop() is answered quickly
-_BACKOFF_MIN_S = 0.1
-_BACKOFF_MAX_S = 5.0
 # What a loop survives and retries: the database or Redis being down or refusing a statement.
 _TRANSIENT: tuple[type[BaseException], ...] = (M1Error, exc.SQLAlchemyError)
 
@@ -500,11 +498,7 @@ class ReplicaAgent:
             self._stop.wait(self.settings.replica.heartbeat_s)
 
     def _apply_loop(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait(self.settings.control.poll_s)
-            if self._stop.is_set():
-                return
-            self._wake.clear()  # before the pass: a nudge arriving during it causes another pass
+        while self._loops.pause(self.settings.control.poll_s):
             try:
                 self.apply_pending()
             except _TRANSIENT as error:
@@ -516,38 +510,18 @@ class ReplicaAgent:
                 )
 
     def _subscriber_loop(self) -> None:
-        """Turn pub/sub nudges into wake-ups; reconnect with backoff, polling goes on meanwhile."""
-        channel = control_channel(self.settings)
-        backoff = _BACKOFF_MIN_S
-        while not self._stop.is_set():
-            client = make_pubsub_redis(self.settings)
-            if client is None:
-                return
-            pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
-            try:
-                pubsub.subscribe(channel)
-                self._wake.set()  # nudges sent while we were not subscribed are lost: poll now
-                while not self._stop.is_set():
-                    message = pubsub.get_message(timeout=_SUBSCRIBE_WAIT_S)
-                    backoff = _BACKOFF_MIN_S
-                    if message is not None and message.get("type") == "message":
-                        self._wake.set()
-            except (redis.RedisError, OSError) as error:
-                logger.warning(
-                    "control subscriber of %s lost Redis, retrying in %.1f s: %s",
-                    self.replica_id,
-                    backoff,
-                    error,
-                )
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, _BACKOFF_MAX_S)
-            finally:
-                _close_quietly(pubsub, client)
+        """Turn pub/sub nudges into wake-ups; polling goes on while Redis is away."""
+        run_subscriber(
+            self.settings,
+            control_channel(self.settings),
+            stop=self._stop,
+            on_message=self._on_nudge,
+            # nudges sent while we were not subscribed are lost: poll now
+            on_subscribed=self._wake.set,
+            label=f"control subscriber of {self.replica_id}",
+            meanwhile="polling continues",
+            logger=logger,
+        )
 
-
-def _close_quietly(pubsub: redis.client.PubSub, client: redis.Redis) -> None:
-    try:
-        pubsub.close()
-        client.close()
-    except (redis.RedisError, OSError):
-        logger.debug("closing the control subscriber failed", exc_info=True)
+    def _on_nudge(self, _data: object) -> None:
+        self._wake.set()

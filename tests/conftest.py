@@ -178,6 +178,17 @@ def redis_prefix(shared_redis_url: str) -> Iterator[str]:
     client.close()
 
 
+def subscribers(url: str, channel: str) -> int:
+    """How many clients the Redis at ``url`` counts on ``channel`` (0 when it does not answer)."""
+    client = redis_lib.Redis.from_url(url, socket_timeout=1)
+    try:
+        return int(dict(client.pubsub_numsub(channel)).get(channel.encode(), 0))
+    except redis_lib.RedisError:
+        return 0
+    finally:
+        client.close()
+
+
 class OwnRedis:
     """A redis-server of the test's own, on a free port, that the test may kill and restart."""
 

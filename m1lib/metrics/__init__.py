@@ -9,7 +9,7 @@
 Modules, one job each: ``schema`` (the six metrics), ``recorder`` (validation and the bounded
 queue), ``columns``/``rollup``/``store`` (columnar storage), ``sketch`` (mergeable percentiles),
 ``codec``/``persist``/``stream`` (bytes, database, Redis), ``query``/``filters``/``plan``/``engine``
-(the DSL and its execution), ``result``, ``detect``, ``templates``, ``runtime`` (lifecycle).
+(the DSL and its execution), ``result``, ``detect``, ``templates``, ``pipeline`` (lifecycle).
 Importing this package starts nothing.
 """
 
@@ -19,15 +19,15 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from m1lib.metrics import detect
-from m1lib.metrics import runtime as _runtime
-from m1lib.metrics.query import Query, parse_query, query_json_schema
-from m1lib.metrics.result import Anomaly, QueryMeta, QueryResult, Trend
-from m1lib.metrics.runtime import (
+from m1lib.metrics import pipeline as _pipeline
+from m1lib.metrics.pipeline import (
     MetricsRuntime,
     default_runtime,
     install_default,
     register_metrics_commands,
 )
+from m1lib.metrics.query import Query, parse_query, query_json_schema
+from m1lib.metrics.result import Anomaly, QueryMeta, QueryResult, Trend
 from m1lib.metrics.schema import METRICS
 from m1lib.metrics.sketch import RELATIVE_ERROR
 from m1lib.metrics.store import EventStore
@@ -59,14 +59,14 @@ __all__ = [
 
 def record_event(metric: str, /, *, timestamp: Any = None, **fields: Any) -> None:
     """Record one event on the default runtime; never blocks (a full queue drops and counts)."""
-    (_runtime._default or default_runtime()).recorder.record(metric, timestamp, fields)
+    (_pipeline._default or default_runtime()).recorder.record(metric, timestamp, fields)
 
 
 def record_events(events: Iterable[Mapping[str, Any]]) -> int:
     """Record many events (``{"metric", "timestamp"?, **fields}``); returns how many were queued."""
-    return (_runtime._default or default_runtime()).recorder.record_events(events)
+    return (_pipeline._default or default_runtime()).recorder.record_events(events)
 
 
 def run_query(query: Query | Mapping[str, Any] | str) -> QueryResult:
     """Answer a query (model, mapping or JSON text) from the default runtime's store."""
-    return (_runtime._default or default_runtime()).run_query(query)
+    return (_pipeline._default or default_runtime()).run_query(query)

@@ -33,6 +33,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from m1lib.errors import InputError, UsageError
+from m1lib.loops import LoopThreads
 from m1lib.metrics.columns import RawChunk
 from m1lib.metrics.schema import (
     MAX_TEXT,
@@ -60,7 +61,6 @@ QUEUE_FULL: Final = "queue_full"  # drop reasons: this, "invalid:<metric>.<field
 STORE_ERROR: Final = "store_error"  # the InputError), these two for a store or handler failure
 BATCH_HANDLER: Final = "batch_handler"  # (stored, but not published or persisted)
 
-_JOIN_TIMEOUT_S = 10.0
 _MAX_SPLITS = 100  # store failures isolated per metric and pass; past it, failing parts drop whole
 _Row = tuple[Any, ...]  # (timestamp_us, value, value, ...) in declared field order
 _Item = tuple[str, _Row]  # (metric, row): one event of record_event or record_trusted
@@ -143,8 +143,7 @@ class Recorder:
         self._oldest = 0.0  # monotonic time the oldest waiting event was queued
         self._wake = threading.Event()
         self._idle = threading.Condition(self._lock)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._loops = LoopThreads("m1-metrics", wake=self._wake, logger=logger)
         self.ingested = 0
 
     # -- the caller's side ---------------------------------------------------------------
@@ -304,35 +303,24 @@ class Recorder:
 
     @property
     def running(self) -> bool:
-        return self._thread is not None
+        return self._loops.running
 
     def start(self) -> None:
         """Start the ingest thread; a second call does nothing."""
-        if self._thread is not None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="m1-metrics-ingest", daemon=True)
-        self._thread.start()
+        self._loops.start([("ingest", self._loop)])
 
     def close(self) -> None:
-        """Ingest what is queued, then stop the thread; safe to call twice."""
-        thread, self._thread = self._thread, None
-        if thread is None:
-            return
-        self._stop.set()
-        self._wake.set()
-        thread.join(_JOIN_TIMEOUT_S)
-        if thread.is_alive():
-            logger.warning("metrics ingest thread did not stop within %.0f s", _JOIN_TIMEOUT_S)
-        self.ingest_pending()
-        self.report_drops(force=True)
+        """Stop the thread, then ingest what is still queued; safe to call twice."""
+        if self._loops.stop():
+            self.ingest_pending()  # what came in after the thread's last pass: none is lost
+            self.report_drops(force=True)
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every event queued so far is in the store; False on timeout.
 
         Without a running ingest thread, ingests on the calling thread instead.
         """
-        if self._thread is None:
+        if not self._loops.running:
             self.ingest_pending()
             return True
         deadline = time.monotonic() + timeout
@@ -347,9 +335,7 @@ class Recorder:
         return True
 
     def _loop(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait(self.flush_s)
-            self._wake.clear()
+        while self._loops.pause(self.flush_s):
             self.ingest_pending()
 
     def ingest_pending(self) -> int:

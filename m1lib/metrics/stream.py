@@ -18,6 +18,7 @@ from typing import Any, Final
 
 import redis
 
+from m1lib.loops import LoopThreads
 from m1lib.metrics.codec import CodecError, DecodedChunk, decode_batch, encode_batch
 from m1lib.metrics.columns import RawChunk
 from m1lib.metrics.schema import METRICS
@@ -29,9 +30,6 @@ logger = logging.getLogger("m1.metrics")
 _READ_BLOCK_MS: Final = 100  # under the client's socket timeout, so a blocking read never times out
 _READ_COUNT: Final = 100
 _ENTRY_EVENTS: Final = 20_000  # a batch bigger than this goes out as several entries
-_BACKOFF_MIN_S: Final = 0.1
-_BACKOFF_MAX_S: Final = 5.0
-_JOIN_TIMEOUT_S: Final = 10.0
 _REDIS_ERRORS: Final = (redis.RedisError, OSError)
 
 Batch = Sequence[tuple[str, RawChunk]]
@@ -80,9 +78,7 @@ class StreamPublisher:
         self._outbox: deque[tuple[int, Batch, int]] = deque()
         self._outbox_size = 0
         self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._loops = LoopThreads("m1-metrics", logger=logger)
         self._sending = False
         self.unpublished_events = 0
         self.published_entries = 0
@@ -96,7 +92,7 @@ class StreamPublisher:
                 _, _, dropped = self._outbox.popleft()
                 self._outbox_size -= dropped
                 self.unpublished_events += dropped
-        self._wake.set()
+        self._loops.wake()
 
     @property
     def pending(self) -> int:
@@ -104,19 +100,10 @@ class StreamPublisher:
             return self._outbox_size + (1 if self._sending else 0)
 
     def start(self) -> None:
-        if self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(
-                target=self._loop, name="m1-metrics-publish", daemon=True
-            )
-            self._thread.start()
+        self._loops.start([("publish", self._loop)])
 
     def close(self) -> None:
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            self._stop.set()
-            self._wake.set()
-            thread.join(_JOIN_TIMEOUT_S)
+        self._loops.stop()
         self.send_pending()  # what is left, once, best effort
 
     def wait_sent(self, timeout: float) -> bool:
@@ -124,7 +111,7 @@ class StreamPublisher:
         while self.pending:
             if time.monotonic() > deadline:
                 return False
-            self._wake.set()
+            self._loops.wake()
             time.sleep(0.005)
         return True
 
@@ -167,15 +154,12 @@ class StreamPublisher:
                 self.published_entries += 1
 
     def _loop(self) -> None:
-        backoff = _BACKOFF_MIN_S
-        while not self._stop.is_set():
-            self._wake.wait(1.0)
-            self._wake.clear()
+        backoff = self._loops.backoff()
+        while self._loops.pause(1.0):
             if self.send_pending():
-                backoff = _BACKOFF_MIN_S
+                backoff.reset()
             else:
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, _BACKOFF_MAX_S)
+                backoff.wait()
 
 
 Apply = Callable[[str, str, int, int, list[DecodedChunk]], None]
@@ -196,22 +180,13 @@ class StreamConsumer:
         self.lag_s = 0.0
         self.applied_entries = 0
         self.skipped_entries = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._loops = LoopThreads("m1-metrics", logger=logger)
 
     def start(self) -> None:
-        if self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(
-                target=self._loop, name="m1-metrics-consume", daemon=True
-            )
-            self._thread.start()
+        self._loops.start([("consume", self._loop)])
 
     def close(self) -> None:
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            self._stop.set()
-            thread.join(_JOIN_TIMEOUT_S)
+        self._loops.stop()
 
     def read_once(self, block_ms: int | None = _READ_BLOCK_MS) -> int:
         """Read and apply the next entries; returns how many were read."""
@@ -269,17 +244,16 @@ class StreamConsumer:
         return True
 
     def _loop(self) -> None:
-        backoff = _BACKOFF_MIN_S
-        while not self._stop.is_set():
+        backoff = self._loops.backoff()
+        while not self._loops.stopping:
             try:
                 self.read_once()
-                backoff = _BACKOFF_MIN_S
+                backoff.reset()
             except _REDIS_ERRORS as error:
                 logger.warning(
                     "reading the event stream %s failed, retrying in %.1f s: %s",
                     self.stream,
-                    backoff,
+                    backoff.delay_s,
                     error,
                 )
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, _BACKOFF_MAX_S)
+                backoff.wait()

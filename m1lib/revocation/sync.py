@@ -24,13 +24,13 @@ import time
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-import redis
 from sqlalchemy import exc
 
 from m1lib.errors import M1Error
 from m1lib.loops import Loop, LoopThreads
-from m1lib.redis_conn import key, make_pubsub_redis
+from m1lib.redis_conn import key
 from m1lib.revocation.state import RevocationState, RuleEntry, to_us
+from m1lib.subscriber import run_subscriber
 
 if TYPE_CHECKING:
     from m1lib.revocation.store import RevocationStore
@@ -40,9 +40,6 @@ __all__ = ["Synchronizer", "decode_message", "encode_rule", "encode_token", "rev
 
 logger = logging.getLogger("m1.revocation")
 
-_SUBSCRIBE_WAIT_S = 0.25  # how long the subscriber blocks, so stop() is answered quickly
-_BACKOFF_MIN_S = 0.1
-_BACKOFF_MAX_S = 5.0
 # What the loops survive and retry: the database or Redis being down or refusing a statement.
 _TRANSIENT: tuple[type[BaseException], ...] = (M1Error, exc.SQLAlchemyError)
 
@@ -236,8 +233,7 @@ class Synchronizer:
     # -- the loops ------------------------------------------------------------------------------
 
     def _sync_loop(self) -> None:
-        while not self._stop.is_set():
-            self._wake.clear()  # before the pass: a wake-up during it causes another pass
+        while self._loops.pause(self._resync_s):
             try:
                 self.sync_once()
             except _TRANSIENT as error:
@@ -245,7 +241,6 @@ class Synchronizer:
             else:
                 self._report_recovery()
             self._report_staleness()
-            self._wake.wait(self._resync_s)
 
     def _report_failure(self, error: BaseException) -> None:
         now = time.monotonic()
@@ -293,34 +288,22 @@ class Synchronizer:
             logger.info("revocation state is fresh again")
 
     def _subscriber_loop(self) -> None:
-        """Apply announced revocations at once; reconnect with backoff, resync meanwhile."""
-        backoff = _BACKOFF_MIN_S
-        while not self._stop.is_set():
-            client = make_pubsub_redis(self.settings)
-            if client is None:
-                return
-            pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
-            try:
-                pubsub.subscribe(self._channel)
-                self.subscribed = True
-                self.wake()  # announcements sent while we were not subscribed are lost
-                while not self._stop.is_set():
-                    message = pubsub.get_message(timeout=_SUBSCRIBE_WAIT_S)
-                    backoff = _BACKOFF_MIN_S
-                    if message is not None and message.get("type") == "message":
-                        self._apply(message["data"])
-            except (redis.RedisError, OSError) as error:
-                self.subscribed = False
-                logger.warning(
-                    "revocation subscriber lost Redis, retrying in %.1f s (resync continues): %s",
-                    backoff,
-                    error,
-                )
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, _BACKOFF_MAX_S)
-            finally:
-                self.subscribed = False
-                _close_quietly(pubsub, client)
+        """Apply announced revocations at once; resync goes on while Redis is away."""
+        run_subscriber(
+            self.settings,
+            self._channel,
+            stop=self._stop,
+            on_message=self._apply,
+            on_subscribed=self._on_subscribed,
+            on_lost=self._mark_unsubscribed,
+            label="revocation subscriber",
+            meanwhile="resync continues",
+            logger=logger,
+        )
+
+    def _on_subscribed(self) -> None:
+        self.subscribed = True
+        self.wake()  # announcements sent while we were not subscribed are lost
 
     def _apply(self, data: Any) -> None:
         decoded = decode_message(data)
@@ -332,11 +315,3 @@ class Synchronizer:
             self._state.add_jti(first, second)
         elif isinstance(first, int) and isinstance(second, RuleEntry):
             self._state.add_rules([(first, second)])
-
-
-def _close_quietly(pubsub: redis.client.PubSub, client: redis.Redis) -> None:
-    try:
-        pubsub.close()
-        client.close()
-    except (redis.RedisError, OSError):
-        logger.debug("closing the revocation subscriber failed", exc_info=True)

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis as redis_lib
 
 from m1lib.control import (
     CommandAck,
@@ -32,7 +31,7 @@ from m1lib.db.models import ControlCommand, Replica
 from m1lib.db.session import Database
 from m1lib.errors import InputError, UsageError
 from m1lib.settings import Settings
-from tests.conftest import OwnRedis
+from tests.conftest import OwnRedis, subscribers
 from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -571,16 +570,6 @@ def test_live_replicas_leaves_out_stale_heartbeats(
 
 
 # -- pub/sub -------------------------------------------------------------------------------------
-
-
-def subscribers(url: str, channel: str) -> int:
-    client = redis_lib.Redis.from_url(url, socket_timeout=1)
-    try:
-        return int(dict(client.pubsub_numsub(channel)).get(channel.encode(), 0))
-    except redis_lib.RedisError:
-        return 0
-    finally:
-        client.close()
 
 
 @pytest.mark.redis

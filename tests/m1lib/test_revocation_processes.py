@@ -16,13 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis as redis_lib
 
 from m1lib.db.session import Database
 from m1lib.errors import DatabaseUnavailable
 from m1lib.revocation import RevocationManager, revocation_channel
 from m1lib.settings import Settings
-from tests.conftest import OwnRedis
+from tests.conftest import OwnRedis, subscribers
 from tests.m1lib.revocation_proc import (
     PG_SERVER,
     ReplicaProcess,
@@ -79,16 +78,6 @@ def make_manager(
     for manager, db in built:
         manager.close()
         db.dispose()
-
-
-def subscribers(url: str, channel: str) -> int:
-    client = redis_lib.Redis.from_url(url, socket_timeout=1)
-    try:
-        return int(dict(client.pubsub_numsub(channel)).get(channel.encode(), 0))
-    except redis_lib.RedisError:
-        return 0
-    finally:
-        client.close()
 
 
 def ready(process: ReplicaProcess, *, subscribed: bool = False) -> None:

@@ -195,6 +195,43 @@ def test_the_ingest_thread_moves_events_into_the_store_and_flush_waits_for_it() 
     assert not recorder.running
 
 
+def _ingest_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name == "m1-metrics-ingest"}
+
+
+def test_close_stores_what_the_thread_had_not_taken_yet() -> None:
+    """No event is lost at close: the thread stops, then close ingests the rest itself."""
+    recorder = Recorder(EventStore(), replica_id="r1", queue_size=100_000, flush_s=3600.0)
+    others = _ingest_threads()  # other tests' recorders (the process default) may run
+    recorder.start()
+    (thread,) = _ingest_threads() - others
+    for _ in range(300):
+        recorder.record_event("policy_decisions", **DECISION)
+    recorder.close()
+    assert not recorder.running
+    assert not thread.is_alive()
+    assert recorder.queued == 0
+    assert count(recorder) == 300
+    recorder.close()  # twice: nothing more to do
+    assert count(recorder) == 300
+
+
+def test_start_twice_runs_one_thread_and_close_before_start_does_nothing() -> None:
+    recorder = make_recorder()
+    recorder.record_event("policy_decisions", **DECISION)
+    recorder.close()  # never started: leaves the queue to flush() or ingest_pending()
+    assert recorder.queued == 1
+    others = _ingest_threads()
+    recorder.start()
+    recorder.start()
+    try:
+        assert len(_ingest_threads() - others) == 1
+        assert recorder.flush(10)
+        assert count(recorder) == 1
+    finally:
+        recorder.close()
+
+
 def test_a_failing_batch_handler_counts_the_batch_as_dropped_and_keeps_going() -> None:
     recorder = make_recorder()
 

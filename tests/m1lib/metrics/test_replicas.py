@@ -15,7 +15,7 @@ from m1lib.settings import Settings
 from tests.m1lib.metrics.conftest import MakeRuntime
 from tests.m1lib.metrics.factories import as_records
 from tests.m1lib.metrics.oracle import assert_matches, oracle
-from tests.m1lib.metrics.test_runtime import QUERIES, _us, assert_same, recent_events
+from tests.m1lib.metrics.test_pipeline import QUERIES, _us, assert_same, recent_events
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
 from m1lib.errors import BusyError, InputError, M1Error
+from m1lib.loops import LoopThreads
 from m1lib.metrics.budget import Limits, QueryCancelled
 from m1lib.metrics.codec import DecodedChunk
 from m1lib.metrics.columns import RawChunk
@@ -50,7 +51,6 @@ logger = logging.getLogger("m1.metrics")
 
 _COMPACT_EVERY_S: Final = 3600.0  # memory compaction without waiting for the flow's command
 _PENDING_FACTOR: Final = 10  # unpersisted own events kept while the database is away, x queue size
-_JOIN_TIMEOUT_S: Final = 10.0
 
 
 def _db_errors() -> tuple[type[Exception], ...]:
@@ -134,8 +134,7 @@ class MetricsRuntime:
             self.consumer = StreamConsumer(
                 redis_client, stream, apply=self._apply_remote, skip=self._skip
             )
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._loops = LoopThreads("m1-metrics", logger=logger)
         self._started = False
         self._query_slots = threading.BoundedSemaphore(settings.query.max_concurrent)
         self.query_counts = {
@@ -169,11 +168,7 @@ class MetricsRuntime:
             self.publisher.start()
         if self.consumer is not None:
             self.consumer.start()
-        self._stop.clear()
-        self._thread = threading.Thread(
-            target=self._maintenance_loop, name="m1-metrics-maintain", daemon=True
-        )
-        self._thread.start()
+        self._loops.start([("maintain", self._maintenance_loop)])
 
     def close(self) -> None:
         """Ingest, publish and persist what is queued, then stop every thread; idempotent."""
@@ -185,10 +180,7 @@ class MetricsRuntime:
             self.publisher.close()
         if self.consumer is not None:
             self.consumer.close()
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            self._stop.set()
-            thread.join(_JOIN_TIMEOUT_S)
+        self._loops.stop()
         if self.db is not None:
             try:
                 self.persist()
@@ -410,7 +402,7 @@ class MetricsRuntime:
     def _maintenance_loop(self) -> None:
         period = self.settings.events.persist_s
         last_compact = time.monotonic()
-        while not self._stop.wait(period):
+        while self._loops.sleep(period):
             try:
                 if time.monotonic() - last_compact >= _COMPACT_EVERY_S:
                     last_compact = time.monotonic()

@@ -1,4 +1,4 @@
-"""The runtime: the process default, the compaction command, figures; persistence in PostgreSQL."""
+"""MetricsRuntime: the process default, the compaction command, figures; persistence in PostgreSQL."""
 
 from __future__ import annotations
 
