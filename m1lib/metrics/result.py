@@ -188,4 +188,3 @@ class QueryResult:
             else:
                 data[name] = array
         return pd.DataFrame(data, columns=list(self.columns))
-
