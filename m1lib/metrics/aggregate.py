@@ -41,6 +41,7 @@ class Aggregator:
     ) -> None:
         self.raw = raw
         self.rollups = rollups
+        self.parts: list[RawPart | RollupPart] = [*raw, *rollups]
         self.groups = groups
         self.snap = snap
         self.check = budget.check  # between parts: each part is at most one chunk
@@ -56,12 +57,9 @@ class Aggregator:
     def count(self) -> NDArray[np.float64]:
         if ("count",) not in self._cache:
             total = np.zeros(self.groups)
-            for p in self.raw:
+            for part in self.parts:
                 self.check()
-                total += self._bincount(p.gid)
-            for q in self.rollups:
-                self.check()
-                total += self._bincount(q.gid, q.count)
+                total += self._bincount(part.gid, part.weights)
             self._cache[("count",)] = total
         result: NDArray[np.float64] = self._cache[("count",)]
         return result
@@ -70,22 +68,15 @@ class Aggregator:
         """Events that match ``node`` (and, with ``f``, have a value of ``f``)."""
         total = np.zeros(self.groups)
         snap = self.snap
-        for p in self.raw:
+        for part in self.parts:
             self.check()
-            mask = np.ones(p.gid.size, dtype=np.bool_)
+            mask = np.ones(part.gid.size, dtype=np.bool_)
             if node is not None:
-                mask &= evaluate(node, p.column, snap.dictionaries, snap.sizes, p.gid.size)
+                mask &= evaluate(node, part.column, snap.dictionaries, snap.sizes, part.gid.size)
             if f is not None and f.coded:
-                mask &= p.column(f.name) != -1
-            total += self._bincount(p.gid[mask])
-        for q in self.rollups:
-            self.check()
-            mask = np.ones(q.gid.size, dtype=np.bool_)
-            if node is not None:
-                mask &= evaluate(node, q.dim, snap.dictionaries, snap.sizes, q.gid.size)
-            if f is not None and f.coded:
-                mask &= q.dim(f.name) != -1
-            total += self._bincount(q.gid[mask], q.count[mask])
+                mask &= part.column(f.name) != -1
+            weights = part.weights
+            total += self._bincount(part.gid[mask], None if weights is None else weights[mask])
         return total
 
     def sum(self, name: str) -> NDArray[np.float64]:
@@ -203,16 +194,11 @@ class Aggregator:
 
     def distinct(self, f: FieldSpec) -> NDArray[np.float64]:
         pairs_group, pairs_value = [], []
-        for p in self.raw:
+        dtype = np.float64 if f.kind is Kind.FLOAT else np.int64  # rollups: dimension codes
+        for part in self.parts:
             self.check()
-            pairs_group.append(p.gid)
-            pairs_value.append(
-                p.column(f.name).astype(np.float64 if f.kind is Kind.FLOAT else np.int64)
-            )
-        for q in self.rollups:
-            self.check()
-            pairs_group.append(q.gid)
-            pairs_value.append(q.dim(f.name).astype(np.int64))
+            pairs_group.append(part.gid)
+            pairs_value.append(part.column(f.name).astype(dtype))
         if not pairs_group:
             return np.zeros(self.groups)
         gid = np.concatenate(pairs_group)

@@ -56,6 +56,11 @@ class RawPart:
     def ts(self) -> NDArray[np.int64]:
         return self.chunk.ts if self.index is None else self.chunk.ts[self.index]
 
+    @property
+    def weights(self) -> None:
+        """Events per row: one each."""
+        return None
+
 
 @dataclass
 class RollupPart:
@@ -71,7 +76,13 @@ class RollupPart:
     def count(self) -> NDArray[np.int64]:
         return self.block.count[self.lo : self.hi][self.index]
 
-    def dim(self, name: str) -> NDArray[Any]:
+    @property
+    def weights(self) -> NDArray[np.int64]:
+        """Events per row."""
+        return self.count
+
+    def column(self, name: str) -> NDArray[Any]:
+        """A dimension's codes per selected row."""
         return self.block.dims[name][self.lo : self.hi][self.index]
 
     def stat(self, measure: str, part: str) -> NDArray[np.float64]:
@@ -196,7 +207,7 @@ def _rollup_part(
         return None
     key_all = np.full(hi - lo, -1, dtype=np.int64)
     rollup = RollupPart(block, lo, hi, index, key_all)
-    key_all[index] = space.keys(block.bucket[lo:hi][index], rollup.dim)
+    key_all[index] = space.keys(block.bucket[lo:hi][index], rollup.column)
     return rollup
 
 
