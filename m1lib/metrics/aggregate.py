@@ -16,7 +16,7 @@ from numpy.typing import NDArray
 
 from m1lib.metrics.budget import QueryBudget
 from m1lib.metrics.filters import Node, evaluate
-from m1lib.metrics.grouping import KeySpace, RawPart, RollupPart
+from m1lib.metrics.grouping import RawPart, RollupPart
 from m1lib.metrics.plan import AggregationPlan, Choice, Resolved
 from m1lib.metrics.schema import FieldSpec, Kind
 from m1lib.metrics.sketch import group_quantiles
@@ -243,11 +243,11 @@ def aggregate(
     a: AggregationPlan,
     agg: Aggregator,
     r: Resolved,
-    space: KeySpace,
     choice: Choice,
     present: NDArray[np.intp],
     starts: NDArray[np.int64],
 ) -> list[NDArray[Any]]:
+    """The output columns of ``a`` (one per key) for the ``present`` groups, bucket ``starts``."""
     f = a.field
     op = a.op
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -264,7 +264,7 @@ def aggregate(
             return [agg.first_last(f, op == "last")[present]]
         if op == "rate":
             amount = agg.count() if f is None else agg.sum(f.name)
-            return [amount[present] / _seconds(r, space, choice, starts)]
+            return [amount[present] / _seconds(r, choice, starts)]
         assert f is not None
         name = f.name
         if op == "sum":
@@ -284,9 +284,7 @@ def aggregate(
         return [q[present] for q in agg.quantiles(name, a.percentiles, r.exact)]
 
 
-def _seconds(
-    r: Resolved, space: KeySpace, choice: Choice, starts: NDArray[np.int64]
-) -> NDArray[np.float64]:
+def _seconds(r: Resolved, choice: Choice, starts: NDArray[np.int64]) -> NDArray[np.float64]:
     """Length of each group's bucket within the range (the whole range without an interval)."""
     if r.interval_us is None:
         return np.full(starts.size, (choice.end_us - choice.start_us) / 1e6)

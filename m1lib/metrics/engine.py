@@ -117,9 +117,7 @@ def _compute(r: Resolved, snap: MetricSnapshot, budget: QueryBudget, prefer: Pre
     present = np.flatnonzero(count > 0)
     if present.size > limits.max_groups:
         grouping.too_many(int(present.size), limits)
-    if (
-        groups > 4 * present.size and groups > _SPARSE_GROUPS
-    ):  # mostly empty: renumber the live groups
+    if groups > 4 * present.size and groups > _SPARSE_GROUPS:  # mostly empty: keep live ones
         group_keys = grouping.keep_groups(raw, rollups, group_keys, present)
         groups = int(present.size)
         agg = Aggregator(raw, rollups, groups, snap, budget)
@@ -140,7 +138,7 @@ def _compute(r: Resolved, snap: MetricSnapshot, budget: QueryBudget, prefer: Pre
     budget.phase = "aggregating"
     for a in r.aggregations:
         budget.check()
-        values = aggregate(a, agg, r, space, choice, present, starts)
+        values = aggregate(a, agg, r, choice, present, starts)
         if a.op in PERCENTILE_OPS:
             percentiles = True
         for key, column in zip(a.keys, values, strict=True):

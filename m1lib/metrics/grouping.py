@@ -33,6 +33,8 @@ _KEY_LIMIT: Final = 1 << 62
 
 @dataclass
 class RawPart:
+    """The events of one chunk in a segment's range that pass the filters, one event a row."""
+
     chunk: RawChunk
     index: NDArray[np.intp] | None  # selected rows of chunk; None: all
     key: NDArray[np.int64] = field(init=False)
@@ -64,6 +66,8 @@ class RawPart:
 
 @dataclass
 class RollupPart:
+    """Rows ``lo:hi`` of one rollup block that pass the filters, each row weighing its events."""
+
     block: RollupBlock
     lo: int
     hi: int

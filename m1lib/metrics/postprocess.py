@@ -24,9 +24,8 @@ from m1lib.metrics.store import MetricSnapshot
 
 __all__ = ["GroupTable", "detect", "having_mask", "order"]
 
-_ADDITIVE: Final = frozenset(
-    {"count", "sum", "rate"}
-)  # a missing bucket of these is a 0 in a series
+# a missing bucket of these is a 0 in a series, not a gap
+_ADDITIVE: Final = frozenset({"count", "sum", "rate"})
 
 
 @dataclass
@@ -48,6 +47,7 @@ def _result_column(done: GroupTable, name: str) -> NDArray[Any]:
 
 
 def having_mask(r: Resolved, done: GroupTable, snap: MetricSnapshot) -> NDArray[np.bool_]:
+    """The groups that pass ``having`` (string outputs compare by value, through their codes)."""
     assert r.having is not None
     dictionaries = dict(snap.dictionaries)
     sizes = dict(snap.sizes)
@@ -84,6 +84,7 @@ def _sort_keys(
 
 
 def order(r: Resolved, done: GroupTable, snap: MetricSnapshot) -> NDArray[np.intp]:
+    """Row order: ``orderBy``, then bucket, then the groupBy fields."""
     n = len(done.bucket_index)
     wanted = list(r.order)
     for default in (["bucket"] if r.interval_us else []) + [f.name for f in r.group_fields]:
