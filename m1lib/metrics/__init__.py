@@ -11,6 +11,10 @@ queue), ``columns``/``rollup``/``store`` (columnar storage), ``sketch`` (mergeab
 ``codec``/``persist``/``stream`` (bytes, database, Redis), ``query``/``filters``/``plan``/``engine``
 (the DSL and its execution), ``result``, ``detect``, ``templates``, ``pipeline`` (lifecycle).
 Importing this package starts nothing.
+
+``engine`` runs a query in steps of their own modules: ``grouping`` (parts and group keys),
+``aggregate`` (per-group reductions), ``postprocess`` (having, order, detection). ``slab`` is the
+interface raw chunks and rollup blocks share.
 """
 
 from __future__ import annotations

@@ -79,7 +79,6 @@ class QueryBudget:
         self.started = clock()
         self.deadline = self.started + limits.timeout_s
         self.phase = "planning"
-        self.peak_estimate = 0
 
     def check(self) -> None:
         """Raise if the caller left or the time is up; cheap enough to call per step."""
@@ -104,7 +103,6 @@ class QueryBudget:
         no longer need, so the largest estimate is about the query's peak.
         """
         self.check()
-        self.peak_estimate = max(self.peak_estimate, nbytes)
         if nbytes > self.limits.max_memory_bytes:
             raise InputError(
                 path,

@@ -17,9 +17,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from m1lib.errors import UsageError
-from m1lib.metrics.schema import Kind, MetricSpec
+from m1lib.metrics.schema import Kind
 
-__all__ = ["DTYPES", "RawChunk", "StringDictionary", "empty_chunk"]
+__all__ = ["DTYPES", "RawChunk", "StringDictionary"]
 
 DTYPES: Mapping[Kind, type[np.generic]] = {
     Kind.STR: np.int32,
@@ -105,6 +105,8 @@ class StringDictionary:
 class RawChunk:
     """Events of one metric sorted by time: one array per field, plus measure sketch codes.
 
+    A :class:`~m1lib.metrics.slab.TimeSlab` of events.
+
     ``dictionaries`` are the ones its string codes refer to (a store may rebuild its dictionaries
     later; a chunk waiting to be persisted or published keeps the ones it was encoded with).
     """
@@ -119,12 +121,13 @@ class RawChunk:
         return int(self.ts.size)
 
     @property
-    def t_min(self) -> int:
+    def start_us(self) -> int:
         return int(self.ts[0])
 
     @property
-    def t_max(self) -> int:
-        return int(self.ts[-1])
+    def end_us(self) -> int:
+        """One microsecond past the last event."""
+        return int(self.ts[-1]) + 1
 
     @property
     def nbytes(self) -> int:
@@ -177,11 +180,3 @@ class RawChunk:
             first.dictionaries,
         )
         return merged.sorted()
-
-
-def empty_chunk(spec: MetricSpec) -> RawChunk:
-    return RawChunk(
-        np.empty(0, dtype=np.int64),
-        {f.name: np.empty(0, dtype=DTYPES[f.kind]) for f in spec.fields},
-        {name: np.empty(0, dtype=np.uint16) for name in spec.measures},
-    )

@@ -138,8 +138,8 @@ def chunk_rows(
             spec.name,
             "raw",
             replica,
-            chunk.t_min,
-            chunk.t_max + 1,
+            chunk.start_us,
+            chunk.end_us,
             chunk.size,
             encode_chunk(spec, chunk, header),
         )
@@ -152,8 +152,8 @@ def chunk_rows(
                 spec.name,
                 label,
                 replica,
-                block.b_min,
-                block.b_max + res,
+                block.start_us,
+                block.end_us,
                 block.size,
                 encode_block(spec, block, values, header),
             )
@@ -284,9 +284,9 @@ def _encode(
 ) -> tuple[bytes, int, int, int]:
     """(payload, start_us, end_us, points) of a chunk or block."""
     if isinstance(item, RawChunk):
-        return encode_chunk(loaded.spec, item, header), item.t_min, item.t_max + 1, item.size
+        return encode_chunk(loaded.spec, item, header), item.start_us, item.end_us, item.size
     payload = encode_block(loaded.spec, item, loaded.values(), header)
-    return payload, item.b_min, item.b_max + item.resolution_us, item.size
+    return payload, item.start_us, item.end_us, item.size
 
 
 def _trimmed(row: MetricChunk, cutoff_us: int) -> tuple[MetricChunk | None, int]:

@@ -19,9 +19,12 @@ from typing import Final, Literal
 
 from m1lib.errors import InputError
 from m1lib.metrics.budget import Limits
+from m1lib.metrics.columns import RawChunk
 from m1lib.metrics.filters import Node, compile_filter, compile_filters, conditions
 from m1lib.metrics.query import AGGREGATION_OPS, Aggregation, Filter, Query, duration_us
+from m1lib.metrics.rollup import RollupBlock
 from m1lib.metrics.schema import FieldSpec, Kind, MetricSpec, metric_spec
+from m1lib.metrics.slab import overlapping
 from m1lib.metrics.store import HOUR_US, MINUTE_US, RESOLUTIONS, MetricSnapshot
 
 __all__ = [
@@ -318,19 +321,15 @@ def _split(start: int, end: int, levels: Sequence[int]) -> list[Segment]:
 def _cost(segments: Sequence[Segment], snap: MetricSnapshot, entries: bool) -> int:
     total = 0
     for segment in segments:
-        if segment.resolution == RAW:
-            for chunk in snap.raw:
-                if chunk.t_max >= segment.start_us and chunk.t_min < segment.end_us:
-                    lo, hi = chunk.bounds(segment.start_us, segment.end_us)
-                    total += hi - lo
-            continue
-        for block in snap.rollups[segment.resolution]:
-            if block.b_max >= segment.start_us and block.b_min < segment.end_us:
-                lo, hi = block.bounds(segment.start_us, segment.end_us)
-                total += hi - lo
-                if entries and block.measures:
-                    offsets = next(iter(block.measures.values())).offsets
-                    total += int(offsets[hi] - offsets[lo])
+        slabs: Sequence[RawChunk | RollupBlock] = (
+            snap.raw if segment.resolution == RAW else snap.rollups[segment.resolution]
+        )
+        for slab in overlapping(slabs, segment.start_us, segment.end_us):
+            lo, hi = slab.bounds(segment.start_us, segment.end_us)
+            total += hi - lo
+            if entries and isinstance(slab, RollupBlock) and slab.measures:
+                offsets = next(iter(slab.measures.values())).offsets
+                total += int(offsets[hi] - offsets[lo])
     return total
 
 

@@ -13,7 +13,6 @@ from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
 from numpy.typing import NDArray
 
 if TYPE_CHECKING:
@@ -189,8 +188,3 @@ class QueryResult:
             else:
                 data[name] = array
         return pd.DataFrame(data, columns=list(self.columns))
-
-
-def empty_column(kind: ColumnKind) -> NDArray[Any]:
-    dtype = {"bucket": np.int64, "int": np.int64, "float": np.float64, "object": object}[kind]
-    return np.empty(0, dtype=dtype)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from m1lib.metrics.columns import DTYPES, RawChunk
+from m1lib.metrics.columns import RawChunk
 from m1lib.metrics.schema import MetricSpec
 from m1lib.metrics.sketch import NUM_CODES
 
@@ -46,7 +46,10 @@ class MeasureRollup:
 
 @dataclass(frozen=True)
 class RollupBlock:
-    """Rollup rows of one metric at one resolution, sorted by bucket start."""
+    """Rollup rows of one metric at one resolution, sorted by bucket start.
+
+    A :class:`~m1lib.metrics.slab.TimeSlab` of rows, each at its bucket's start.
+    """
 
     resolution_us: int
     bucket: NDArray[np.int64]
@@ -59,12 +62,13 @@ class RollupBlock:
         return int(self.bucket.size)
 
     @property
-    def b_min(self) -> int:
+    def start_us(self) -> int:
         return int(self.bucket[0])
 
     @property
-    def b_max(self) -> int:
-        return int(self.bucket[-1])
+    def end_us(self) -> int:
+        """The end of the last bucket."""
+        return int(self.bucket[-1]) + self.resolution_us
 
     @property
     def entries(self) -> int:
@@ -81,25 +85,30 @@ class RollupBlock:
         lo, hi = np.searchsorted(self.bucket, (start_us, end_us), side="left")
         return int(lo), int(hi)
 
-    def slice(self, lo: int, hi: int) -> RollupBlock:
-        """Rows ``lo:hi`` as a block of its own (copied, so the rest can be freed)."""
+    def slice(self, lo: int, hi: int, *, copy: bool = False) -> RollupBlock:
+        """Rows ``lo:hi`` as a block of their own: views, or copies so that the rest can be freed."""
+
+        def cut(array: NDArray[Any], start: int, stop: int) -> NDArray[Any]:
+            part = array[start:stop]
+            return part.copy() if copy else part
+
         measures = {}
         for name, m in self.measures.items():
             e0, e1 = int(m.offsets[lo]), int(m.offsets[hi])
             measures[name] = MeasureRollup(
-                m.sum[lo:hi].copy(),
-                m.m2[lo:hi].copy(),
-                m.min[lo:hi].copy(),
-                m.max[lo:hi].copy(),
+                cut(m.sum, lo, hi),
+                cut(m.m2, lo, hi),
+                cut(m.min, lo, hi),
+                cut(m.max, lo, hi),
                 m.offsets[lo : hi + 1] - e0,
-                m.codes[e0:e1].copy(),
-                m.counts[e0:e1].copy(),
+                cut(m.codes, e0, e1),
+                cut(m.counts, e0, e1),
             )
         return RollupBlock(
             self.resolution_us,
-            self.bucket[lo:hi].copy(),
-            {name: array[lo:hi].copy() for name, array in self.dims.items()},
-            self.count[lo:hi].copy(),
+            cut(self.bucket, lo, hi),
+            {name: cut(array, lo, hi) for name, array in self.dims.items()},
+            cut(self.count, lo, hi),
             measures,
         )
 
@@ -252,24 +261,4 @@ def merge_blocks(blocks: Sequence[RollupBlock], spec: MetricSpec) -> RollupBlock
         {n: np.concatenate([b.dims[n] for b in blocks]) for n in spec.dimensions},
         np.concatenate([b.count for b in blocks]),
         measures,
-    )
-
-
-def empty_block(spec: MetricSpec, resolution_us: int) -> RollupBlock:
-    empty_f = np.empty(0, dtype=np.float64)
-    measures = {
-        name: MeasureRollup(
-            empty_f,
-            empty_f,
-            empty_f,
-            empty_f,
-            np.zeros(1, dtype=np.int64),
-            np.empty(0, dtype=np.uint16),
-            np.empty(0, dtype=np.int64),
-        )
-        for name in spec.measures
-    }
-    dims = {n: np.empty(0, dtype=DTYPES[spec.by_name[n].kind]) for n in spec.dimensions}
-    return RollupBlock(
-        resolution_us, np.empty(0, dtype=np.int64), dims, np.empty(0, dtype=np.int64), measures
     )

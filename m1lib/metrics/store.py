@@ -27,6 +27,7 @@ from m1lib.metrics.columns import DTYPES, RawChunk, StringDictionary
 from m1lib.metrics.rollup import RollupBlock, merge_blocks, rollup_raw
 from m1lib.metrics.schema import METRICS, Kind, MetricSpec
 from m1lib.metrics.sketch import codes_of
+from m1lib.metrics.slab import TimeSlab
 
 if TYPE_CHECKING:
     from m1lib.settings import Settings
@@ -41,7 +42,7 @@ _MAX_TS = np.iinfo(np.int64).max
 _PRUNE_MIN_VALUES = 1024  # a string dictionary is rebuilt when it is at least this big ...
 _PRUNE_RATIO = 2  # ... and holds this many times more values than live raw events use
 
-T = TypeVar("T", RawChunk, RollupBlock)
+T = TypeVar("T", bound=TimeSlab)
 
 
 def _us(delta: timedelta) -> int:
@@ -235,18 +236,15 @@ class EventStore:
         with self._write_lock:
             raw_since, since = self._cutoffs(self.now_us())
             kept_anywhere = False
-            if raw and chunk.t_max >= raw_since:
+            if raw and chunk.end_us > raw_since:
                 kept_anywhere = True
-                lo, _ = chunk.bounds(raw_since, _MAX_TS)
-                recent = chunk if lo == 0 else chunk.slice(lo, chunk.size, copy=True)
-                self._push_raw(state, recent)
+                self._push_raw(state, _since(chunk, raw_since, copy=True))
             if rollups:
                 for res, start in since.items():
-                    if chunk.t_max < start:
+                    if chunk.end_us <= start:
                         continue
                     kept_anywhere = True
-                    lo, _ = chunk.bounds(start, _MAX_TS)
-                    part = chunk if lo == 0 else chunk.slice(lo, chunk.size)
+                    part = _since(chunk, start, copy=False)
                     self._push_block(state, res, rollup_raw(part, state.spec, res))
             if not kept_anywhere:
                 self.expired_events += chunk.size
@@ -259,12 +257,9 @@ class EventStore:
         with self._write_lock:
             _, since = self._cutoffs(self.now_us())
             start = since[block.resolution_us]
-            if block.b_max < start:
+            if block.end_us <= start:
                 return
-            lo, _ = block.bounds(start, _MAX_TS)
-            self._push_block(
-                state, block.resolution_us, block if lo == 0 else block.slice(lo, block.size)
-            )
+            self._push_block(state, block.resolution_us, _since(block, start, copy=True))
 
     def import_block(
         self, metric: str, block: RollupBlock, dictionaries: Mapping[str, Sequence[str]]
@@ -281,9 +276,7 @@ class EventStore:
         return RollupBlock(block.resolution_us, block.bucket, dims, block.count, block.measures)
 
     def _push_raw(self, state: _MetricState, chunk: RawChunk) -> None:
-        merged = _binary_counter(
-            state.raw, chunk, lambda c: c.size, RawChunk.concat, self.chunk_events
-        )
+        merged = _binary_counter(state.raw, chunk, RawChunk.concat, self.chunk_events)
         with self._read_lock:
             state.raw = merged
 
@@ -293,9 +286,7 @@ class EventStore:
         def merge(blocks: Sequence[RollupBlock]) -> RollupBlock:
             return merge_blocks(blocks, spec)
 
-        merged = _binary_counter(
-            state.rollups[res], block, lambda b: b.size, merge, self.chunk_events
-        )
+        merged = _binary_counter(state.rollups[res], block, merge, self.chunk_events)
         with self._read_lock:
             state.rollups[res] = merged
 
@@ -355,25 +346,12 @@ class EventStore:
         with self._write_lock:
             raw_since, since = self._cutoffs(self.now_us())
             for state in self._metrics.values():
-                kept_raw = []
-                for chunk in state.raw:
-                    lo, _ = chunk.bounds(raw_since, _MAX_TS)
-                    dropped["raw"] += lo
-                    if lo == 0:
-                        kept_raw.append(chunk)
-                    elif lo < chunk.size:
-                        kept_raw.append(chunk.slice(lo, chunk.size, copy=True))
+                kept_raw, dropped_raw = _trim(state.raw, raw_since)
+                dropped["raw"] += dropped_raw
                 kept_rollups = {}
                 for res, blocks in state.rollups.items():
-                    kept = []
-                    for block in blocks:
-                        lo, _ = block.bounds(since[res], _MAX_TS)
-                        dropped[labels[res]] += lo
-                        if lo == 0:
-                            kept.append(block)
-                        elif lo < block.size:
-                            kept.append(block.slice(lo, block.size))
-                    kept_rollups[res] = kept
+                    kept_rollups[res], dropped_rows = _trim(blocks, since[res])
+                    dropped[labels[res]] += dropped_rows
                 with self._read_lock:
                     state.raw = kept_raw
                     state.rollups = kept_rollups
@@ -388,7 +366,7 @@ class EventStore:
         pruned = 0
         with self._write_lock:
             for state in self._metrics.values():
-                raw = _merge_all(state.raw, lambda c: c.size, RawChunk.concat, self.chunk_events)
+                raw = _merge_all(state.raw, RawChunk.concat, self.chunk_events)
                 rollups = {}
                 for res, blocks in state.rollups.items():
                     spec = state.spec
@@ -396,7 +374,7 @@ class EventStore:
                     def merge(items: Sequence[RollupBlock], spec: MetricSpec = spec) -> RollupBlock:
                         return merge_blocks(items, spec)
 
-                    rollups[res] = _merge_all(blocks, lambda b: b.size, merge, self.chunk_events)
+                    rollups[res] = _merge_all(blocks, merge, self.chunk_events)
                 raw, dictionaries, count = _prune_dictionaries(state, raw)
                 pruned += count
                 with self._read_lock:
@@ -407,33 +385,51 @@ class EventStore:
         return report
 
 
+def _since(slab: T, start_us: int, *, copy: bool) -> T:
+    """What of ``slab`` is at or after ``start_us`` (the slab itself when all of it is)."""
+    lo, _ = slab.bounds(start_us, _MAX_TS)
+    return slab if lo == 0 else slab.slice(lo, slab.size, copy=copy)
+
+
+def _trim(slabs: list[T], start_us: int) -> tuple[list[T], int]:
+    """``slabs`` without what is before ``start_us`` (copied, so it is freed); points dropped."""
+    kept = []
+    dropped = 0
+    for slab in slabs:
+        lo, _ = slab.bounds(start_us, _MAX_TS)
+        dropped += lo
+        if lo == 0:
+            kept.append(slab)
+        elif lo < slab.size:
+            kept.append(slab.slice(lo, slab.size, copy=True))
+    return kept, dropped
+
+
 def _binary_counter(
-    items: list[T], item: T, size: Callable[[T], int], merge: Callable[[Sequence[T]], T], cap: int
+    items: list[T], item: T, merge: Callable[[Sequence[T]], T], cap: int
 ) -> list[T]:
     """``items`` plus ``item``, merging the tail while the newer part is at least half the older."""
     out = list(items)
     out.append(item)
     while len(out) >= 2:
-        older, newer = size(out[-2]), size(out[-1])
+        older, newer = out[-2].size, out[-1].size
         if newer * 2 < older or older + newer > cap:
             break
         out[-2:] = [merge(out[-2:])]
     return out
 
 
-def _merge_all(
-    items: list[T], size: Callable[[T], int], merge: Callable[[Sequence[T]], T], cap: int
-) -> list[T]:
+def _merge_all(items: list[T], merge: Callable[[Sequence[T]], T], cap: int) -> list[T]:
     """Merge consecutive items into as few as fit under ``cap`` each."""
     out: list[T] = []
     run: list[T] = []
     total: int = 0
     for item in items:
-        if run and total + size(item) > cap:
+        if run and total + item.size > cap:
             out.append(merge(run))
             run, total = [], 0
         run.append(item)
-        total += size(item)
+        total += item.size
     if run:
         out.append(merge(run))
     return out

@@ -272,9 +272,9 @@ def test_large_group_spaces_take_the_sparse_path_with_the_same_answers(
     monkeypatch: pytest.MonkeyPatch, stores: dict[str, EventStore], frames: dict[str, pd.DataFrame],
     name: str, query: dict[str, Any], raw_path: str | None,
 ) -> None:  # fmt: skip
-    from m1lib.metrics import engine
+    from m1lib.metrics import grouping
 
-    monkeypatch.setattr(engine, "_DENSE_GROUPS", 1)  # every key space counts as large
+    monkeypatch.setattr(grouping, "_DENSE_GROUPS", 1)  # every key space counts as large
     for prefer in ("raw", "rollup"):
         result = execute(
             parse_query(query), stores["raw"].snapshot(query["metric"]), Limits(), prefer=prefer

@@ -187,7 +187,7 @@ def test_persisted_chunks_keep_exactly_their_retention(make_settings: Callable[.
         events_kept = 0
         for item in persist.iter_chunks(pg_database, settings, now=now):
             if getattr(item, "block", None) is not None and item.block.resolution_us == res:  # type: ignore[union-attr]
-                assert item.block.b_min + res > cutoff  # type: ignore[union-attr]
+                assert item.block.start_us + res > cutoff  # type: ignore[union-attr]
                 events_kept += int(item.block.count.sum())  # type: ignore[union-attr]
         assert events_kept == int((ts - ts % res + res > cutoff).sum()), label
     assert persist.apply_retention(pg_database, settings, now=now)["raw"]["points_dropped"] == 0

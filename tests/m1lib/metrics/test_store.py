@@ -57,7 +57,7 @@ def test_retention_drops_exactly_what_it_should() -> None:
         cutoff = now - keep
         first_bucket = cutoff - cutoff % res  # the bucket holding the cut-off still counts
         blocks = snap.rollups[res]
-        assert min(b.b_min for b in blocks) >= first_bucket
+        assert min(b.start_us for b in blocks) >= first_bucket
         assert sum(int(b.count.sum()) for b in blocks) == int((ts - ts % res >= first_bucket).sum())
     # what is left answers exactly: counts per hour over the 1h retention
     answer = rows(store, {"metric": "health_checks", "timeRange": "10h", "interval": "1h"})
