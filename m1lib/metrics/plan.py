@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Final, Literal
 
+from m1lib.epoch import to_us
 from m1lib.errors import InputError
 from m1lib.metrics.budget import Limits
 from m1lib.metrics.columns import RawChunk
@@ -84,11 +84,6 @@ class Segment:
     @property
     def label(self) -> str:
         return _LABELS[self.resolution]
-
-
-def _to_us(moment: datetime) -> int:
-    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)  # no astimezone: it overflows near year 1
-    return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def _text(delta_us: int) -> str:
@@ -177,7 +172,7 @@ def resolve(query: Query, now_us: int, limits: Limits) -> Resolved:
         assert length is not None  # the model checked the pattern
         start, end = now_us - length, now_us
     else:
-        start, end = _to_us(query.time_range.from_), _to_us(query.time_range.to)
+        start, end = to_us(query.time_range.from_), to_us(query.time_range.to)
     max_range = int(limits.max_range.total_seconds() * 1_000_000)
     if end - start > max_range:
         raise InputError(
