@@ -154,9 +154,12 @@ def _raw_reason(
         counted = a.field
         # rollups keep dimensions as codes and numbers as sums and sketches: they can count a
         # number's values but not tell them apart
-        if counted is not None and not counted.dimension:
-            if a.op == "distinct" or (a.op == "count" and not counted.numeric):
-                return f"{a.path}/field", counted.name
+        if (
+            counted is not None
+            and not counted.dimension
+            and (a.op == "distinct" or (a.op == "count" and not counted.numeric))
+        ):
+            return f"{a.path}/field", counted.name
         for condition in conditions(a.where):
             if not condition.field.dimension:
                 return f"{condition.path}/field", condition.field.name
