@@ -495,7 +495,7 @@ class ReplicaAgent:
                     self.settings.replica.heartbeat_s,
                     error,
                 )
-            self._stop.wait(self.settings.replica.heartbeat_s)
+            self._loops.sleep(self.settings.replica.heartbeat_s)
 
     def _apply_loop(self) -> None:
         while self._loops.pause(self.settings.control.poll_s):

@@ -22,6 +22,7 @@ from m1lib.db.session import Database
 from m1lib.errors import UsageError
 from m1lib.metrics import MetricsRuntime, install_default, register_metrics_commands
 from m1lib.policy import PolicyEngine
+from m1lib.process_engine import install_engine
 from m1lib.ratelimit import RateLimiter
 from m1lib.redis_conn import make_redis
 from m1lib.revocation import RevocationManager
@@ -90,6 +91,8 @@ class ReplicaRuntime:
         self.revocations.start()
         self.metrics.start()
         install_default(self.metrics)  # m1lib.record_event in this process feeds this replica
+        if self.policy is not None:  # and m1lib.verify decides with this replica's engine
+            install_engine(self.policy)
         self.agent = ReplicaAgent(
             self.settings, db=self.db, registry=self.registry, figures=self.figures
         )
@@ -98,6 +101,8 @@ class ReplicaRuntime:
     def close(self) -> None:
         if self.agent is not None:
             self.agent.stop()
+        if self.policy is not None:
+            install_engine(None)
         self.revocations.close()
         install_default(None)
         self.metrics.close()  # persists closed chunks, so it goes before the database

@@ -14,6 +14,7 @@ from typing import Any, Final
 import numpy as np
 from numpy.typing import NDArray
 
+from m1lib.epoch import from_us
 from m1lib.metrics import grouping, postprocess
 from m1lib.metrics.aggregate import PERCENTILE_OPS, Aggregator, aggregate, group_arrays
 from m1lib.metrics.budget import Limits, QueryBudget
@@ -21,7 +22,7 @@ from m1lib.metrics.filters import conditions
 from m1lib.metrics.plan import Choice, Prefer, Resolved, choose_segments, resolve
 from m1lib.metrics.postprocess import GroupTable
 from m1lib.metrics.query import Query
-from m1lib.metrics.result import Anomaly, ColumnKind, QueryMeta, QueryResult, Trend, to_datetime
+from m1lib.metrics.result import Anomaly, ColumnKind, QueryMeta, QueryResult, Trend
 from m1lib.metrics.sketch import RELATIVE_ERROR
 from m1lib.metrics.store import MetricSnapshot
 
@@ -78,8 +79,8 @@ def execute(
         source=done.choice.source,
         percentile_error_bound=bound,
         dropped_events=dropped_events,
-        range_from=to_datetime(done.choice.start_us),
-        range_to=to_datetime(done.choice.end_us),
+        range_from=from_us(done.choice.start_us),
+        range_to=from_us(done.choice.end_us),
         resolutions=done.choice.resolutions,
         total_rows=total,
         truncated=truncated,

@@ -24,6 +24,7 @@ import numpy as np
 from sqlalchemy import and_, delete, func, or_, select
 
 from m1lib.db.models import MetricChunk
+from m1lib.epoch import from_us, to_us
 from m1lib.metrics.codec import (
     DecodedBlock,
     DecodedChunk,
@@ -58,17 +59,7 @@ logger = logging.getLogger("m1.metrics")
 
 Coverage = dict[str, list[list[int]]]  # run id -> sorted, disjoint [first, last] batch sequences
 WINDOWS: Final[Mapping[str, int]] = {"raw": HOUR_US, "1m": HOUR_US, "1h": 24 * HOUR_US}
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _BATCH_ROWS = 64  # chunks fetched per round trip while streaming a load
-
-
-def _dt(us: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=int(us))
-
-
-def _us(moment: datetime) -> int:
-    delta = moment - _EPOCH
-    return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def merge_coverage(*coverages: Mapping[str, Sequence[Sequence[int]]]) -> Coverage:
@@ -113,8 +104,8 @@ class ChunkRow:
             metric=self.metric,
             resolution=self.resolution,
             replica=self.replica,
-            start_ts=_dt(self.start_us),
-            end_ts=_dt(self.end_us),
+            start_ts=from_us(self.start_us),
+            end_ts=from_us(self.end_us),
             points=self.points,
             bytes=len(self.payload),
             created_at=created_at,
@@ -343,7 +334,7 @@ def apply_retention(
                 )
             ).all()
             for row in straddling:
-                fresh, dropped = _trimmed(row, _us(cutoff))
+                fresh, dropped = _trimmed(row, to_us(cutoff))
                 report[label]["chunks_trimmed"] += 1
                 report[label]["points_dropped"] += dropped
                 if not dry_run:
@@ -392,7 +383,7 @@ def compact_chunks(
         rows = session.execute(listing.where(MetricChunk.end_ts <= closed_before)).all()
     windows: dict[tuple[str, str, str, int], list[Any]] = {}
     for row in rows:
-        window = _us(row.start_ts) // WINDOWS[row.resolution]
+        window = to_us(row.start_ts) // WINDOWS[row.resolution]
         windows.setdefault((row.metric, row.resolution, row.replica, window), []).append(row)
     merged_windows = 0
     for (_metric, resolution, _replica, _window), members in sorted(windows.items()):

@@ -113,7 +113,6 @@ class MetricsRuntime:
         self._persisted: dict[str, Coverage] = {}  # origin replica -> what its chunks hold
         self._applied: dict[tuple[str, str], tuple[int, int]] = {}  # last (seq, piece) per run
         self.unpersisted_events = 0
-        self.persisted_events = 0
         self.loaded_chunks = 0
         self.history_loaded = db is None  # nothing to load without a database
         self.publisher: StreamPublisher | None = None
@@ -388,9 +387,7 @@ class MetricsRuntime:
                 self._pending.extendleft(reversed(taken))
                 self._pending_events += sum(size for _, _, size in taken)
             raise
-        events = sum(size for _, _, size in taken)
-        self.persisted_events += events
-        return events
+        return sum(size for _, _, size in taken)
 
     def compact(self) -> dict[str, int]:
         """Retention and merging in memory, then persist (the ``metrics.compact`` command)."""

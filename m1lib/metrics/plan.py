@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Final, Literal
 
+from m1lib.epoch import to_us
 from m1lib.errors import InputError
 from m1lib.metrics.budget import Limits
 from m1lib.metrics.columns import RawChunk
@@ -86,11 +86,6 @@ class Segment:
         return _LABELS[self.resolution]
 
 
-def _to_us(moment: datetime) -> int:
-    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)  # no astimezone: it overflows near year 1
-    return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
 def _text(delta_us: int) -> str:
     """``"1d"``, ``"8h20m34s"``: a duration as M1 writes them."""
     seconds = delta_us // 1_000_000
@@ -157,10 +152,12 @@ def _raw_reason(
         if a.op in ("first", "last"):
             return a.path, a.op
         counted = a.field
+        # rollups keep dimensions as codes and numbers as sums and sketches: they can count a
+        # number's values but not tell them apart
         if (
-            a.op in ("distinct", "count")
-            and counted is not None
-            and not (counted.dimension or counted.numeric)
+            counted is not None
+            and not counted.dimension
+            and (a.op == "distinct" or (a.op == "count" and not counted.numeric))
         ):
             return f"{a.path}/field", counted.name
         for condition in conditions(a.where):
@@ -177,7 +174,7 @@ def resolve(query: Query, now_us: int, limits: Limits) -> Resolved:
         assert length is not None  # the model checked the pattern
         start, end = now_us - length, now_us
     else:
-        start, end = _to_us(query.time_range.from_), _to_us(query.time_range.to)
+        start, end = to_us(query.time_range.from_), to_us(query.time_range.to)
     max_range = int(limits.max_range.total_seconds() * 1_000_000)
     if end - start > max_range:
         raise InputError(

@@ -13,12 +13,13 @@ from typing import Any, Final
 import numpy as np
 from numpy.typing import NDArray
 
+from m1lib.epoch import from_us
 from m1lib.errors import InputError
 from m1lib.metrics import detect as detection
 from m1lib.metrics.budget import QueryBudget
 from m1lib.metrics.filters import evaluate
 from m1lib.metrics.plan import Choice, Resolved
-from m1lib.metrics.result import Anomaly, ColumnKind, Trend, to_datetime
+from m1lib.metrics.result import Anomaly, ColumnKind, Trend
 from m1lib.metrics.schema import Kind
 from m1lib.metrics.store import MetricSnapshot
 
@@ -213,7 +214,7 @@ def _anomalies(
     for k in shown.tolist():
         row = int(first_rows[series[k]])
         group = {f.name: done.columns[f.name][row] for f in r.group_fields} or None
-        bucket = to_datetime((first_bucket + int(index[k])) * r.interval_us)
+        bucket = from_us((first_bucket + int(index[k])) * r.interval_us)
         out.append(Anomaly(bucket, float(value[k]), round(float(score[k]), 6), a.field, group))
     return out, total
 

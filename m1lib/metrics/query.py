@@ -30,6 +30,7 @@ from pydantic import (
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
+from m1lib.epoch import EPOCH
 from m1lib.errors import InputError
 from m1lib.metrics.schema import METRICS
 
@@ -308,14 +309,13 @@ def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _LAST: Final = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
 
 
 def _event_time(value: datetime) -> datetime:
     """Events lie between 1970 and the end of year 9999 (UTC); so must a query's range."""
     # compared as aware datetimes: no conversion that could overflow near year 1 or 9999
-    if value < _EPOCH or value > _LAST:
+    if value < EPOCH or value > _LAST:
         raise PydanticCustomError(
             "time_range",
             "{value} is outside the times events can have",

@@ -144,7 +144,6 @@ class Recorder:
         self._wake = threading.Event()
         self._idle = threading.Condition(self._lock)
         self._loops = LoopThreads("m1-metrics", wake=self._wake, logger=logger)
-        self.ingested = 0
 
     # -- the caller's side ---------------------------------------------------------------
 
@@ -354,7 +353,6 @@ class Recorder:
             if items:
                 batch = self._store_all(items)
                 stored = sum(chunk.size for _, chunk in batch)
-                self.ingested += stored
                 if batch and self.on_batch is not None:
                     handing = True
                     self.on_batch(batch)

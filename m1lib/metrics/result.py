@@ -9,23 +9,20 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
 
 from numpy.typing import NDArray
 
+from m1lib.epoch import from_us
+
 if TYPE_CHECKING:
     import pandas
 
-__all__ = ["Anomaly", "ColumnKind", "QueryMeta", "QueryResult", "Trend", "iso", "to_datetime"]
+__all__ = ["Anomaly", "ColumnKind", "QueryMeta", "QueryResult", "Trend", "iso"]
 
 ColumnKind = Literal["bucket", "int", "float", "object"]
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def to_datetime(us: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=int(us))
 
 
 def iso(moment: datetime) -> str:
@@ -149,7 +146,7 @@ class QueryResult:
             kind = self.kinds[name]
             values = array.tolist()
             if kind == "bucket":
-                moments = [to_datetime(v) for v in values]
+                moments = [from_us(v) for v in values]
                 out[name] = [iso(m) for m in moments] if json_ready else moments
             elif kind == "float":
                 out[name] = [None if v != v or v in (math.inf, -math.inf) else v for v in values]

@@ -26,10 +26,11 @@ import math
 import numbers
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, Final
 
+from m1lib.epoch import to_us
 from m1lib.errors import InputError
 
 __all__ = [
@@ -239,7 +240,6 @@ def metric_spec(name: Any, path: str = "metric") -> MetricSpec:
 
 # -- timestamps ------------------------------------------------------------------------------
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US_PER_S = 1_000_000
 
 
@@ -251,8 +251,7 @@ def timestamp_us(value: Any, path: str = "timestamp") -> int:
     if isinstance(value, datetime):
         if value.tzinfo is None or value.utcoffset() is None:
             raise InputError(path, "is a naive datetime", _TIMESTAMP_ALLOWED)
-        delta = value - _EPOCH
-        return (delta.days * 86400 + delta.seconds) * _US_PER_S + delta.microseconds
+        return to_us(value)
     if isinstance(value, int | float) and not isinstance(value, bool):
         seconds = _as_float(value)
         if 0 <= seconds < TIMESTAMP_LIMIT_S:  # false for NaN

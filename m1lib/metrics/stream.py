@@ -81,7 +81,6 @@ class StreamPublisher:
         self._loops = LoopThreads("m1-metrics", logger=logger)
         self._sending = False
         self.unpublished_events = 0
-        self.published_entries = 0
 
     def offer(self, seq: int, batch: Batch) -> None:
         size = sum(chunk.size for _, chunk in batch)
@@ -151,7 +150,6 @@ class StreamPublisher:
                 if self._outbox and self._outbox[0][0] == seq:
                     self._outbox.popleft()
                     self._outbox_size -= size
-                self.published_entries += 1
 
     def _loop(self) -> None:
         backoff = self._loops.backoff()
@@ -178,7 +176,6 @@ class StreamConsumer:
         self.skip = skip
         self.last_id = start_id
         self.lag_s = 0.0
-        self.applied_entries = 0
         self.skipped_entries = 0
         self._loops = LoopThreads("m1-metrics", logger=logger)
 
@@ -224,7 +221,6 @@ class StreamConsumer:
             self.skipped_entries += 1
             return
         self.apply(origin, run, seq, piece, chunks)
-        self.applied_entries += 1
         self.lag_s = max(0.0, time.time() - parse_id(entry_id)[0] / 1000.0)
 
     def caught_up(self, timeout: float) -> bool:

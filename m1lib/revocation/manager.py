@@ -18,6 +18,7 @@ from typing import Any
 import redis
 
 from m1lib.db.session import Database
+from m1lib.epoch import to_us
 from m1lib.errors import InputError
 from m1lib.redis_conn import make_redis
 from m1lib.revocation.records import (
@@ -27,7 +28,7 @@ from m1lib.revocation.records import (
     RevocationRule,
     RevokedToken,
 )
-from m1lib.revocation.state import RevocationState, RuleEntry, to_us
+from m1lib.revocation.state import RevocationState, RuleEntry
 from m1lib.revocation.store import RevocationStore
 from m1lib.revocation.sync import Synchronizer, encode_rule, encode_token, revocation_channel
 from m1lib.settings import Settings, get_settings

@@ -17,23 +17,16 @@ import hashlib
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-__all__ = ["RevocationState", "RuleEntry", "jti_hash", "to_us"]
+from m1lib.epoch import to_us
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+__all__ = ["RevocationState", "RuleEntry", "jti_hash"]
+
 # Subject map of one tool (or of "any tool", key None): subject (None: any) -> latest issued_before.
 _SubjectIndex = dict[str | None, float]
 _RuleIndex = dict[str | None, _SubjectIndex]
 _NUMBER = (int, float)
-
-
-def to_us(value: datetime) -> int:
-    """Microseconds since the epoch of an aware datetime, exactly (a float loses the last digit
-    at today's dates)."""
-    delta = value - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def jti_hash(jti: str) -> int:

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from m1lib.db import models
 from m1lib.db.types import UtcDateTime
 from m1lib.db.upsert import upsert
+from m1lib.epoch import to_us
 from m1lib.errors import DatabaseUnavailable
 from m1lib.revocation.records import (
     AuditEntry,
@@ -31,7 +32,7 @@ from m1lib.revocation.records import (
     decode_cursor,
     encode_cursor,
 )
-from m1lib.revocation.state import RuleEntry, jti_hash, to_us
+from m1lib.revocation.state import RuleEntry, jti_hash
 
 if TYPE_CHECKING:
     from m1lib.db.session import Database

@@ -26,10 +26,11 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import exc
 
+from m1lib.epoch import to_us
 from m1lib.errors import M1Error
 from m1lib.loops import Loop, LoopThreads
 from m1lib.redis_conn import key
-from m1lib.revocation.state import RevocationState, RuleEntry, to_us
+from m1lib.revocation.state import RevocationState, RuleEntry
 from m1lib.subscriber import run_subscriber
 
 if TYPE_CHECKING:

@@ -74,6 +74,10 @@ CASES: list[tuple[str, dict[str, Any], str | None]] = [
                                  "aggregations": [{"op": "distinct", "field": "subject", "as": "subjects"},
                                                   {"op": "distinct", "field": "checkMs", "as": "values"}]},
      "/aggregations/0/field"),
+    # a number's sums and sketches in a rollup cannot tell its values apart (was a KeyError)
+    ("distinct_of_a_number", {"metric": "tool_executions", "groupBy": ["toolName"],
+                              "aggregations": [{"op": "distinct", "field": "durationMs", "as": "values"}]},
+     "/aggregations/0/field"),
     ("first_and_last", {"metric": "tool_executions", "groupBy": ["toolName"],
                         "aggregations": [{"op": "first", "field": "scope"}, {"op": "last", "field": "durationMs"},
                                          {"op": "last", "field": "success", "as": "lastOk"},
