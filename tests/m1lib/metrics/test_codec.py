@@ -1,4 +1,4 @@
-"""The payload codec: chunks, rollup blocks and stream batches round-trip; damage is a CodecError."""
+"""The payload codec: chunks, rollup blocks and batches round-trip; damage is a CodecError."""
 
 from __future__ import annotations
 
@@ -213,8 +213,10 @@ def test_a_corrupt_payload_raises_codec_error() -> None:
 
 
 def test_a_rollup_payload_without_its_arrays_raises_codec_error() -> None:
-    payload = codec.encode({"kind": "rollup", "metric": "health_checks", "resolution_us": 1,
-                            "dictionaries": {}}, {"bucket": np.zeros(1, dtype="<i8")})  # fmt: skip
+    payload = codec.encode(
+        {"kind": "rollup", "metric": "health_checks", "resolution_us": 1, "dictionaries": {}},
+        {"bucket": np.zeros(1, dtype="<i8")},
+    )
     with pytest.raises(codec.CodecError, match="rollup payload lacks"):
         codec.decode_block(payload)
 
