@@ -359,3 +359,22 @@ def test_tokens_purge_dry_run_counts_and_purge_deletes(
     assert code == 0
     assert out.startswith("purged 0 token records and 0 rules expired before ")
     assert run(capsys, "status", "jti-live")[0] == 0  # not expired: kept
+
+
+def test_tokens_issue_takes_a_lifetime_and_the_default_scope_is_read(
+    configured: TokenCodec, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(capsys, "issue", "tool_registry_list", "--subject", "a1", "--ttl-s", "60")
+    assert code == 0
+    claims = configured.decode(out.strip())
+    assert claims["exp"] - claims["iat"] == 60
+    assert claims["scope"] == "read"
+
+
+def test_tokens_issue_for_an_unregistered_tool_exits_2_naming_the_tools(
+    configured: TokenCodec, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(capsys, "issue", "web_search", "--subject", "a1")
+    assert (code, out) == (2, "")
+    assert err.startswith("m1: tool_name: 'web_search' is not a registered tool; allowed: ")
+    assert "log_agent_run" in err
