@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import numpy as np
 import pytest
 from sqlalchemy import func, select
 
@@ -17,50 +14,20 @@ from m1lib.db.models import MetricChunk
 from m1lib.db.session import Database
 from m1lib.errors import DatabaseUnavailable
 from m1lib.metrics import persist
-from m1lib.metrics.codec import decode_chunk
 from m1lib.settings import Settings
-from tests.m1lib.metrics.conftest import MakeRuntime
-from tests.m1lib.metrics.factories import HOUR_US, as_records, make_events
+from tests.m1lib.metrics.conftest import (
+    QUERIES,
+    MakeRuntime,
+    _us,
+    answers,
+    assert_same,
+    recent_events,
+)
+from tests.m1lib.metrics.factories import as_records
 from tests.m1lib.metrics.oracle import assert_matches, oracle
 
 DECISION: dict[str, Any] = {"toolName": "web_search", "scope": "read", "allowed": False, "reason": "revoked",
                             "subject": "agent-1", "checkMs": 0.5}  # fmt: skip
-QUERIES = [
-    {"metric": "policy_decisions", "timeRange": "24h", "groupBy": ["toolName", "scope"],
-     "filters": [{"field": "allowed", "op": "eq", "value": False}], "aggregations": ["count", "percentiles"]},
-    {"metric": "policy_decisions", "timeRange": "3d", "interval": "1h", "groupBy": ["allowed"],
-     "aggregations": ["count", "avg", "p95"]},
-    {"metric": "policy_decisions", "timeRange": "12h", "groupBy": ["subject"], "aggregations": ["count", "max"]},
-]  # fmt: skip
-
-
-def now_us() -> int:
-    return time.time_ns() // 1000
-
-
-def recent_events(n: int, seed: int, *, days: float = 3.0) -> Any:
-    end = now_us() - 1_000_000
-    return make_events(
-        "policy_decisions", n, seed=seed, start_us=end - int(days * 24 * HOUR_US), end_us=end
-    )
-
-
-def answers(runtime: metrics.MetricsRuntime) -> list[list[dict[str, Any]]]:
-    return [runtime.run_query(q).rows for q in QUERIES]
-
-
-def assert_same(a: list[list[dict[str, Any]]], b: list[list[dict[str, Any]]]) -> None:
-    assert len(a) == len(b)
-    for rows_a, rows_b in zip(a, b, strict=True):
-        assert len(rows_a) == len(rows_b)
-        for x, y in zip(rows_a, rows_b, strict=True):
-            assert x == {
-                k: pytest.approx(v, rel=1e-9) if isinstance(v, float) else v for k, v in y.items()
-            }
-
-
-def _us(moment: datetime) -> int:
-    return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
 
 
 def assert_oracle(runtime: metrics.MetricsRuntime, frame: Any) -> None:
@@ -68,14 +35,6 @@ def assert_oracle(runtime: metrics.MetricsRuntime, frame: Any) -> None:
         result = runtime.run_query(query)
         expected = oracle(frame, query, _us(result.meta.range_from), _us(result.meta.range_to))
         assert_matches(result.rows, expected, query, relative_error=metrics.RELATIVE_ERROR)
-
-
-def raw_coverage(db: Database) -> persist.Coverage:
-    with db.transaction() as session:
-        payloads = session.scalars(
-            select(MetricChunk.payload).where(MetricChunk.resolution == "raw")
-        ).all()
-    return persist.merge_coverage(*(decode_chunk(p).header["coverage"] for p in payloads))
 
 
 def test_module_functions_use_the_installed_default(make_settings: Callable[..., Settings],
@@ -156,71 +115,6 @@ def test_a_restarted_replica_rebuilds_from_metric_chunks(make_settings: Callable
     assert_same(answers(second), before)
     frame = frame.assign(replica="api-1")
     assert_oracle(second, frame)
-
-
-@pytest.mark.postgres
-def test_persisted_chunks_keep_exactly_their_retention(make_settings: Callable[..., Settings],
-                                                       make_runtime: MakeRuntime,
-                                                       pg_database: Database) -> None:  # fmt: skip
-    settings = make_settings(database={"url": pg_database.engine.url.render_as_string(False)},
-                             raw={"retention": "6h"}, rollup={"retention_1m": "1d", "retention_1h": "2d"},
-                             events={"persist_s": 3600})  # fmt: skip
-    frame = recent_events(3000, seed=4, days=2.5)
-    runtime = make_runtime(settings, replica_id="api-r", db=pg_database)
-    for part in np.array_split(
-        np.arange(len(frame)), 5
-    ):  # five persisted batches: five chunks each
-        runtime.record_events(as_records("policy_decisions", frame.iloc[part]))
-        assert runtime.flush()
-        runtime.persist()
-    now = datetime.now(UTC)
-    preview = persist.apply_retention(pg_database, settings, now=now, dry_run=True)
-    report = persist.apply_retention(pg_database, settings, now=now)
-    assert preview == report
-    ts = frame.ts.to_numpy()
-    now_at = int(now.timestamp() * 1e6)
-    stats = {s.resolution: s for s in persist.chunk_stats(pg_database)}
-    assert stats["raw"].points == int((ts >= now_at - 6 * HOUR_US).sum())
-    assert report["raw"]["points_dropped"] == len(ts) - stats["raw"].points
-    for label, res, keep in (("1m", 60_000_000, 24 * HOUR_US), ("1h", HOUR_US, 48 * HOUR_US)):
-        cutoff = now_at - keep
-        events_kept = 0
-        for item in persist.iter_chunks(pg_database, settings, now=now):
-            if getattr(item, "block", None) is not None and item.block.resolution_us == res:  # type: ignore[union-attr]
-                assert item.block.start_us + res > cutoff  # type: ignore[union-attr]
-                events_kept += int(item.block.count.sum())  # type: ignore[union-attr]
-        assert events_kept == int((ts - ts % res + res > cutoff).sum()), label
-    assert persist.apply_retention(pg_database, settings, now=now)["raw"]["points_dropped"] == 0
-
-
-@pytest.mark.postgres
-def test_compaction_merges_closed_chunks_and_keeps_answers(make_settings: Callable[..., Settings],
-                                                           make_runtime: MakeRuntime,
-                                                           pg_database: Database) -> None:  # fmt: skip
-    settings = make_settings(database={"url": pg_database.engine.url.render_as_string(False)},
-                             events={"persist_s": 3600})  # fmt: skip
-    frame = recent_events(3000, seed=6, days=0.5)
-    runtime = make_runtime(settings, replica_id="api-c", db=pg_database)
-    for part in np.array_split(np.arange(len(frame)), 6):
-        runtime.record_events(as_records("policy_decisions", frame.iloc[part]))
-        assert runtime.flush()
-        runtime.persist()
-    before = answers(runtime)
-    runtime.close()
-    count_before = sum(s.chunks for s in persist.chunk_stats(pg_database))
-    coverage_before = raw_coverage(pg_database)
-    dry = persist.compact_chunks(pg_database, older_than=timedelta(0), dry_run=True)
-    assert sum(s.chunks for s in persist.chunk_stats(pg_database)) == count_before
-    report = persist.compact_chunks(pg_database, older_than=timedelta(0))
-    assert {k: v["windows"] for k, v in report.items()} == {k: v["windows"] for k, v in dry.items()}
-    stats = {s.resolution: s for s in persist.chunk_stats(pg_database)}
-    assert sum(s.chunks for s in stats.values()) < count_before
-    assert stats["raw"].points == 3000
-    assert raw_coverage(pg_database) == coverage_before
-    assert list(coverage_before) == [runtime.run_id]
-    again = make_runtime(settings, replica_id="api-c", db=pg_database)
-    assert_same(answers(again), before)
-    assert persist.compact_chunks(pg_database, older_than=timedelta(0))["raw"]["windows"] == 0
 
 
 @pytest.mark.postgres

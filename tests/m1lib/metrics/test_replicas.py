@@ -12,10 +12,9 @@ from m1lib.db.session import Database
 from m1lib.metrics import RELATIVE_ERROR
 from m1lib.redis_conn import key, make_redis
 from m1lib.settings import Settings
-from tests.m1lib.metrics.conftest import MakeRuntime
+from tests.m1lib.metrics.conftest import QUERIES, MakeRuntime, _us, assert_same, recent_events
 from tests.m1lib.metrics.factories import as_records
 from tests.m1lib.metrics.oracle import assert_matches, oracle
-from tests.m1lib.metrics.test_pipeline import QUERIES, _us, assert_same, recent_events
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 

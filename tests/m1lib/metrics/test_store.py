@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from m1lib.errors import UsageError
-from m1lib.metrics import codec
 from m1lib.metrics.engine import execute
 from m1lib.metrics.plan import Limits
 from m1lib.metrics.query import parse_query
@@ -151,30 +150,3 @@ def test_bulk_strings_must_be_text() -> None:
     with pytest.raises(UsageError, match="string column holds nan"):
         store.append("error_alerts", [NOW_US], {"level": ["warning"], "source": [float("nan")],
                                                 "message": ["m"], "replica": "r"})  # fmt: skip
-
-
-def test_codec_round_trips_chunks_and_blocks_and_rejects_damage() -> None:
-    store = EventStore(clock=lambda: NOW_S)
-    load(store, "cost_updates", make_events("cost_updates", 3000, seed=9))
-    snap = store.snapshot("cost_updates")
-    spec = METRICS["cost_updates"]
-    chunk = snap.raw[0]
-    decoded = codec.decode_chunk(codec.encode_chunk(spec, chunk, {"coverage": {"run": [[1, 2]]}}))
-    assert decoded.header["coverage"] == {"run": [[1, 2]]}
-    assert np.array_equal(decoded.ts, chunk.ts)
-    for name in ("inputTokens", "costUsd"):
-        assert np.array_equal(decoded.columns[name], chunk.columns[name])
-    models = [decoded.dictionaries["model"][c] for c in decoded.columns["model"]]
-    assert models == [snap.dictionaries["model"].values[c] for c in chunk.columns["model"]]
-    block = snap.rollups[MINUTE_US][0]
-    values = {name: d.values for name, d in snap.dictionaries.items()}
-    back = codec.decode_block(codec.encode_block(spec, block, values, {})).block
-    assert np.array_equal(back.count, block.count)
-    assert np.array_equal(back.measures["costUsd"].codes, block.measures["costUsd"].codes)
-    assert np.allclose(back.measures["costUsd"].m2, block.measures["costUsd"].m2)
-    payload = codec.encode_chunk(spec, chunk, {})
-    for damaged in (b"XXXX" + payload[4:], payload[:-10], payload[:6]):
-        with pytest.raises(codec.CodecError):
-            codec.decode_chunk(damaged)
-    with pytest.raises(codec.CodecError, match="not a rollup block"):
-        codec.decode_block(payload)

@@ -13,7 +13,7 @@ from m1lib.metrics.codec import DecodedChunk
 from m1lib.metrics.columns import RawChunk
 from m1lib.metrics.recorder import Recorder
 from m1lib.metrics.store import EventStore
-from m1lib.metrics.stream import StreamConsumer, StreamPublisher
+from m1lib.metrics.stream import StreamConsumer, StreamPublisher, parse_id
 from tests.conftest import OwnRedis
 from tests.waiting import wait_for
 
@@ -120,3 +120,55 @@ def test_the_consumer_applies_others_entries_skips_its_own_and_resumes_after_an_
     finally:
         consumer.close()
     assert not thread.is_alive()
+
+
+def test_entry_ids_parse_to_comparable_pairs() -> None:
+    assert parse_id(b"1700000000000-3") == (1_700_000_000_000, 3)
+    assert parse_id("5") == (5, 0)
+    assert parse_id("9-0") < parse_id("10-0") < parse_id("10-1")
+
+
+def test_a_full_outbox_drops_the_oldest_batches_and_counts_their_events(
+    publisher: StreamPublisher, client: redis.Redis
+) -> None:
+    publisher.offer(1, make_batch(600))  # never started: the outbox only fills
+    publisher.offer(2, make_batch(600))  # 1200 > the outbox's 1000: the oldest goes
+    assert (publisher.pending, publisher.unpublished_events) == (600, 600)
+    publisher.offer(3, make_batch(1500))  # bigger than the outbox: kept alone, the rest dropped
+    assert (publisher.pending, publisher.unpublished_events) == (1500, 1200)
+    assert publisher.send_pending()
+    entries: Any = client.xrange(STREAM)
+    assert [fields[b"s"] for _, fields in entries] == [b"3"]
+    assert publisher.published_entries == 1
+
+
+def test_a_large_batch_goes_out_as_numbered_pieces_of_one_transaction(
+    publisher: StreamPublisher, client: redis.Redis
+) -> None:
+    publisher.offer(7, make_batch(20_001))
+    assert publisher.send_pending()
+    applied = Applied()
+    consumer = StreamConsumer(client, STREAM, apply=applied, skip=lambda *_: False)
+    assert consumer.read_once(block_ms=None) == 2
+    assert applied.entries == [("api-a", "run-a", 7, 0, 20_000), ("api-a", "run-a", 7, 1, 1)]
+
+
+def test_the_consumer_skips_foreign_and_damaged_entries_and_reads_on(
+    publisher: StreamPublisher, client: redis.Redis
+) -> None:
+    applied = Applied()
+    consumer = StreamConsumer(client, STREAM, apply=applied, skip=lambda *_: False)
+    assert consumer.caught_up(1)  # nothing on the stream yet
+    assert consumer.read_once(block_ms=None) == 0
+    assert consumer.lag_s == 0.0
+    client.xadd(STREAM, {b"x": b"not ours"})
+    client.xadd(STREAM, {b"o": b"api-b", b"r": b"run-b", b"s": b"one"})
+    client.xadd(STREAM, {b"o": b"api-b", b"r": b"run-b", b"s": b"1"})  # no payload
+    client.xadd(STREAM, {b"o": b"api-b", b"r": b"run-b", b"s": b"2", b"p": b"M1C1garbage"})
+    publisher.offer(3, make_batch(2))
+    assert publisher.send_pending()
+    assert consumer.read_once(block_ms=None) == 5
+    assert (consumer.skipped_entries, consumer.applied_entries) == (4, 1)
+    assert applied.entries == [("api-a", "run-a", 3, 0, 2)]
+    assert consumer.caught_up(1)
+    assert consumer.read_once(block_ms=None) == 0  # the cursor moved past every entry

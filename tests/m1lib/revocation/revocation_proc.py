@@ -1,6 +1,6 @@
 """A stand-in API replica for the revocation tests, plus the tools those tests drive it with.
 
-Run as ``python -m tests.m1lib.revocation_proc --db-url ... [--redis-url ...]`` from the
+Run as ``python -m tests.m1lib.revocation.revocation_proc --db-url ... [--redis-url ...]`` from the
 repository root: it starts a RevocationManager (threads and all) and answers one JSON request per
 stdin line with one JSON line on stdout, so a test can ask the other process what it decides.
 
@@ -24,7 +24,7 @@ from typing import IO, Any
 
 from sqlalchemy import create_engine, text
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 PG_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
 
 
@@ -115,7 +115,13 @@ class ReplicaProcess:
 
     def __init__(self, workdir: Path, *, db_url: str, **options: Any) -> None:
         self.log_path = workdir / f"revocation-proc-{uuid.uuid4().hex[:6]}.log"
-        command = [sys.executable, "-m", "tests.m1lib.revocation_proc", "--db-url", db_url]
+        command = [
+            sys.executable,
+            "-m",
+            "tests.m1lib.revocation.revocation_proc",
+            "--db-url",
+            db_url,
+        ]
         for name, value in options.items():
             command += [f"--{name.replace('_', '-')}", str(value)]
         self._log = self.log_path.open("wb")

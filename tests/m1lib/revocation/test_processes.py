@@ -1,8 +1,8 @@
 """Revocation across two real processes sharing PostgreSQL and Redis.
 
-The other process is ``tests/m1lib/revocation_proc.py``: a RevocationManager with its threads,
-asked over a pipe what it decides. Revocations come from this process's manager. Every wait is a
-deadline loop; no test asserts how long anything took.
+The other process is ``tests/m1lib/revocation/revocation_proc.py``: a RevocationManager with its
+threads, asked over a pipe what it decides. Revocations come from this process's manager. Every
+wait is a deadline loop; no test asserts how long anything took.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from m1lib.errors import DatabaseUnavailable
 from m1lib.revocation import RevocationManager, revocation_channel
 from m1lib.settings import Settings
 from tests.conftest import OwnRedis, subscribers
-from tests.m1lib.revocation_proc import (
+from tests.m1lib.revocation.revocation_proc import (
     PG_SERVER,
     ReplicaProcess,
     TcpProxy,
