@@ -18,16 +18,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import cast
 
-from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Table, select, update
 
 from m1lib.db.models import ApiCredential
 from m1lib.db.session import Database
+from m1lib.db.upsert import upsert
 from m1lib.errors import InputError
 
 KEY_PREFIX = "m1_"
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+_CREDENTIALS = cast(Table, ApiCredential.__table__)
 _MISS_REFRESH_MIN_S = 1.0
 
 
@@ -84,20 +86,21 @@ def store_credential(
     """Store a credential; a name in use (even revoked) is refused, so audits stay unambiguous."""
     _check_name(name)
     checked = _check_role(str(role))
-    try:
-        with db.transaction() as session:
-            session.add(
-                ApiCredential(
-                    name=name,
-                    role=checked.value,
-                    key_hash=hash_key(key),
-                    created_at=datetime.now(UTC),
-                    created_by=created_by,
-                    revoked_at=None,
-                )
-            )
-    except IntegrityError as error:
-        raise InputError("name", f"a credential named {name!r} already exists", []) from error
+    values = {
+        "name": name,
+        "role": checked.value,
+        "key_hash": hash_key(key),
+        "created_at": datetime.now(UTC),
+        "created_by": created_by,
+        "revoked_at": None,
+    }
+    # ON CONFLICT on the name: two processes creating one name at once see one succeed and the
+    # other told the name is taken, never a generic refusal
+    statement = upsert(db.engine.dialect, _CREDENTIALS, values, ["name"])
+    with db.transaction() as session:
+        stored = session.execute(statement.returning(_CREDENTIALS.c.name)).first()
+    if stored is None:
+        raise InputError("name", f"a credential named {name!r} already exists", [])
 
 
 def create_credential(db: Database, name: str, role: Role | str, *, created_by: str) -> str:

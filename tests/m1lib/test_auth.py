@@ -14,7 +14,7 @@ from m1lib import auth
 from m1lib.auth import Credential, CredentialStore, Role
 from m1lib.db import migrate
 from m1lib.db.session import Database
-from m1lib.errors import DatabaseRefused, InputError, M1Error
+from m1lib.errors import InputError, M1Error
 from m1lib.settings import Settings
 
 
@@ -90,16 +90,22 @@ def test_a_name_in_use_even_revoked_is_refused(db: Database) -> None:
     assert row.role == "viewer"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=DatabaseRefused,
-    reason="Database.transaction turns the IntegrityError into DatabaseRefused before "
-    "store_credential's `except IntegrityError` can name the duplicate",
-)
 def test_a_name_in_use_is_refused_naming_it(db: Database) -> None:
     auth.create_credential(db, "ops", "viewer", created_by="test")
     with pytest.raises(InputError, match=r"^name: a credential named 'ops' already exists"):
         auth.create_credential(db, "ops", "admin", created_by="test")
+
+
+@pytest.mark.postgres
+def test_a_name_in_use_is_refused_naming_it_on_postgresql(
+    fresh_pg_url: str, make_settings: Callable[..., Settings]
+) -> None:
+    db = Database(make_settings(database={"url": fresh_pg_url}))
+    try:
+        migrate.upgrade(db)
+        test_a_name_in_use_is_refused_naming_it(db)
+    finally:
+        db.dispose()
 
 
 def test_listing_is_by_name_and_keeps_revoked_credentials(db: Database) -> None:
