@@ -139,7 +139,7 @@ def test_a_full_outbox_drops_the_oldest_batches_and_counts_their_events(
     assert publisher.send_pending()
     entries: Any = client.xrange(STREAM)
     assert [fields[b"s"] for _, fields in entries] == [b"3"]
-    assert publisher.published_entries == 1
+    assert (publisher.pending, publisher.unpublished_events) == (0, 1200)
 
 
 def test_a_large_batch_goes_out_as_numbered_pieces_of_one_transaction(
@@ -168,7 +168,7 @@ def test_the_consumer_skips_foreign_and_damaged_entries_and_reads_on(
     publisher.offer(3, make_batch(2))
     assert publisher.send_pending()
     assert consumer.read_once(block_ms=None) == 5
-    assert (consumer.skipped_entries, consumer.applied_entries) == (4, 1)
+    assert consumer.skipped_entries == 4
     assert applied.entries == [("api-a", "run-a", 3, 0, 2)]
     assert consumer.caught_up(1)
     assert consumer.read_once(block_ms=None) == 0  # the cursor moved past every entry
