@@ -52,6 +52,7 @@ LATENCY_BUCKETS_S: Final = (
 )  # upper bounds in seconds; +Inf follows
 UNMATCHED: Final = "unmatched"  # the route label of every path no route matches
 OTHER_METHOD: Final = "other"  # the method label of every non-standard method
+_SEEN_MAX: Final = 1024  # paths whose template is remembered (matching costs ~10 us)
 _METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
@@ -139,6 +140,7 @@ class RouteTemplates:
     def __init__(self) -> None:
         self._built_for = -1
         self._table: list[tuple[re.Pattern[str], frozenset[str] | None, str]] = []
+        self._seen: dict[tuple[str, str], str] = {}  # (path, method) -> template, bounded
 
     def _build(self, routes: Sequence[BaseRoute]) -> None:
         table = []
@@ -155,7 +157,17 @@ class RouteTemplates:
         )
         if len(routes) != self._built_for:
             self._build(routes)
+            self._seen = {}
         path, method = _route_path(scope), scope["method"]
+        key = (path, method)
+        template = self._seen.get(key)
+        if template is None:
+            if len(self._seen) >= _SEEN_MAX:  # a scanner's paths: start again, stay bounded
+                self._seen = {}
+            template = self._seen[key] = self._match(path, method)
+        return template
+
+    def _match(self, path: str, method: str) -> str:
         found = UNMATCHED
         for regex, methods, template in self._table:
             if regex.match(path):

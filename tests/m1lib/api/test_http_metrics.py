@@ -148,3 +148,26 @@ def test_a_path_under_a_root_path_counts_under_its_template(
     assert templates.template({**scope, "path": "/m1/api/m1/tokens/j/status"}) == (
         "/api/m1/tokens/{jti}/status"
     )
+
+
+def test_templates_stay_right_and_bounded_past_many_paths(
+    make_client: Callable[..., TestClient],
+) -> None:
+    app = make_client().app
+    templates = RouteTemplates()
+    scope = {"type": "http", "method": "GET", "app": app, "root_path": ""}
+    for n in range(3000):  # a scanner
+        assert templates.template({**scope, "path": f"/scan/{n}"}) == UNMATCHED
+        assert templates.template({**scope, "path": "/health/live"}) == "/health/live"
+    assert len(templates._seen) <= 1024
+
+
+def test_a_route_added_later_gets_its_template(make_client: Callable[..., TestClient]) -> None:
+    client = make_client()
+    assert client.get("/later/1").status_code == 404
+    client.app.add_api_route("/later/{n}", lambda n: {"n": n})  # type: ignore[attr-defined]
+    assert client.get("/later/2").status_code == 200
+    metrics: HttpMetrics = client.app.state.prometheus.http  # type: ignore[attr-defined]
+    requests = metrics.snapshot().requests
+    assert requests[(UNMATCHED, "GET", "4xx")] == 1
+    assert requests[("/later/{n}", "GET", "2xx")] == 1
