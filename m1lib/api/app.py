@@ -50,6 +50,7 @@ def create_app(
     install_docs(app)
     app.add_middleware(HeadAsGet)
     install_cors(app, settings)
+    prometheus.install_metrics(app)  # last: outermost, so it counts and times the whole stack
     app.include_router(health.router)
     app.include_router(session.router)
     app.include_router(ops.router)

@@ -80,7 +80,8 @@ class StreamPublisher:
         self._lock = threading.Lock()
         self._loops = LoopThreads("m1-metrics", logger=logger)
         self._sending = False
-        self.unpublished_events = 0
+        self.published_events = 0  # put on the stream (GET /metrics: m1_events_published_total)
+        self.unpublished_events = 0  # dropped from a full outbox while Redis was unreachable
 
     def offer(self, seq: int, batch: Batch) -> None:
         size = sum(chunk.size for _, chunk in batch)
@@ -147,6 +148,7 @@ class StreamPublisher:
                 return False
             with self._lock:
                 self._sending = False
+                self.published_events += size
                 if self._outbox and self._outbox[0][0] == seq:
                     self._outbox.popleft()
                     self._outbox_size -= size

@@ -140,6 +140,7 @@ def test_a_full_outbox_drops_the_oldest_batches_and_counts_their_events(
     entries: Any = client.xrange(STREAM)
     assert [fields[b"s"] for _, fields in entries] == [b"3"]
     assert (publisher.pending, publisher.unpublished_events) == (0, 1200)
+    assert publisher.published_events == 1500
 
 
 def test_a_large_batch_goes_out_as_numbered_pieces_of_one_transaction(
