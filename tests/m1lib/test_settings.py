@@ -43,6 +43,12 @@ DOCUMENTED_NAMES = [
     "M1_HEALTH_PERIOD_S",
     "M1_HEALING_THRESHOLD",
     "M1_STREAM_TICK_MS",
+    "M1_STREAM_WINDOW_S",
+    "M1_STREAM_MAX_CLIENTS",
+    "M1_STREAM_CLIENT_QUEUE",
+    "M1_STREAM_HEARTBEAT_S",
+    "M1_STREAM_ALERT_BUFFER",
+    "M1_STREAM_RETRY_MS",
     "M1_METRICS_PUBLIC",
 ]
 SAMPLE_VALUES = {
@@ -73,6 +79,12 @@ SAMPLE_VALUES = {
     "M1_HEALTH_PERIOD_S": ("15", lambda s: s.health.period_s == 15),
     "M1_HEALING_THRESHOLD": ("5", lambda s: s.healing.threshold == 5),
     "M1_STREAM_TICK_MS": ("250", lambda s: s.stream.tick_ms == 250),
+    "M1_STREAM_WINDOW_S": ("30", lambda s: s.stream.window_s == 30),
+    "M1_STREAM_MAX_CLIENTS": ("10", lambda s: s.stream.max_clients == 10),
+    "M1_STREAM_CLIENT_QUEUE": ("8", lambda s: s.stream.client_queue == 8),
+    "M1_STREAM_HEARTBEAT_S": ("5", lambda s: s.stream.heartbeat_s == 5),
+    "M1_STREAM_ALERT_BUFFER": ("50", lambda s: s.stream.alert_buffer == 50),
+    "M1_STREAM_RETRY_MS": ("1000", lambda s: s.stream.retry_ms == 1000),
     "M1_METRICS_PUBLIC": ("true", lambda s: s.metrics.public is True),
 }
 
