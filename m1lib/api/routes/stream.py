@@ -46,6 +46,7 @@ def hub_of(request: Request) -> StreamHub:
         **problems(
             *AUTHENTICATED,
             400,
+            422,
             why={
                 400: "`types` names an unknown event type; `errors` lists the allowed ones.",
                 503: "The replica serves M1_STREAM_MAX_CLIENTS streams already, or is shutting "
@@ -57,10 +58,12 @@ def hub_of(request: Request) -> StreamHub:
 async def stream(
     request: Request,
     types: Annotated[
-        str | None, Query(description="Comma-separated event types to receive; all if absent.")
+        str | None,
+        Query(max_length=512, description="Comma-separated event types to receive; all if absent."),
     ] = None,
     last_event_id: Annotated[
-        str | None, Header(alias="Last-Event-ID", description="Resume after this id.")
+        str | None,
+        Header(alias="Last-Event-ID", max_length=256, description="Resume after this id."),
     ] = None,
 ) -> Response:
     hub = hub_of(request)

@@ -134,6 +134,7 @@ class StreamHub:
         self._readiness_at = -float("inf")
         self._readiness: dict[str, Any] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._closer: asyncio.Task[None] | None = None
         self._closing = False
 
     @property
@@ -160,6 +161,18 @@ class StreamHub:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+    def close_soon(self) -> None:
+        """:meth:`close` scheduled on the hub's loop; callable from any thread or signal handler."""
+        task = self._task
+        if task is None or task.done():
+            return
+        loop = task.get_loop()
+
+        def schedule() -> None:
+            self._closer = loop.create_task(self.close())
+
+        loop.call_soon_threadsafe(schedule)
 
     # -- clients -----------------------------------------------------------------------------
 

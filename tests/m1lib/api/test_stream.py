@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -26,6 +27,7 @@ from m1lib.api.replica import ReplicaRuntime
 from m1lib.api.sessions import COOKIE_NAME
 from m1lib.api.stream import EVENT_TYPES, StreamHub
 from m1lib.api.stream.figures import SNAPSHOT_TYPES
+from m1lib.api.stream.server import StreamAwareServer
 from m1lib.db import migrate
 from m1lib.metrics.store import EventStore
 from m1lib.settings import Settings, StreamSettings
@@ -44,7 +46,7 @@ class Replica:
     runtime: ReplicaRuntime
     app: FastAPI
     port: int
-    server: uvicorn.Server
+    server: StreamAwareServer
     thread: threading.Thread
     viewer: str
     admin: str
@@ -86,7 +88,7 @@ def serve(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., Repl
         viewer = auth.create_credential(runtime.db, f"v{names}", "viewer", created_by="test")
         admin = auth.create_credential(runtime.db, f"a{names}", "admin", created_by="test")
         app = create_app(settings, runtime=runtime)
-        server = uvicorn.Server(
+        server = StreamAwareServer(
             uvicorn.Config(
                 app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=5
             )
@@ -550,6 +552,21 @@ def test_hub_close_ends_streams_cleanly(serve: Callable[..., Replica]) -> None:
     client.close()
 
 
+def test_server_exit_signal_ends_streams_cleanly_and_at_once(
+    serve: Callable[..., Replica],
+) -> None:
+    replica = serve()
+    client = reader(replica)
+    wait_kind(client, "cache_metrics")
+    # uvicorn alone would wait for the endless response (5 s here), then cut it mid-body
+    replica.server.handle_exit(signal.SIGTERM, None)
+    wait_for(lambda: client.ended_cleanly, "the stream to end with its last chunk", timeout_s=4)
+    assert client.error is None
+    replica.thread.join(4)
+    assert not replica.thread.is_alive()
+    client.close()
+
+
 # -- two replicas on one Redis and database ----------------------------------------------------
 
 
@@ -590,3 +607,27 @@ def test_two_replicas_agree_on_ids_and_snapshots(
     with reader(one, "?types=error_alert", **{"Last-Event-ID": there.id or ""}) as moved:
         (replayed,) = wait_kind(moved, "error_alert")
     assert replayed.data["data"]["message"] == "while moving"
+
+
+def test_head_answers_with_the_stream_headers_and_frees_the_client(
+    serve: Callable[..., Replica],
+) -> None:
+    replica = serve()
+    answer = httpx.head(replica.url(), headers={"Authorization": f"Bearer {replica.viewer}"})
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("text/event-stream")
+    assert answer.content == b""
+    wait_for(
+        lambda: replica.hub.client_count, "the HEAD client to be freed", until=lambda n: n == 0
+    )
+
+
+def test_overlong_last_event_id_is_a_422(serve: Callable[..., Replica]) -> None:
+    replica = serve()
+    answer = httpx.get(
+        replica.url(),
+        headers={"Authorization": f"Bearer {replica.viewer}", "Last-Event-ID": "1" * 300},
+    )
+    assert answer.status_code == 422
+    assert answer.headers["content-type"].startswith("application/problem+json")
+    assert replica.hub.client_count == 0
