@@ -24,6 +24,23 @@ _DESCRIPTION = (
     "resumes on any of them (missed alerts replayed, or `reset` when they are no longer kept)."
 )
 
+# One event as an SSE parser hands it over (OpenAPI 3.2's itemSchema, under `schema` for 3.1
+# tools): `data` is the JSON envelope as text.
+_EVENT_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string", "enum": list(EVENT_TYPES)},
+        "id": {"type": "string", "pattern": "^[0-9]+(-[0-9a-f]+)?$"},
+        "retry": {"type": "integer", "minimum": 0},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "description": '{"type", "timestamp", "data"}: the payloads of docs/contracts.md.',
+        },
+    },
+    "required": ["event", "data"],
+}
+
 
 def hub_of(request: Request) -> StreamHub:
     hub: StreamHub | None = getattr(request.app.state, "stream_hub", None)
@@ -41,7 +58,7 @@ def hub_of(request: Request) -> StreamHub:
     responses={
         200: {
             "description": "An endless `text/event-stream`.",
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "content": {"text/event-stream": {"schema": _EVENT_SCHEMA}},
         },
         **problems(
             *AUTHENTICATED,

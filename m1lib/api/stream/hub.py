@@ -273,15 +273,13 @@ class StreamHub:
         now_us = round(self.clock() * 1_000_000)
         fresh = await anyio.to_thread.run_sync(self._scan_alerts, now_us)
         self._remember(fresh)
-        for alert in fresh:
-            self._broadcast("error_alert", self._encode_alert(alert))
+        self._push_alerts(fresh)
 
     async def _tick(self, tick_ms: int) -> None:
         end_us = tick_ms * 1000
         figures, health, fresh = await anyio.to_thread.run_sync(self._compute, end_us)
         self._remember(fresh)
-        for alert in fresh:
-            self._broadcast("error_alert", self._encode_alert(alert))
+        self._push_alerts(fresh)
         tick_id = str(tick_ms)
         parts = {
             kind: encode_event(kind, figures[kind], ts_us=end_us, event_id=tick_id)
@@ -349,6 +347,11 @@ class StreamHub:
         if excess > 0:
             self._floor = max(self._floor, self._buffer[excess - 1].key)
             del self._buffer[:excess]
+
+    def _push_alerts(self, fresh: list[Alert]) -> None:
+        """New alerts as one message: a burst of them must not fill a reading client's queue."""
+        if fresh:
+            self._broadcast("error_alert", b"".join(map(self._encode_alert, fresh)))
 
     @staticmethod
     def _encode_alert(alert: Alert) -> bytes:

@@ -631,3 +631,15 @@ def test_overlong_last_event_id_is_a_422(serve: Callable[..., Replica]) -> None:
     assert answer.status_code == 422
     assert answer.headers["content-type"].startswith("application/problem+json")
     assert replica.hub.client_count == 0
+
+
+def test_a_burst_of_alerts_does_not_drop_a_reading_client(serve: Callable[..., Replica]) -> None:
+    replica = serve(stream={"client_queue": 4})
+    with reader(replica, "?types=error_alert") as client:
+        for i in range(20):
+            alert(replica, f"burst {i}")
+        received = wait_kind(client, "error_alert", 20)
+    assert sorted(e.data["data"]["message"] for e in received) == sorted(
+        f"burst {i}" for i in range(20)
+    )
+    assert replica.hub.dropped_clients == 0
