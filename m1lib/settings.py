@@ -276,8 +276,8 @@ class EventsSettings(BaseModel):
         ge=100,
     )
     ingest_max_bytes: int = _f(
-        1024 * 1024,
-        "Largest body POST /api/m1/events reads; a larger one is refused with 413.",
+        4 * 1024 * 1024,
+        "Largest body POST /api/m1/events reads (10,000 typical events fit); larger is a 413.",
         "bytes",
         ge=1024,
         le=64 * 1024 * 1024,

@@ -76,7 +76,9 @@ def test_a_bad_name_is_refused_and_nothing_is_stored(db: Database, name: str) ->
 
 
 def test_a_bad_role_is_refused_naming_the_roles(db: Database) -> None:
-    with pytest.raises(InputError, match=r"^role: 'root' is not a role; allowed: viewer, agent, admin$"):
+    with pytest.raises(
+        InputError, match=r"^role: 'root' is not a role; allowed: viewer, agent, admin$"
+    ):
         auth.create_credential(db, "ops", "root", created_by="test")
     assert auth.count_credentials(db) == 0
 

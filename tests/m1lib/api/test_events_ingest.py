@@ -248,3 +248,26 @@ def test_the_openapi_body_is_one_schema_per_metric(api: Api) -> None:
     assert executions["additionalProperties"] is False
     assert {"metric", "toolName", "scope", "success", "durationMs"} <= set(executions["required"])
     assert set(operation["responses"]) >= {"202", "401", "403", "413", "415", "422", "429", "503"}
+
+
+@pytest.mark.parametrize("ascii_only", [True, False], ids=["escaped", "raw"])
+@pytest.mark.parametrize(
+    "char", ["\x00", "\x08", "\x0b", "\x0c", "\x0e", "\x1f", "\x7f", "\x80", "\x9f"]
+)
+def test_every_character_prose_refuses_is_found_escaped_or_raw(
+    api: Api, ascii_only: bool, char: str
+) -> None:
+    """The body is scanned once for what could break the text rule; nothing may slip past it."""
+    batch = [execution("scan"), execution("scan", error=f"a{char}b")]
+    response = api.client.post(
+        EVENTS,
+        content=json.dumps(batch, ensure_ascii=ascii_only).encode(),
+        headers={**bearer(api.keys["agent"]), "Content-Type": "application/json"},
+    )
+    assert response.status_code == 422, (char, response.text)
+    assert [e["path"] for e in response.json()["errors"]] == ["/1/error"]
+
+
+def test_an_escaped_backslash_before_u0000_is_text_and_accepted(api: Api) -> None:
+    response = api.post([execution("escaped", error="C:\\u0000\\path\ttab\r\n")])
+    assert response.status_code == 202, response.text
