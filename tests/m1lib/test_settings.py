@@ -44,6 +44,9 @@ DOCUMENTED_NAMES = [
     "M1_HEALING_THRESHOLD",
     "M1_STREAM_TICK_MS",
     "M1_METRICS_PUBLIC",
+    "M1_RATELIMIT_INGEST_PER_MIN",
+    "M1_EVENTS_INGEST_MAX_BYTES",
+    "M1_EVENTS_INGEST_MAX_EVENTS",
 ]
 SAMPLE_VALUES = {
     "M1_ENV": ("staging", lambda s: s.env is Environment.STAGING),
@@ -74,6 +77,9 @@ SAMPLE_VALUES = {
     "M1_HEALING_THRESHOLD": ("5", lambda s: s.healing.threshold == 5),
     "M1_STREAM_TICK_MS": ("250", lambda s: s.stream.tick_ms == 250),
     "M1_METRICS_PUBLIC": ("true", lambda s: s.metrics.public is True),
+    "M1_RATELIMIT_INGEST_PER_MIN": ("30", lambda s: s.ratelimit.ingest_per_min == 30),
+    "M1_EVENTS_INGEST_MAX_BYTES": ("2048", lambda s: s.events.ingest_max_bytes == 2048),
+    "M1_EVENTS_INGEST_MAX_EVENTS": ("7", lambda s: s.events.ingest_max_events == 7),
 }
 
 

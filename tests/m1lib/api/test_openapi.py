@@ -27,6 +27,7 @@ ERRORS: dict[tuple[str, str], set[int]] = {
     ("get", "/api/m1/replicas"): AUTH | {422},
     ("post", "/api/m1/control/commands"): AUTH | {400, 413, 422},
     ("get", "/api/m1/control/commands/{command_id}"): AUTH | {422},
+    ("post", "/api/m1/tokens"): AUTH | {413, 422},
     ("post", "/api/m1/tokens/revoke"): AUTH | {400, 413, 415, 422},
     ("post", "/api/m1/tokens/revoke-all"): AUTH | {413, 415, 422},
     ("post", "/api/m1/tokens/introspect"): AUTH | {413, 415, 422},
@@ -36,6 +37,7 @@ ERRORS: dict[tuple[str, str], set[int]] = {
     ("post", "/api/m1/dashboard/query"): AUTH | {400, 413, 422},
     ("get", "/api/m1/dashboard/templates"): AUTH,
     ("get", "/api/m1/dashboard/schema"): AUTH,
+    ("post", "/api/m1/events"): AUTH | {413, 415, 422},
 }
 ERRORS.update(
     {("head", path): errors for (method, path), errors in list(ERRORS.items()) if method == "get"}
