@@ -1,0 +1,163 @@
+"""Instrumentation: what ``m1lib.cached_call`` and ``m1lib.tool_call`` add to the call they wrap.
+
+Everything is in one process as a service would run it: a started in-memory metrics runtime is
+the process default (its ingest thread drains the events the calls queue), the policy engine is
+the process default (HS256, nothing revoked) and the process cache is memory only, recording
+into the runtime. Side by side, in one run:
+
+- ``cached_call`` on a hit, memory backend: ``m1lib.cached_call(tool, key, fn)`` against the bare
+  ``Cache.cached_call(key, fn)`` of a cache that records nothing. Target: at most 2 us added.
+- ``tool_call``: ``with m1lib.tool_call(tool, scope, token=..., subject=...): fn()`` against the
+  bare call it stands for, ``engine.verify(...)`` then ``fn()`` (both record the decision; the
+  verify itself is the policy engine's cost, measured by bench/revocation.py). Target: at most
+  2 us added.
+
+Each sample is a batch of calls; bare and instrumented batches alternate, so background load hits
+both alike, and the added cost is the median of the paired per-call differences.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import _harness
+from _harness import Figure, Measured
+
+import m1lib
+from m1lib import process_cache, process_engine
+from m1lib.cache import Cache
+from m1lib.metrics import MetricsRuntime, install_default
+from m1lib.policy import PolicyEngine, Reason, Scope
+from m1lib.settings import Settings
+from m1lib.tokens import TokenCodec
+
+NAME = "instrumentation"
+SECRET = "bench-secret-" + "x" * 40
+TOOL, SCOPE, SUBJECT = "log_agent_run", Scope.WRITE, "agent-1"
+BATCH = 200
+
+
+class NothingRevoked:
+    """The revocation check of a fresh replica with nothing revoked (no threads, no I/O)."""
+
+    def denial(self, claims: Mapping[str, Any]) -> Reason | None:
+        return None
+
+
+def measure(smoke: bool) -> Measured:
+    size = {"batches": 200 if smoke else 5_000, "batch_calls": BATCH}
+    with tempfile.TemporaryDirectory(prefix="m1-bench-") as tmp:
+        settings = Settings(_env_file=None, data_dir=Path(tmp) / "data", jwt={"secret": SECRET})
+        metrics = MetricsRuntime(settings, replica_id="bench")
+        metrics.start()
+        previous_metrics = install_default(metrics)
+        engine = PolicyEngine(
+            settings=settings,
+            codec=TokenCodec.from_settings(settings),
+            revocation=NothingRevoked(),
+            recorder=metrics.recorder.policy_decision_sink(),
+        )
+        previous_engine = process_engine.install_engine(engine)
+        cache = Cache(settings, recorder=metrics.recorder.record_trusted)
+        previous_cache = process_cache.install_cache(cache)
+        try:
+            cached = cached_call_costs(settings, size["batches"])
+            tools = tool_call_costs(engine, size["batches"])
+            dropped = metrics.dropped_events
+        finally:
+            process_cache.install_cache(previous_cache)
+            process_engine.install_engine(previous_engine)
+            install_default(previous_metrics)
+            metrics.close()
+    figures = [
+        Figure("cached_call_hit_bare_us", round(cached["bare"], 3), "us"),
+        Figure(
+            "cached_call_hit_us",
+            round(cached["instrumented"], 3),
+            "us",
+            reference=round(cached["bare"], 3),
+            reference_label="bare Cache.cached_call, us",
+        ),
+        Figure("cached_call_added_us", round(cached["added"], 3), "us", target=2.0),
+        Figure("tool_call_bare_us", round(tools["bare"], 3), "us"),
+        Figure(
+            "tool_call_us",
+            round(tools["instrumented"], 3),
+            "us",
+            reference=round(tools["bare"], 3),
+            reference_label="verify + call, us",
+        ),
+        Figure("tool_call_added_us", round(tools["added"], 3), "us", target=2.0),
+    ]
+    return Measured(figures=figures, parameters={**size, "dropped_events": dropped})
+
+
+def paired(
+    bare: Callable[[], None], instrumented: Callable[[], None], batches: int
+) -> dict[str, float]:
+    """Median per-call cost of each, and the median of their paired differences, in us."""
+    bare_us: list[float] = []
+    instrumented_us: list[float] = []
+    for _ in range(batches):
+        for run, samples in ((bare, bare_us), (instrumented, instrumented_us)):
+            began = time.perf_counter()
+            run()
+            samples.append((time.perf_counter() - began) / BATCH * 1e6)
+    return {
+        "bare": statistics.median(bare_us),
+        "instrumented": statistics.median(instrumented_us),
+        "added": statistics.median(i - b for i, b in zip(instrumented_us, bare_us, strict=True)),
+    }
+
+
+def cached_call_costs(settings: Settings, batches: int) -> dict[str, float]:
+    plain = Cache(settings)  # records nothing: the bare call
+    value = {"hits": [1, 2, 3]}
+
+    def load() -> Any:
+        return value
+
+    plain.cached_call("bare-key", load)
+    m1lib.cached_call(TOOL, "key", load)
+    bare_call, call = plain.cached_call, m1lib.cached_call
+
+    def bare() -> None:
+        for _ in range(BATCH):
+            bare_call("bare-key", load)
+
+    def instrumented() -> None:
+        for _ in range(BATCH):
+            call(TOOL, "key", load)
+
+    return paired(bare, instrumented, batches)
+
+
+def tool_call_costs(engine: PolicyEngine, batches: int) -> dict[str, float]:
+    token = engine.issue_token(TOOL, SCOPE, subject=SUBJECT)
+    if not engine.verify(token, TOOL, SCOPE, subject=SUBJECT).allowed:
+        raise RuntimeError("the benchmark's token was denied")
+    verify, tool_call = engine.verify, m1lib.tool_call
+
+    def work() -> int:
+        return 1
+
+    def bare() -> None:
+        for _ in range(BATCH):
+            if verify(token, TOOL, SCOPE, subject=SUBJECT).allowed:
+                work()
+
+    def instrumented() -> None:
+        for _ in range(BATCH):
+            with tool_call(TOOL, SCOPE, token=token, subject=SUBJECT):
+                work()
+
+    return paired(bare, instrumented, batches)
+
+
+if __name__ == "__main__":
+    _harness.main(NAME, (__doc__ or "").strip().splitlines()[0], measure)
