@@ -1,9 +1,10 @@
 """``m1lib.raise_alert``: an ``error_alerts`` event that reaches every replica at once.
 
 An alert is recorded like any event, but through ``Recorder.record_now``: the ingest thread is
-woken at once and hands the alert on as a batch of its own, so with Redis it is on the shared
-stream (and so on every replica's dashboard) within milliseconds, not at the next flush of
-``M1_EVENTS_FLUSH_MS``; without Redis it is in this process's store as promptly. The caller's
+woken at once and hands the alert on as a batch of its own, so on a runtime that publishes (an
+API replica with Redis) it is on the shared stream (and so on every replica's dashboard) within
+milliseconds, not at the next flush of ``M1_EVENTS_FLUSH_MS``; otherwise it is in this process's
+store as promptly. The caller's
 thread validates and queues, nothing more: no I/O.
 
 ``metadata`` is a JSON object (a dict, or its JSON text), stored as compact JSON text of at most

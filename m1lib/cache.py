@@ -471,7 +471,7 @@ class Cache:
         def on_redis(client: redis.Redis) -> tuple[Backend, bytes | str | None]:
             return "redis", client.get(name)
 
-        def on_memory() -> tuple[Backend, bytes | None]:
+        def on_memory() -> tuple[Backend, bytes | str | None]:
             return "memory", self._memory.get(key, self._clock())
 
         started = _perf_counter()
