@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from m1lib.metrics import record_event, record_events, run_query
     from m1lib.process_cache import cached_call
     from m1lib.process_engine import is_revoked, issue_token, revoke_token, verify
-    from m1lib.tool_call import tool_call
+    from m1lib.tool_calls import tool_call
 
 __all__ = [
     "ToolDenied",
@@ -47,7 +47,7 @@ _HOME = {
     "ToolDenied": "m1lib.errors",
     "cached_call": "m1lib.process_cache",
     "raise_alert": "m1lib.alerts",
-    "tool_call": "m1lib.tool_call",
+    "tool_call": "m1lib.tool_calls",
     "is_revoked": "m1lib.process_engine",
     "issue_token": "m1lib.process_engine",
     "revoke_token": "m1lib.process_engine",

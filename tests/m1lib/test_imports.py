@@ -18,7 +18,7 @@ LIVE_MODULES = [
     "m1lib.api.replica",
     "m1lib.process_engine",
     "m1lib.process_cache",
-    "m1lib.tool_call",
+    "m1lib.tool_calls",
     "m1lib.alerts",
     "m1lib.signing",
     "m1lib.vocabulary",
