@@ -23,11 +23,11 @@ from m1lib.text import TOOL_MAX, check_text
 __all__ = ["cached_call", "default_cache", "install_cache"]
 
 _T = TypeVar("_T")
-_CHECKED_TOOLS_MAX: Final = 4096  # tool names remembered as valid (beyond: checked every call)
+_PREFIXES_MAX: Final = 4096  # tools whose key prefix is remembered (beyond: checked every call)
 
 _cache: Cache | None = None
 _lock = threading.Lock()
-_checked_tools: set[str] = set()
+_prefixes: dict[str, str] = {}  # tool name (checked) -> its key prefix
 
 
 def _record(metric: str, values: tuple[Any, ...]) -> None:
@@ -67,14 +67,22 @@ def cached_call(tool_name: str, key: str, fn: Callable[[], _T], *, ttl: float | 
     fallback pushes an entry out. InputError for a tool name that is not 1-128 characters of text
     without control characters, an empty key, a bad ``ttl`` or a value JSON cannot hold.
     """
-    if tool_name not in _checked_tools:
-        check_text("tool_name", tool_name, TOOL_MAX, required=True)
-        if len(_checked_tools) < _CHECKED_TOOLS_MAX:
-            _checked_tools.add(tool_name)
+    try:
+        prefix = _prefixes[tool_name]
+    except (KeyError, TypeError):  # a tool not seen yet (TypeError: not even hashable)
+        prefix = _prefix(tool_name)
     if not isinstance(key, str) or not key:
         raise InputError("key", f"{key!r:.100} is not a cache key", ["a non-empty string"])
-    cache = _cache or default_cache()
-    value: _T = cache.cached_call(
-        f"tool:{len(tool_name)}:{tool_name}:{key}", fn, ttl=ttl, tool_name=tool_name
+    value: _T = (_cache or default_cache()).cached_call(
+        prefix + key, fn, ttl=ttl, tool_name=tool_name
     )
     return value
+
+
+def _prefix(tool_name: str) -> str:
+    """The key prefix of a tool, after checking its name (InputError naming ``tool_name``)."""
+    check_text("tool_name", tool_name, TOOL_MAX, required=True)
+    prefix = f"tool:{len(tool_name)}:{tool_name}:"
+    if len(_prefixes) < _PREFIXES_MAX:
+        _prefixes[tool_name] = prefix
+    return prefix

@@ -23,36 +23,32 @@ from typing import TYPE_CHECKING, Final
 from m1lib import process_engine as _engine
 from m1lib.errors import ToolDenied, UsageError
 from m1lib.metrics import pipeline as _pipeline
+from m1lib.vocabulary import Scope
 
 if TYPE_CHECKING:
-    from m1lib.policy import PolicyDecision, Scope
+    from m1lib.policy import PolicyDecision
 
 __all__ = ["ToolCall", "tool_call"]
 
 _perf_counter = time.perf_counter
 _TOOL_EXECUTIONS: Final = "tool_executions"
+_SCOPE_TEXT: Final = {scope: scope.value for scope in Scope}  # plain str for record_trusted
 
 
 class ToolCall:
     """One tool call: the policy decision, then the block's timing and outcome.
 
-    Made by :func:`tool_call`; a context manager, sync or async, entered once. After the block:
-    ``success``, ``duration_ms`` and ``error`` (the exception's class name, or None). The cost
-    issue adds ``cost(...)``, which prices model calls made for this tool call (``component``).
+    ``m1lib.tool_call(...)`` makes one; a context manager, sync or async, entered once. After the
+    block: ``success``, ``duration_ms`` and ``error`` (the exception's class name, or None). The
+    cost issue adds ``cost(...)``, which prices model calls made for this tool call (``component``).
     """
 
-    __slots__ = (
-        "_started",
-        "_token",
-        "component",
-        "decision",
-        "duration_ms",
-        "error",
-        "scope",
-        "subject",
-        "success",
-        "tool_name",
-    )
+    # Set on entering and leaving; class-level defaults save four stores per call (hot path).
+    decision: PolicyDecision | None = None
+    success: bool | None = None
+    duration_ms: float | None = None
+    error: str | None = None
+    _started = 0.0
 
     def __init__(
         self,
@@ -67,12 +63,7 @@ class ToolCall:
         self.scope = scope
         self.subject = subject
         self.component = component
-        self._token = token
-        self.decision: PolicyDecision | None = None
-        self.success: bool | None = None
-        self.duration_ms: float | None = None
-        self.error: str | None = None
-        self._started = 0.0
+        self._token: str | None = token
 
     def __repr__(self) -> str:  # never the token
         reason = None if self.decision is None else self.decision.reason.value
@@ -106,10 +97,9 @@ class ToolCall:
         self.success = exc_type is None
         self.duration_ms = duration_ms
         self.error = error
-        runtime = _pipeline._default or _pipeline.default_runtime()
-        runtime.recorder.record_trusted(
+        (_pipeline._default or _pipeline.default_runtime()).recorder.record_trusted(
             _TOOL_EXECUTIONS,
-            (decision.tool_name, decision.scope.value, exc_type is None, duration_ms, error),
+            (decision.tool_name, _SCOPE_TEXT[decision.scope], exc_type is None, duration_ms, error),
         )
 
     async def __aenter__(self) -> ToolCall:
@@ -124,18 +114,11 @@ class ToolCall:
         self.__exit__(exc_type, exc, traceback)
 
 
-def tool_call(
-    tool_name: str,
-    scope: Scope | str,
-    *,
-    token: str | None,
-    subject: str | None,
-    component: str | None = None,
-) -> ToolCall:
-    """A :class:`ToolCall` to enter with ``with`` or ``async with`` around the tool's work.
+tool_call = ToolCall
+"""``tool_call(tool_name, scope, *, token, subject, component=None) -> ToolCall``: enter it with
+``with`` or ``async with`` around the tool's work (the class itself: one call less per use).
 
-    Raises (on entering) :class:`~m1lib.errors.ToolDenied` with ``.decision`` when the policy
-    engine denies ``token`` for ``tool_name`` at ``scope`` (for ``subject``), InputError for a
-    ``scope`` that is not one. ``component`` names the calling part, for the cost records.
-    """
-    return ToolCall(tool_name, scope, token=token, subject=subject, component=component)
+Raises (on entering) :class:`~m1lib.errors.ToolDenied` with ``.decision`` when the policy engine
+denies ``token`` for ``tool_name`` at ``scope`` (for ``subject``), InputError for a ``scope`` that
+is not one. ``component`` names the calling part, for the cost records.
+"""
