@@ -17,6 +17,7 @@ FIGURES = {
     "tool_call_us": None,
     "tool_call_added_us": 2.0,
     "tool_call_added_wall_us": None,
+    "tool_call_added_real_us": None,
 }
 
 
