@@ -7,6 +7,13 @@ so ``import m1lib`` starts nothing and stays cheap::
     decision = m1lib.verify(token, "log_agent_run", "write", subject="agent-7")
     m1lib.record_event("tool_executions", toolName="web_search", scope="read", success=True,
                        durationMs=41.0)
+
+Instrumented calls record those events themselves (``tool_executions``, ``cache_operations``,
+``error_alerts``)::
+
+    with m1lib.tool_call("web_search", "read", token=token, subject="agent-7"):  # or async with
+        hits = m1lib.cached_call("web_search", query, lambda: search(query), ttl=60)
+    m1lib.raise_alert("warning", "search", "slow upstream", metadata={"p99Ms": 950})
 """
 
 from __future__ import annotations
@@ -15,20 +22,32 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from m1lib.alerts import raise_alert
+    from m1lib.errors import ToolDenied
     from m1lib.metrics import record_event, record_events, run_query
+    from m1lib.process_cache import cached_call
     from m1lib.process_engine import is_revoked, issue_token, revoke_token, verify
+    from m1lib.tool_calls import tool_call
 
 __all__ = [
+    "ToolDenied",
+    "cached_call",
     "is_revoked",
     "issue_token",
+    "raise_alert",
     "record_event",
     "record_events",
     "revoke_token",
     "run_query",
+    "tool_call",
     "verify",
 ]
 
 _HOME = {
+    "ToolDenied": "m1lib.errors",
+    "cached_call": "m1lib.process_cache",
+    "raise_alert": "m1lib.alerts",
+    "tool_call": "m1lib.tool_calls",
     "is_revoked": "m1lib.process_engine",
     "issue_token": "m1lib.process_engine",
     "revoke_token": "m1lib.process_engine",

@@ -4,6 +4,10 @@ Keys are 256-bit random strings, so a fast hash is enough (no password stretchin
 replica keeps the active credentials in memory, refreshed from the database every
 ``M1_AUTH_REFRESH_S`` and on a miss (at most once a second, so guessing keys cannot hammer the
 database); a revoked key stops working everywhere within that period.
+
+A role is a set of permissions (:data:`PERMISSIONS`), not a rank: a route asks for one
+:class:`Permission`, and the ``agent`` role (record events, introspect tokens) is neither below
+nor above ``viewer``.
 """
 
 from __future__ import annotations
@@ -14,11 +18,12 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import cast
+from types import MappingProxyType
+from typing import Final, cast
 
 from sqlalchemy import Table, select, update
 
@@ -33,12 +38,44 @@ _CREDENTIALS = cast(Table, ApiCredential.__table__)
 _MISS_REFRESH_MIN_S = 1.0
 
 
+class Permission(StrEnum):
+    """What a route needs; a role is the set of permissions it holds (:data:`PERMISSIONS`)."""
+
+    READ = "read"  # dashboards, queries, listings, health, metrics, command acknowledgements
+    INTROSPECT_TOKENS = "introspect_tokens"  # POST /api/m1/tokens/introspect
+    RECORD_EVENTS = "record_events"  # POST /api/m1/events
+    ISSUE_TOKENS = "issue_tokens"  # POST /api/m1/tokens
+    REVOKE_TOKENS = "revoke_tokens"  # POST /api/m1/tokens/revoke, /revoke-all
+    ADMIN = "admin"  # control commands, healing overrides (credentials: the CLI only)
+
+
 class Role(StrEnum):
     VIEWER = "viewer"
+    AGENT = "agent"
     ADMIN = "admin"
 
-    def allows(self, needed: Role) -> bool:
-        return self is Role.ADMIN or needed is Role.VIEWER
+    @property
+    def permissions(self) -> frozenset[Permission]:
+        return PERMISSIONS[self]
+
+    def allows(self, needed: Permission) -> bool:
+        return needed in PERMISSIONS[self]
+
+
+# The permission table (docs/contracts.md): a role holds exactly these; nothing is implied by rank.
+PERMISSIONS: Final[Mapping[Role, frozenset[Permission]]] = MappingProxyType(
+    {
+        Role.VIEWER: frozenset({Permission.READ, Permission.INTROSPECT_TOKENS}),
+        # a process that records events and checks the tokens it is handed, nothing else
+        Role.AGENT: frozenset({Permission.RECORD_EVENTS, Permission.INTROSPECT_TOKENS}),
+        Role.ADMIN: frozenset(Permission),
+    }
+)
+
+
+def roles_with(permission: Permission) -> list[Role]:
+    """The roles holding ``permission``, in declaration order (for messages and docs)."""
+    return [role for role in Role if permission in PERMISSIONS[role]]
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,13 @@ closes it again. Nothing read from either side may be staler than what this repl
 
 ``force_backend`` pins either backend for the control channel's "switch cache backend" command.
 The hot path emits nothing but the Redis call; values are never logged (they may be secrets).
+
+Given a ``recorder`` (``Recorder.record_trusted`` of a metrics runtime), every get, set and evict
+records a ``cache_operations`` event: ``cache`` is the backend that served it, ``toolName`` the
+tool of a `cached_call` (else null), ``hit`` true only for a get that found the key, ``latencyMs``
+the call's time (0 for an evict, which happens inside a set). Evicts are entries the memory
+fallback drops to stay within ``M1_CACHE_MAX_ENTRIES``; Redis evicts on its own, unseen. Recording
+is one queue append on the caller's thread: no I/O, never blocking.
 """
 
 from __future__ import annotations
@@ -41,12 +48,15 @@ if TYPE_CHECKING:
 logger = logging.getLogger("m1.cache")
 
 Backend = Literal["redis", "memory"]
+EventSink = Callable[[str, tuple[Any, ...]], None]
+"""Where a cache records its ``cache_operations`` events: ``Recorder.record_trusted``."""
 
 DIRTY_KEYS_LIMIT = 10_000
 """Keys written on memory that recovery deletes one by one; past this it clears the namespace."""
 
 _UNLINK_BATCH = 500
 _T = TypeVar("_T")
+_perf_counter = time.perf_counter
 
 
 @dataclass(frozen=True)
@@ -72,11 +82,12 @@ class _Flight:
 
 
 class _MemoryLRU:
-    """Encoded values with absolute expiry, least recently used first; the caller holds the lock."""
+    """Encoded values with absolute expiry and their tool (for evict events), least recently used
+    first; the caller holds the lock."""
 
     def __init__(self, max_entries: int) -> None:
         self._max_entries = max_entries
-        self._entries: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[bytes, float, str | None]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -85,18 +96,23 @@ class _MemoryLRU:
         entry = self._entries.get(key)
         if entry is None:
             return None
-        data, expires_at = entry
+        data, expires_at, _ = entry
         if now >= expires_at:
             del self._entries[key]
             return None
         self._entries.move_to_end(key)
         return data
 
-    def set(self, key: str, data: bytes, expires_at: float) -> None:
-        self._entries[key] = (data, expires_at)
+    def set(
+        self, key: str, data: bytes, expires_at: float, tool: str | None = None
+    ) -> list[str | None]:
+        """Store one value; returns the tools of the entries evicted to make room."""
+        self._entries[key] = (data, expires_at, tool)
         self._entries.move_to_end(key)
+        evicted: list[str | None] = []
         while len(self._entries) > self._max_entries:
-            self._entries.popitem(last=False)
+            evicted.append(self._entries.popitem(last=False)[1][2])
+        return evicted
 
     def delete(self, key: str) -> None:
         self._entries.pop(key, None)
@@ -109,7 +125,8 @@ class Cache:
     """A JSON cache on Redis with an in-memory fallback behind a per-replica circuit breaker.
 
     Use one per process (it is thread-safe) for results worth sharing across replicas, such as
-    tool registry lookups. Without a Redis client it is a bounded in-process LRU.
+    tool registry lookups. Without a Redis client it is a bounded in-process LRU. Services use the
+    process's own through ``m1lib.cached_call`` (:mod:`m1lib.process_cache`).
 
         cache = Cache.from_settings(settings)
         tools = cache.cached_call("tools:v1", load_tools, ttl=60)
@@ -121,10 +138,12 @@ class Cache:
         *,
         redis_client: redis.Redis | None = None,
         clock: Callable[[], float] = time.monotonic,
+        recorder: EventSink | None = None,
     ) -> None:
         self._settings = settings
         self._client = redis_client
         self._clock = clock
+        self._recorder = recorder  # None: records no cache_operations
         self._default_ttl_s = settings.cache.default_ttl_s
         self._probe_s = settings.cache.probe_s
         self._owns_client = False
@@ -146,9 +165,9 @@ class Cache:
         self._flights_lock = threading.Lock()
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Cache:
+    def from_settings(cls, settings: Settings, *, recorder: EventSink | None = None) -> Cache:
         """The cache on the configured Redis (memory only without ``M1_REDIS_URL``)."""
-        cache = cls(settings, redis_client=make_redis(settings))
+        cache = cls(settings, redis_client=make_redis(settings), recorder=recorder)
         cache._owns_client = True
         return cache
 
@@ -200,13 +219,21 @@ class Cache:
 
         self._execute(on_redis, on_memory)
 
-    def cached_call(self, key: str, fn: Callable[[], Any], *, ttl: float | None = None) -> Any:
+    def cached_call(
+        self,
+        key: str,
+        fn: Callable[[], Any],
+        *,
+        ttl: float | None = None,
+        tool_name: str | None = None,
+    ) -> Any:
         """The cached value, or ``fn()`` cached for ``ttl``; concurrent misses share one call.
 
         Threads asking for the same key while ``fn`` runs wait for it and get its result (each a
-        fresh copy) or its exception. Exceptions are not cached.
+        fresh copy) or its exception. Exceptions are not cached. ``tool_name`` is the events'
+        ``toolName``: each caller records its get (hit or miss), the one that ran ``fn`` its set.
         """
-        hit, value = self._lookup(key)
+        hit, value = self._lookup(key, tool=tool_name)
         if hit:
             return value
         with self._flights_lock:
@@ -226,7 +253,7 @@ class Cache:
                 flight.data = _encode(value)
                 return value
             data = _encode(fn())
-            self._set_encoded(key, data, ttl)
+            self._set_encoded(key, data, ttl, tool_name)
             flight.data = data
             return _decode(data)[1]
         except BaseException as exc:  # handed to the waiters, then re-raised unchanged
@@ -436,17 +463,19 @@ class Cache:
 
     # -- helpers --------------------------------------------------------------------------------
 
-    def _lookup(self, key: str, *, count: bool = True) -> tuple[bool, Any]:
-        """(hit, value): tells a miss from a stored null, which `get` cannot."""
+    def _lookup(self, key: str, *, count: bool = True, tool: str | None = None) -> tuple[bool, Any]:
+        """(hit, value): tells a miss from a stored null, which `get` cannot. Counted (and
+        recorded as a get) unless ``count`` is False: `cached_call`'s second look."""
         name = self._name(key)
 
-        def on_redis(client: redis.Redis) -> bytes | str | None:
-            return client.get(name)
+        def on_redis(client: redis.Redis) -> tuple[Backend, bytes | str | None]:
+            return "redis", client.get(name)
 
-        def on_memory() -> bytes | None:
-            return self._memory.get(key, self._clock())
+        def on_memory() -> tuple[Backend, bytes | str | None]:
+            return "memory", self._memory.get(key, self._clock())
 
-        raw = self._execute(on_redis, on_memory)
+        started = _perf_counter()
+        backend, raw = self._execute(on_redis, on_memory)
         hit, value = (False, None) if raw is None else _decode(raw)
         if count:
             with self._lock:
@@ -454,20 +483,34 @@ class Cache:
                     self._hits += 1
                 else:
                     self._misses += 1
+            if self._recorder is not None:
+                latency_ms = (_perf_counter() - started) * 1000.0
+                self._recorder("cache_operations", (backend, tool, "get", hit, latency_ms))
         return hit, value
 
-    def _set_encoded(self, key: str, data: bytes, ttl: float | None) -> None:
+    def _set_encoded(
+        self, key: str, data: bytes, ttl: float | None, tool: str | None = None
+    ) -> None:
         ttl_s = self._ttl(ttl)
         name = self._name(key)
+        evicted: list[str | None] = []
 
-        def on_redis(client: redis.Redis) -> None:
+        def on_redis(client: redis.Redis) -> Backend:
             client.set(name, data, px=max(1, math.ceil(ttl_s * 1000)))
+            return "redis"
 
-        def on_memory() -> None:
-            self._memory.set(key, data, self._clock() + ttl_s)
+        def on_memory() -> Backend:
+            evicted.extend(self._memory.set(key, data, self._clock() + ttl_s, tool))
             self._mark_dirty_locked(key)
+            return "memory"
 
-        self._execute(on_redis, on_memory)
+        started = _perf_counter()
+        backend = self._execute(on_redis, on_memory)
+        if self._recorder is not None:
+            latency_ms = (_perf_counter() - started) * 1000.0
+            self._recorder("cache_operations", (backend, tool, "set", False, latency_ms))
+            for gone in evicted:
+                self._recorder("cache_operations", ("memory", gone, "evict", False, 0.0))
 
     def _unlink_namespace(self, client: redis.Redis) -> None:
         pattern = redis_key(self._settings, "cache", "*")

@@ -14,6 +14,9 @@ from typing import TYPE_CHECKING
 from m1lib.errors import M1Error
 from m1lib.settings import Settings, load_settings, masked_values
 
+# m1lib.auth.Role's values (auth is imported when a verb needs it; a test keeps the two equal)
+ROLE_CHOICES = ("viewer", "agent", "admin")
+
 if TYPE_CHECKING:
     from m1lib.revocation import RevocationManager
 
@@ -261,7 +264,12 @@ def build_parser() -> argparse.ArgumentParser:
     keys = verbs.add_parser("keys", help="API credentials: create, list, revoke")
     keys.add_argument("action", choices=["create", "list", "revoke"])
     keys.add_argument("name", nargs="?", help="credential name (the actor in audits)")
-    keys.add_argument("--role", choices=["viewer", "admin"], default="viewer")
+    keys.add_argument(
+        "--role",
+        choices=ROLE_CHOICES,
+        default="viewer",
+        help="viewer: read; agent: record events, introspect tokens; admin: everything",
+    )
     keys.set_defaults(handler=_keys)
 
     _add_tokens_parser(verbs)

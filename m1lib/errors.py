@@ -6,6 +6,7 @@ M1Error
 ├── TokenRejectedError        a capability token is not accepted; ``reason`` is the policy Reason
 ├── AuthenticationError       no credential, or an unknown or revoked one: HTTP 401
 ├── PermissionDeniedError     the credential's role does not allow the route: HTTP 403
+├── ToolDenied                m1lib.tool_call's policy decision denied the call: HTTP 403
 ├── RateLimitedError          a credential or address is over its limit: HTTP 429, Retry-After
 ├── UnavailableError          a dependency M1 needs is down (database, Redis): HTTP 503
 │   ├── DatabaseUnavailable   the database did not answer (or cannot run M1's statements)
@@ -22,8 +23,12 @@ when a subclass of ``M1Error`` anywhere in ``m1lib`` is missing from this drawin
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from m1lib.vocabulary import Reason
+
+if TYPE_CHECKING:
+    from m1lib.policy import PolicyDecision
 
 
 class M1Error(Exception):
@@ -93,6 +98,20 @@ class AuthenticationError(M1Error):
 
 class PermissionDeniedError(M1Error):
     """Raised when the credential's role does not allow the route (or no admin exists at all)."""
+
+
+class ToolDenied(M1Error):
+    """Raised by ``m1lib.tool_call`` when the policy engine denies the call, before it runs.
+
+    ``decision`` is the whole :class:`~m1lib.policy.PolicyDecision` (``decision.reason`` says
+    why). The message names the tool, the scope checked and the reason, never the token.
+    """
+
+    def __init__(self, decision: PolicyDecision) -> None:
+        self.decision = decision
+        super().__init__(
+            f"{decision.tool_name} ({decision.scope.value}): denied, {decision.reason.value}"
+        )
 
 
 class RateLimitedError(M1Error):

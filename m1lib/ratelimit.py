@@ -4,6 +4,10 @@ A sliding-window counter: the current minute's count plus the previous minute's,
 much of it still overlaps the window. One pipelined round trip per check. When Redis is absent or
 failing, each replica counts alone in memory (limits then apply per replica) and goes back to
 Redis as soon as it answers again.
+
+Buckets are named ``<class>:addr:<address>`` and ``<class>:cred:<name>``; the classes are ``read``,
+``query``, ``admin``, ``login`` and ``ingest`` (event batches), each limited by its own
+``M1_RATELIMIT_<CLASS>_PER_MIN`` (``m1lib.api.deps.limit_class`` picks a request's class).
 """
 
 from __future__ import annotations

@@ -275,6 +275,19 @@ class EventsSettings(BaseModel):
         "Entries kept in the shared Redis event stream (one entry is a batch of events).",
         ge=100,
     )
+    ingest_max_bytes: int = _f(
+        4 * 1024 * 1024,
+        "Largest body POST /api/m1/events reads (10,000 typical events fit); larger is a 413.",
+        "bytes",
+        ge=1024,
+        le=64 * 1024 * 1024,
+    )
+    ingest_max_events: int = _f(
+        10_000,
+        "Most events one POST /api/m1/events may carry; more is refused with 413.",
+        ge=1,
+        le=1_000_000,
+    )
 
 
 class RollupSettings(BaseModel):
@@ -385,6 +398,11 @@ class RatelimitSettings(BaseModel):
     )
     login_per_min: int = _f(
         10, "Session logins and failed authentications per minute per address.", ge=1
+    )
+    ingest_per_min: int = _f(
+        600,
+        "Event batches (POST /api/m1/events) per minute, per credential and per client address.",
+        ge=1,
     )
 
 

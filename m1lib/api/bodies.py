@@ -233,16 +233,20 @@ class BodyRoute(APIRoute):
 
     max_body_bytes: ClassVar[int] = MAX_BODY_BYTES
 
+    def body_limit(self, request: Request) -> int:
+        """The bound of this request's body: ``max_body_bytes``, unless a subclass reads it from
+        the replica's settings (event ingest)."""
+        return self.max_body_bytes
+
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
-        limit = self.max_body_bytes
         # A body FastAPI parses, or one the handler reads itself and documents (the token routes).
         reads_body = self.body_field is not None or "requestBody" in (self.openapi_extra or {})
 
         async def bounded(request: Request) -> Response:
             if not reads_body or request.method not in _BODY_METHODS:
                 return await handler(request)
-            checked = _BoundedRequest(request.scope, request.receive, limit)
+            checked = _BoundedRequest(request.scope, request.receive, self.body_limit(request))
             if await checked.body() and is_json_media_type(media_type(checked)):
                 await checked.json()  # a 422 here, before FastAPI would turn it into a 400
             return await handler(checked)

@@ -1,22 +1,27 @@
 """Request dependencies: who is calling, may they, and are they within their limits.
 
-Routes declare the role they need with the ``ViewerPrincipal`` / ``AdminPrincipal`` aliases (or
-``dependencies=[...]`` where a router is included); tests swap ``require_viewer`` /
-``require_admin`` through ``app.dependency_overrides``. A key arrives only in the
+Routes declare the permission they need (``m1lib.auth.PERMISSIONS`` says which roles hold it) with
+the aliases ``ViewerPrincipal`` (read), ``IntrospectPrincipal``, ``RecordEventsPrincipal``,
+``IssueTokensPrincipal``, ``RevokeTokensPrincipal`` and ``AdminPrincipal`` (or
+``dependencies=[...]`` where a router is included); tests swap the ``require_*`` functions
+(:data:`REQUIRE`, one per permission) through ``app.dependency_overrides``. The permission also
+picks the rate-limit class: ``ingest`` for recording events, ``admin`` for issuing, revoking and
+administering, else ``read`` (GET, HEAD) or ``query``. A key arrives only in the
 ``Authorization: Bearer`` header; the session cookie counts on GET and HEAD only.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Final
 
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from m1lib.api.replica import ReplicaRuntime
 from m1lib.api.sessions import COOKIE_NAME, decode_session, fingerprint
-from m1lib.auth import Role
+from m1lib.auth import Permission, Role, roles_with
 from m1lib.errors import AuthenticationError, PermissionDeniedError, RateLimitedError
 
 SAFE_METHODS = frozenset({"GET", "HEAD"})
@@ -91,23 +96,35 @@ def authenticate(request: Request) -> Principal | None:
     return None
 
 
-def _require(request: Request, needed: Role) -> Principal:
+_ADMIN_CLASS: Final = frozenset(
+    {Permission.ISSUE_TOKENS, Permission.REVOKE_TOKENS, Permission.ADMIN}
+)
+
+
+def limit_class(request: Request, needed: Permission) -> str:
+    """The rate-limit class (``M1_RATELIMIT_<CLASS>_PER_MIN``) of a request needing ``needed``."""
+    if needed is Permission.RECORD_EVENTS:
+        return "ingest"
+    if needed in _ADMIN_CLASS:
+        return "admin"
+    return "read" if request.method in SAFE_METHODS else "query"
+
+
+def _require(request: Request, needed: Permission) -> Principal:
     principal = authenticate(request)
+    holders = roles_with(needed)
     if principal is None:
-        if needed is Role.ADMIN and not runtime_of(request).credentials.any_configured():
+        if holders == [Role.ADMIN] and not runtime_of(request).credentials.any_configured():
             raise PermissionDeniedError("no API credential is configured: admin routes are closed")
         hint = " (the session cookie is accepted on GET only)" if request.cookies else ""
         raise AuthenticationError(f"this route needs an API key: Authorization: Bearer <key>{hint}")
     if not principal.role.allows(needed):
+        names = " or ".join(role.value for role in holders)
         raise PermissionDeniedError(
-            f"this route needs the {needed.value} role; credential {principal.name!r} is "
-            f"{principal.role.value}"
+            f"this route needs the {needed.value} permission, which the {names} role has; "
+            f"credential {principal.name!r} is {principal.role.value}"
         )
-    if needed is Role.ADMIN:
-        route_class = "admin"
-    else:
-        route_class = "read" if request.method in SAFE_METHODS else "query"
-    enforce_limit(request, route_class, principal.name)
+    enforce_limit(request, limit_class(request, needed), principal.name)
     request.state.principal = principal
     return principal
 
@@ -120,12 +137,44 @@ _Documented = Annotated[HTTPAuthorizationCredentials | None, Security(bearer_sch
 
 
 def require_viewer(request: Request, _: _Documented) -> Principal:
-    return _require(request, Role.VIEWER)
+    """The ``read`` permission: dashboards, queries, listings (viewer, admin)."""
+    return _require(request, Permission.READ)
+
+
+def require_introspect_tokens(request: Request, _: _Documented) -> Principal:
+    return _require(request, Permission.INTROSPECT_TOKENS)
+
+
+def require_record_events(request: Request, _: _Documented) -> Principal:
+    return _require(request, Permission.RECORD_EVENTS)
+
+
+def require_issue_tokens(request: Request, _: _Documented) -> Principal:
+    return _require(request, Permission.ISSUE_TOKENS)
+
+
+def require_revoke_tokens(request: Request, _: _Documented) -> Principal:
+    return _require(request, Permission.REVOKE_TOKENS)
 
 
 def require_admin(request: Request, _: _Documented) -> Principal:
-    return _require(request, Role.ADMIN)
+    return _require(request, Permission.ADMIN)
 
+
+require_read = require_viewer
+REQUIRE: Final[Mapping[Permission, Callable[[Request, _Documented], Principal]]] = {
+    Permission.READ: require_viewer,
+    Permission.INTROSPECT_TOKENS: require_introspect_tokens,
+    Permission.RECORD_EVENTS: require_record_events,
+    Permission.ISSUE_TOKENS: require_issue_tokens,
+    Permission.REVOKE_TOKENS: require_revoke_tokens,
+    Permission.ADMIN: require_admin,
+}
+"""The dependency of each permission (what a test overrides to skip authentication)."""
 
 ViewerPrincipal = Annotated[Principal, Depends(require_viewer)]
+IntrospectPrincipal = Annotated[Principal, Depends(require_introspect_tokens)]
+RecordEventsPrincipal = Annotated[Principal, Depends(require_record_events)]
+IssueTokensPrincipal = Annotated[Principal, Depends(require_issue_tokens)]
+RevokeTokensPrincipal = Annotated[Principal, Depends(require_revoke_tokens)]
 AdminPrincipal = Annotated[Principal, Depends(require_admin)]

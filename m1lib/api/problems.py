@@ -33,6 +33,7 @@ from m1lib.errors import (
     RateLimitedError,
     SettingsError,
     TokenRejectedError,
+    ToolDenied,
     UnavailableError,
     UsageError,
 )
@@ -161,6 +162,7 @@ ANSWERS: Final[Mapping[type[Exception], Answer]] = MappingProxyType(
         DatabaseRefused: Answer(400),
         AuthenticationError: Answer(401, headers=_bearer_challenge),
         PermissionDeniedError: Answer(403),
+        ToolDenied: Answer(403),  # a handler's m1lib.tool_call the policy denied
         RateLimitedError: Answer(429, headers=_retry_after),
         UnavailableError: _UNAVAILABLE,
         DatabaseUnavailable: _UNAVAILABLE,

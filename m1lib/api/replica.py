@@ -22,6 +22,7 @@ from m1lib.db.session import Database
 from m1lib.errors import UsageError
 from m1lib.metrics import MetricsRuntime, install_default, register_metrics_commands
 from m1lib.policy import PolicyEngine
+from m1lib.process_cache import install_cache
 from m1lib.process_engine import install_engine
 from m1lib.ratelimit import RateLimiter
 from m1lib.redis_conn import make_redis
@@ -66,7 +67,7 @@ class ReplicaRuntime:
         runtime = cls(
             settings=settings,
             db=db,
-            cache=Cache.from_settings(settings),
+            cache=Cache.from_settings(settings, recorder=metrics.recorder.record_trusted),
             credentials=CredentialStore(db, refresh_s=settings.auth.refresh_s),
             limiter=RateLimiter(settings, redis_client=make_redis(settings)),
             session_key=cookie_key,
@@ -93,6 +94,7 @@ class ReplicaRuntime:
         install_default(self.metrics)  # m1lib.record_event in this process feeds this replica
         if self.policy is not None:  # and m1lib.verify decides with this replica's engine
             install_engine(self.policy)
+        install_cache(self.cache)  # and m1lib.cached_call caches in this replica's cache
         self.agent = ReplicaAgent(
             self.settings, db=self.db, registry=self.registry, figures=self.figures
         )
@@ -103,6 +105,7 @@ class ReplicaRuntime:
             self.agent.stop()
         if self.policy is not None:
             install_engine(None)
+        install_cache(None)
         self.revocations.close()
         install_default(None)
         self.metrics.close()  # persists closed chunks, so it goes before the database

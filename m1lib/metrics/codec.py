@@ -157,13 +157,19 @@ def _unpack_chunk(
     part: Mapping[str, Any], arrays: Mapping[str, NDArray[Any]], prefix: str, header: dict[str, Any]
 ) -> DecodedChunk:
     spec = metric_spec(part["metric"])
-    return DecodedChunk(
-        spec,
-        arrays[f"{prefix}ts"],
-        {f.name: arrays[f"{prefix}{f.name}"] for f in spec.fields},
-        {name: list(values) for name, values in part["dictionaries"].items()},
-        header,
-    )
+    ts = arrays[f"{prefix}ts"]
+    columns: dict[str, NDArray[Any]] = {}
+    dictionaries = {name: list(values) for name, values in part["dictionaries"].items()}
+    for f in spec.fields:
+        column = arrays.get(f"{prefix}{f.name}")
+        if column is None and f.optional and f.kind is Kind.STR:
+            # a text field added since the payload was written (error_alerts.metadata): null
+            column = np.full(ts.size, -1, dtype=np.int32)
+            dictionaries.setdefault(f.name, [])
+        elif column is None:
+            raise CodecError(f"payload lacks the {spec.name}.{f.name} column")
+        columns[f.name] = column
+    return DecodedChunk(spec, ts, columns, dictionaries, header)
 
 
 def encode_chunk(spec: MetricSpec, chunk: RawChunk, header: Mapping[str, Any]) -> bytes:

@@ -87,6 +87,9 @@ def covered(coverage: Mapping[str, Sequence[Sequence[int]]], run: str, seq: int)
 # -- writing ---------------------------------------------------------------------------------
 
 
+_LAST_US: Final = to_us(datetime.max.replace(tzinfo=UTC))  # 9999-12-31T23:59:59.999999Z
+
+
 @dataclass(frozen=True)
 class ChunkRow:
     """One ``metric_chunks`` row to write: the one place a chunk becomes a :class:`MetricChunk`."""
@@ -105,7 +108,8 @@ class ChunkRow:
             resolution=self.resolution,
             replica=self.replica,
             start_ts=from_us(self.start_us),
-            end_ts=from_us(self.end_us),
+            # exclusive, so it may be 10000-01-01, past what a datetime holds: then the last µs
+            end_ts=from_us(min(self.end_us, _LAST_US)),
             points=self.points,
             bytes=len(self.payload),
             created_at=created_at,

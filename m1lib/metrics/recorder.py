@@ -5,7 +5,8 @@ for longer than a counter update, nothing waits on I/O, and a full queue drops t
 it instead of blocking (a decision path must never stall because analytics are behind). The
 ingest thread turns what is queued into columns every ``M1_EVENTS_FLUSH_MS`` (sooner when the
 queue is half full) and hands the new chunks to the store and to ``on_batch`` (publishing and
-persisting, in ``MetricsRuntime``).
+persisting, in ``MetricsRuntime``). ``record_now`` (alerts) wakes it at once, and it hands that
+event on as a batch of its own before the rest.
 
 ``record_events`` validates a batch column by column (one pass of C-level ``map`` per field and
 a numpy range check per number) and queues it as columns; anything that pass does not take
@@ -131,6 +132,7 @@ class Recorder:
         self._names = {name: [f.name for f in spec.declared] for name, spec in METRICS.items()}
         self._lock = threading.Lock()
         self._items: deque[_Queued] = deque()
+        self._urgent: list[_Item] = []  # record_now: ingested first, as a batch of their own
         self._queued = 0  # events waiting in _items (what the bound counts)
         self._inflight = 0  # events taken by the ingest thread, not yet in the store
         self._inflight_since = 0.0  # monotonic time the oldest in-flight event was queued
@@ -160,6 +162,26 @@ class Recorder:
         values = validate(fields, 0, metric)
         ts = _now_us() if timestamp is None else timestamp_us(timestamp, f"{metric}.timestamp")
         self._enqueue((metric, (ts, *values)))
+
+    def record_now(self, metric: str, timestamp: Any, fields: Mapping[str, Any]) -> None:
+        """:meth:`record`, then wake the ingest thread: it stores this event at once, as a batch
+        of its own handed to ``on_batch`` (published on the shared stream) before what else is
+        queued. For alerts, which must not wait for the next flush; still no I/O here."""
+        validate = self._validators.get(metric)
+        if validate is None:
+            metric_spec(metric)  # raises, naming the metrics
+        assert validate is not None
+        values = validate(fields, 0, metric)
+        ts = _now_us() if timestamp is None else timestamp_us(timestamp, f"{metric}.timestamp")
+        with self._lock:
+            if self._queued >= self.queue_size:
+                self._queue_full += 1
+                return
+            if not self._queued:
+                self._oldest = time.monotonic()
+            self._queued += 1
+            self._urgent.append((metric, (ts, *values)))
+        self._wake.set()
 
     def record_trusted(
         self, metric: str, values: tuple[Any, ...], timestamp_us: int | None = None
@@ -341,21 +363,36 @@ class Recorder:
         """Move everything queued into the store now; returns the events taken from the queue
         (stored, or dropped and counted by reason)."""
         with self._lock:  # the queue is free again at once: the bound counts waiting events
+            urgent, self._urgent = self._urgent, []
             items, self._items = self._items, deque()
             count, self._queued = self._queued, 0
             if count and not self._inflight:
                 self._inflight_since = self._oldest
             self._inflight += count
+        try:
+            if urgent:  # record_now's events first, as a batch of their own
+                self._ingest(urgent, len(urgent))
+            if items:
+                self._ingest(items, count - len(urgent))
+        finally:
+            with self._idle:
+                self._inflight -= count
+                self._idle.notify_all()
+        self.report_drops()
+        return count
+
+    def _ingest(self, items: Iterable[_Queued], count: int) -> None:
+        """Store ``count`` queued events and hand them to ``on_batch`` as one batch."""
+        with self._lock:
             dropped_before = sum(self._drops.values())
         stored = 0
         handing = False  # True once the batch is in the store and on_batch has it
         try:
-            if items:
-                batch = self._store_all(items)
-                stored = sum(chunk.size for _, chunk in batch)
-                if batch and self.on_batch is not None:
-                    handing = True
-                    self.on_batch(batch)
+            batch = self._store_all(items)
+            stored = sum(chunk.size for _, chunk in batch)
+            if batch and self.on_batch is not None:
+                handing = True
+                self.on_batch(batch)
         except Exception as error:  # the thread must outlive a bug: logged, counted, goes on
             if handing:  # stored, but neither published nor persisted
                 reason, lost = BATCH_HANDLER, stored
@@ -365,12 +402,6 @@ class Recorder:
                 reason = STORE_ERROR
             if self._drop(reason, max(lost, 0), repr(error)):
                 logger.exception("metrics ingest failed (%s)", reason)
-        finally:
-            with self._idle:
-                self._inflight -= count
-                self._idle.notify_all()
-        self.report_drops()
-        return count
 
     def _store_all(self, items: Iterable[_Queued]) -> list[tuple[str, RawChunk]]:
         """Check the queued rows, then store each metric's events as one chunk (or, when the

@@ -2,7 +2,7 @@
 
 A field is a *dimension* when rollups group by it: low-cardinality labels an operator filters and
 groups on (tool, scope, decision, reason...). Free text and per-caller values (``subject``,
-``error``, ``message``) and every number are not dimensions: filtering or grouping on them needs raw
+``error``, ``message``, ``metadata``) and every number are not dimensions: filtering or grouping on them needs raw
 events, which are kept ``M1_RAW_RETENTION``. Every numeric field is a *measure*: rollups keep its
 count, sum, min, max, sum of squared deviations and a quantile sketch.
 
@@ -212,9 +212,10 @@ METRICS: Final[Mapping[str, MetricSpec]] = {
                 _dim("level", choices=("warning", "critical")),
                 _dim("source"),
                 FieldSpec("message", Kind.STR),
+                FieldSpec("metadata", Kind.STR, optional=True),  # JSON text (m1lib.alerts)
             ),
             None,
-            "Every raised alert: level, source and message.",
+            "Every raised alert: level, source, message and metadata (a JSON object as text).",
         ),
         MetricSpec(
             "health_checks",

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from m1lib import auth
-from m1lib.auth import Credential, CredentialStore, Role
+from m1lib.auth import Credential, CredentialStore, Permission, Role, roles_with
 from m1lib.db import migrate
 from m1lib.db.session import Database
 from m1lib.errors import InputError, M1Error
@@ -76,7 +76,9 @@ def test_a_bad_name_is_refused_and_nothing_is_stored(db: Database, name: str) ->
 
 
 def test_a_bad_role_is_refused_naming_the_roles(db: Database) -> None:
-    with pytest.raises(InputError, match=r"^role: 'root' is not a role; allowed: viewer, admin"):
+    with pytest.raises(
+        InputError, match=r"^role: 'root' is not a role; allowed: viewer, agent, admin$"
+    ):
         auth.create_credential(db, "ops", "root", created_by="test")
     assert auth.count_credentials(db) == 0
 
@@ -121,11 +123,24 @@ def test_listing_is_by_name_and_keeps_revoked_credentials(db: Database) -> None:
     assert auth.count_credentials(db) == 3
 
 
-def test_an_admin_may_do_what_a_viewer_may_and_not_the_reverse() -> None:
-    assert Role.ADMIN.allows(Role.ADMIN)
-    assert Role.ADMIN.allows(Role.VIEWER)
-    assert Role.VIEWER.allows(Role.VIEWER)
-    assert not Role.VIEWER.allows(Role.ADMIN)
+def test_roles_are_a_permission_table_not_an_order() -> None:
+    assert {role: role.permissions for role in Role} == {
+        Role.VIEWER: {Permission.READ, Permission.INTROSPECT_TOKENS},
+        Role.AGENT: {Permission.RECORD_EVENTS, Permission.INTROSPECT_TOKENS},
+        Role.ADMIN: set(Permission),
+    }
+    assert all(Role.ADMIN.allows(permission) for permission in Permission)
+    assert not Role.VIEWER.allows(Permission.RECORD_EVENTS)
+    assert not Role.AGENT.allows(Permission.READ)  # neither below nor above a viewer
+    assert roles_with(Permission.INTROSPECT_TOKENS) == [Role.VIEWER, Role.AGENT, Role.ADMIN]
+    assert roles_with(Permission.RECORD_EVENTS) == [Role.AGENT, Role.ADMIN]
+    assert roles_with(Permission.ISSUE_TOKENS) == [Role.ADMIN]
+
+
+def test_an_agent_credential_is_stored_and_authenticated(db: Database) -> None:
+    key = auth.create_credential(db, "flow-runner", "agent", created_by="test")
+    store = CredentialStore(db, refresh_s=30)
+    assert store.authenticate(key) == Credential("flow-runner", Role.AGENT, auth.hash_key(key))
 
 
 def test_the_store_authenticates_active_keys_only(db: Database) -> None:

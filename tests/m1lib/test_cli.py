@@ -260,6 +260,20 @@ def test_keys_create_list_revoke(
     assert all("created by cli:" in line for line in lines)
 
 
+def test_keys_create_takes_every_role_and_only_those(
+    configured: TokenCodec, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert tuple(role.value for role in auth.Role) == cli.ROLE_CHOICES
+    code, out, _ = m1(capsys, "keys", "create", "flow-runner", "--role", "agent")
+    assert (code, out.splitlines()[0]) == (
+        0,
+        "created agent credential 'flow-runner'; its key (shown once):",
+    )
+    code, _, err = m1(capsys, "keys", "create", "someone", "--role", "operator")
+    assert code == 2  # argparse: an unknown choice
+    assert "invalid choice: 'operator'" in err
+
+
 def test_keys_create_and_revoke_need_a_name(
     configured: TokenCodec, capsys: pytest.CaptureFixture[str]
 ) -> None:

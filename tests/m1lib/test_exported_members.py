@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,6 +23,12 @@ def test_all_is_sorted_and_every_name_resolves() -> None:
     assert m1lib.__all__ == sorted(m1lib.__all__)
     for name in m1lib.__all__:
         assert callable(getattr(m1lib, name)), name
+
+
+def test_no_submodule_shares_an_exported_name() -> None:
+    """Importing a submodule binds it on the package: m1lib.tool_call would become a module."""
+    for name in m1lib.__all__:
+        assert importlib.util.find_spec(f"m1lib.{name}") is None, name
 
 
 def test_unknown_attribute_is_an_attribute_error() -> None:

@@ -50,6 +50,9 @@ DOCUMENTED_NAMES = [
     "M1_STREAM_ALERT_BUFFER",
     "M1_STREAM_RETRY_MS",
     "M1_METRICS_PUBLIC",
+    "M1_RATELIMIT_INGEST_PER_MIN",
+    "M1_EVENTS_INGEST_MAX_BYTES",
+    "M1_EVENTS_INGEST_MAX_EVENTS",
 ]
 SAMPLE_VALUES = {
     "M1_ENV": ("staging", lambda s: s.env is Environment.STAGING),
@@ -86,6 +89,9 @@ SAMPLE_VALUES = {
     "M1_STREAM_ALERT_BUFFER": ("50", lambda s: s.stream.alert_buffer == 50),
     "M1_STREAM_RETRY_MS": ("1000", lambda s: s.stream.retry_ms == 1000),
     "M1_METRICS_PUBLIC": ("true", lambda s: s.metrics.public is True),
+    "M1_RATELIMIT_INGEST_PER_MIN": ("30", lambda s: s.ratelimit.ingest_per_min == 30),
+    "M1_EVENTS_INGEST_MAX_BYTES": ("2048", lambda s: s.events.ingest_max_bytes == 2048),
+    "M1_EVENTS_INGEST_MAX_EVENTS": ("7", lambda s: s.events.ingest_max_events == 7),
 }
 
 

@@ -1,4 +1,5 @@
-"""Token routes: revoke (RFC 7009), revoke-all, introspect (RFC 7662), revocation list and status.
+"""Token routes: issue, revoke (RFC 7009), revoke-all, introspect (RFC 7662), revocation list and
+status.
 
 The actor of every change is the authenticated credential's name, never a field of the request.
 Revoke and introspect take form-encoded or JSON bodies, as their RFCs' clients send either; the
@@ -9,9 +10,10 @@ plain ``def`` (FastAPI runs them in its thread pool); only body reading is async
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, TypeVar
 from urllib.parse import parse_qsl
 
@@ -23,6 +25,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    Strict,
     StringConstraints,
     ValidationError,
     model_validator,
@@ -31,8 +34,15 @@ from pydantic_core import PydanticCustomError
 from starlette.exceptions import HTTPException
 
 from m1lib.api.bodies import BodyRoute, decode_utf8, invalid_body, is_json_media_type, media_type
-from m1lib.api.deps import AdminPrincipal, ViewerPrincipal, runtime_of
+from m1lib.api.deps import (
+    IntrospectPrincipal,
+    IssueTokensPrincipal,
+    RevokeTokensPrincipal,
+    ViewerPrincipal,
+    runtime_of,
+)
 from m1lib.api.openapi import AUTHENTICATED, problems
+from m1lib.api.problems import problem
 from m1lib.errors import InputError, TokenRejectedError, UnavailableError
 from m1lib.policy import PolicyEngine
 from m1lib.revocation import RevocationManager
@@ -45,8 +55,11 @@ from m1lib.text import (
     SubjectText,
     ToolText,
 )
+from m1lib.vocabulary import Scope
 
 __all__ = ["router"]
+
+logger = logging.getLogger("m1.api.tokens")
 
 router = APIRouter(prefix="/api/m1/tokens", tags=["tokens"], route_class=BodyRoute)
 
@@ -67,6 +80,9 @@ _FORM = "application/x-www-form-urlencoded"
 _FORM_FIELDS = 20  # parameters a form may carry; each one once (RFC 6749 section 3.2)
 _FORM_RULE = f"UTF-8 form of at most {_FORM_FIELDS} parameters, each given once"
 _NO_STORE = {"Cache-Control": "no-store"}
+_TTL_MAX_S = 86400  # M1_TOKEN_TTL_S's own upper bound; the configured value is checked at issue
+# The policy engine names its inputs as Python does; the answer names the body's members.
+_ISSUE_FIELDS = {"tool_name": "/toolName", "scope": "/scope", "subject": "/subject", "ttl": "/ttlS"}
 
 
 # -- bodies ------------------------------------------------------------------------------------------
@@ -145,6 +161,23 @@ class IntrospectRequest(BaseModel):
 
     token: TokenText = Field(..., description="The token to inspect.")
     token_type_hint: HintText | None = Field(None, description="Accepted and ignored (RFC 7662).")
+
+
+class IssueRequest(BaseModel):
+    """A capability token for ``subject`` to call ``toolName`` up to ``scope``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tool_name: ToolText = Field(alias="toolName", description="A tool of the registry.")
+    scope: Scope = Field(description="The approval: at least the tool's own scope.")
+    subject: SubjectText = Field(description="Who may use the token (its `sub`).")
+    ttl_s: Annotated[int, Strict()] | None = Field(
+        None,
+        alias="ttlS",
+        ge=1,
+        le=_TTL_MAX_S,
+        description="Lifetime in seconds; default and at most `M1_TOKEN_TTL_S`.",
+    )
 
 
 def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
@@ -252,6 +285,64 @@ def _manager(request: Request) -> RevocationManager:
 
 
 @router.post(
+    "",
+    status_code=201,
+    summary="Issue a capability token (as `issue_token` does), for approvers outside Python",
+    responses=problems(
+        *AUTHENTICATED,
+        413,
+        422,
+        why={
+            422: "The body does not validate, or the policy refuses it: a tool not in the "
+            "registry, a scope below the tool's, a `ttlS` over `M1_TOKEN_TTL_S`, a subject that "
+            "makes the token longer than `M1_TOKEN_MAX_BYTES`; `errors` names the member.",
+            503: "No signing key, or the credentials are unavailable.",
+        },
+    ),
+)
+def issue(request: Request, principal: IssueTokensPrincipal, body: IssueRequest) -> JSONResponse:
+    policy = _policy(request)
+    ttl = None if body.ttl_s is None else timedelta(seconds=body.ttl_s)
+    try:
+        token = policy.issue_token(body.tool_name, body.scope, subject=body.subject, ttl=ttl)
+    except InputError as error:
+        return problem(
+            422,
+            "the policy does not issue this token",
+            errors=[
+                {
+                    "path": _ISSUE_FIELDS.get(error.path, error.path),
+                    "problem": error.problem,
+                    **({"allowed": error.allowed} if error.allowed else {}),
+                }
+            ],
+        )
+    claims = policy.codec.decode(token)
+    logger.info(
+        "token %s issued by %s: %s at %s for %s",
+        claims["jti"],
+        principal.name,
+        body.tool_name,
+        body.scope.value,
+        body.subject,
+    )
+    return JSONResponse(
+        {
+            "token": token,
+            "jti": claims["jti"],
+            "toolName": claims["toolName"],
+            "scope": claims["scope"],
+            "subject": claims["sub"],
+            "issuedAt": datetime.fromtimestamp(claims["iat"], UTC).isoformat(),
+            "expiresAt": datetime.fromtimestamp(claims["exp"], UTC).isoformat(),
+            "expiresIn": claims["exp"] - claims["iat"],
+        },
+        status_code=201,
+        headers=_NO_STORE,
+    )
+
+
+@router.post(
     "/revoke",
     summary="Revoke a token (RFC 7009), by the token or its jti; repeating it is harmless",
     openapi_extra=_body_schema(RevokeRequest),
@@ -269,7 +360,7 @@ def _manager(request: Request) -> RevocationManager:
 )
 def revoke(
     request: Request,
-    principal: AdminPrincipal,
+    principal: RevokeTokensPrincipal,
     body: Annotated[RevokeRequest, Depends(_revoke_body)],
 ) -> JSONResponse:
     manager = _manager(request)
@@ -318,7 +409,7 @@ def revoke(
 )
 def revoke_all(
     request: Request,
-    principal: AdminPrincipal,
+    principal: RevokeTokensPrincipal,
     body: Annotated[RevokeAllRequest, Depends(_revoke_all_body)],
 ) -> JSONResponse:
     rule = _manager(request).revoke_all(
@@ -345,7 +436,7 @@ def revoke_all(
 )
 def introspect(
     request: Request,
-    _principal: ViewerPrincipal,
+    _principal: IntrospectPrincipal,
     body: Annotated[IntrospectRequest, Depends(_introspect_body)],
 ) -> JSONResponse:
     return JSONResponse(_policy(request).introspect(body.token).to_json(), headers=_NO_STORE)

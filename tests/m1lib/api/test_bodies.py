@@ -18,6 +18,8 @@ BODY_ROUTES = [
     ("/api/m1/tokens/revoke-all", "admin", 64 * 1024),
     ("/api/m1/control/commands", "admin", 256 * 1024),
     ("/api/m1/session", "viewer", 64 * 1024),
+    ("/api/m1/tokens", "admin", 64 * 1024),
+    ("/api/m1/events", "admin", 4 * 1024 * 1024),  # M1_EVENTS_INGEST_MAX_BYTES' default
 ]
 
 

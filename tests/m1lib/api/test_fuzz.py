@@ -1,5 +1,6 @@
-"""Schema-driven fuzzing (schemathesis): every route of the OpenAPI document, with a viewer key and
-with an admin key, in process against the ASGI app of a started replica with events in its store.
+"""Schema-driven fuzzing (schemathesis): every route of the OpenAPI document, with a viewer key, an
+agent key (most routes refuse it: 403 must be all it gets there) and an admin key, in process
+against the ASGI app of a started replica with events in its store.
 
 All of schemathesis' checks run: no 5xx, every status, content type, header and body as documented,
 schema-violating input refused, schema-valid input not refused as malformed, HEAD and unlisted methods
@@ -21,10 +22,10 @@ from schemathesis.config import SchemathesisConfig
 from m1lib import auth
 from m1lib.metrics import MetricsRuntime
 
-RAISED_LIMITS = {f"{kind}_per_min": 10**6 for kind in ("read", "query", "admin", "login")}
+RAISED_LIMITS = {f"{kind}_per_min": 10**6 for kind in ("read", "query", "admin", "login", "ingest")}
 
 
-@pytest.fixture(params=["viewer", "admin"])
+@pytest.fixture(params=["viewer", "agent", "admin"])
 def api_schema(request: pytest.FixtureRequest, make_client: Callable[..., TestClient]) -> Any:
     # schemathesis 4.32 renames the test node through `_nodeid`, which pytest 9.2 no longer has.
     request.node._nodeid = request.node.nodeid
@@ -74,6 +75,13 @@ def api_schema(request: pytest.FixtureRequest, make_client: Callable[..., TestCl
                     # the operations `from_fixture` parametrizes.
                     "include-path": "/api/m1/dashboard/stream",
                     "enabled": False,
+                },
+                {
+                    # Whether a schema-valid grant is issued is the deployment's: its tool
+                    # registry and M1_TOKEN_TTL_S (a 422 naming the member otherwise).
+                    "include-path": "/api/m1/tokens",
+                    "include-method": "POST",
+                    "checks": {"positive_data_acceptance": {"enabled": False}},
                 },
                 {
                     # The DSL's cross-member rules (a filter is a condition or a group, members

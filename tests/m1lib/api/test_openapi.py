@@ -27,6 +27,7 @@ ERRORS: dict[tuple[str, str], set[int]] = {
     ("get", "/api/m1/replicas"): AUTH | {422},
     ("post", "/api/m1/control/commands"): AUTH | {400, 413, 422},
     ("get", "/api/m1/control/commands/{command_id}"): AUTH | {422},
+    ("post", "/api/m1/tokens"): AUTH | {413, 422},
     ("post", "/api/m1/tokens/revoke"): AUTH | {400, 413, 415, 422},
     ("post", "/api/m1/tokens/revoke-all"): AUTH | {413, 415, 422},
     ("post", "/api/m1/tokens/introspect"): AUTH | {413, 415, 422},
@@ -37,6 +38,7 @@ ERRORS: dict[tuple[str, str], set[int]] = {
     ("get", "/api/m1/dashboard/templates"): AUTH,
     ("get", "/api/m1/dashboard/schema"): AUTH,
     ("get", "/api/m1/dashboard/stream"): AUTH | {400, 422},
+    ("post", "/api/m1/events"): AUTH | {413, 415, 422},
 }
 STREAMS = {"/api/m1/dashboard/stream"}  # endless: tests/m1lib/api/test_stream.py covers HEAD
 ERRORS.update(

@@ -21,7 +21,7 @@ import uvicorn
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
-from m1lib import auth
+from m1lib import auth, raise_alert
 from m1lib.api.app import create_app
 from m1lib.api.replica import ReplicaRuntime
 from m1lib.api.sessions import COOKIE_NAME
@@ -29,6 +29,7 @@ from m1lib.api.stream import EVENT_TYPES, StreamHub
 from m1lib.api.stream.figures import SNAPSHOT_TYPES
 from m1lib.api.stream.server import StreamAwareServer
 from m1lib.db import migrate
+from m1lib.metrics import install_default
 from m1lib.metrics.store import EventStore
 from m1lib.settings import Settings, StreamSettings
 from tests.conftest import free_port
@@ -50,6 +51,7 @@ class Replica:
     thread: threading.Thread
     viewer: str
     admin: str
+    agent: str
 
     def url(self, path: str = PATH) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -69,7 +71,7 @@ class Replica:
 
 @pytest.fixture
 def serve(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., Replica]]:
-    """Start an API replica (metrics running, one viewer and one admin key) on a free port."""
+    """Start an API replica (metrics running; a viewer, an admin and an agent key) on a free port."""
     started: list[Replica] = []
 
     def factory(*, stream: dict[str, Any] | None = None, **overrides: Any) -> Replica:
@@ -87,6 +89,7 @@ def serve(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., Repl
         names = f"{port}"
         viewer = auth.create_credential(runtime.db, f"v{names}", "viewer", created_by="test")
         admin = auth.create_credential(runtime.db, f"a{names}", "admin", created_by="test")
+        agent = auth.create_credential(runtime.db, f"g{names}", "agent", created_by="test")
         app = create_app(settings, runtime=runtime)
         server = StreamAwareServer(
             uvicorn.Config(
@@ -95,7 +98,7 @@ def serve(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., Repl
         )
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
-        replica = Replica(runtime, app, port, server, thread, viewer, admin)
+        replica = Replica(runtime, app, port, server, thread, viewer, admin, agent)
         started.append(replica)
         wait_for(lambda: server.started, "uvicorn to start")
         return replica
@@ -421,12 +424,15 @@ def test_heartbeat_comment(serve: Callable[..., Replica]) -> None:
     assert {beat.data for beat in beats} == {"heartbeat"}
 
 
-def test_stream_needs_a_viewer_credential(serve: Callable[..., Replica]) -> None:
+def test_stream_needs_a_viewer_credential_401_403(serve: Callable[..., Replica]) -> None:
     replica = serve()
     for headers in ({}, {"Authorization": "Bearer m1_unknown"}, {"Authorization": "Basic x"}):
         answer = httpx.get(replica.url(), headers=headers)
         assert answer.status_code == 401, answer.text
         assert answer.headers["content-type"].startswith("application/problem+json")
+    answer = httpx.get(replica.url(), headers={"Authorization": f"Bearer {replica.agent}"})
+    assert answer.status_code == 403, answer.text  # an agent records events; it watches nothing
+    assert answer.headers["content-type"].startswith("application/problem+json")
     assert replica.hub.client_count == 0
     with Reader(replica.url(), {"Authorization": f"Bearer {replica.admin}"}) as client:
         assert client.status == 200  # admin includes viewer
@@ -643,3 +649,18 @@ def test_a_burst_of_alerts_does_not_drop_a_reading_client(serve: Callable[..., R
         f"burst {i}" for i in range(20)
     )
     assert replica.hub.dropped_clients == 0
+
+
+def test_raise_alert_reaches_the_client_with_its_metadata(serve: Callable[..., Replica]) -> None:
+    replica = serve()
+    install_default(replica.runtime.metrics)  # what a started replica does for its process
+    try:
+        with reader(replica, "?types=error_alert") as client:
+            raise_alert("critical", "cache", "redis down", metadata={"attempts": 3})
+            (event,) = wait_kind(client, "error_alert")
+    finally:
+        install_default(None)
+    assert event.data["data"] == {
+        "level": "critical", "message": "redis down", "source": "cache",
+        "metadata": {"attempts": 3},
+    }  # fmt: skip

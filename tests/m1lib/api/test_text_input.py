@@ -32,6 +32,9 @@ NUL_INPUTS = [
     ("POST", "/api/m1/control/commands", {"name": "cache.evict", "args": {"k": ["a", "\x00"]}}, "admin", "/args/k/1"),
     ("POST", "/api/m1/control/commands", {"name": "cache.evict", "args": {"k\x00": 1}}, "admin", "/args"),
     ("POST", "/api/m1/session", {"key": "m1_\x00"}, "viewer", "/key"),
+    ("POST", "/api/m1/tokens", {"toolName": "t\x00", "scope": "read", "subject": "a"}, "admin", "/toolName"),
+    ("POST", "/api/m1/tokens", {"toolName": "tool_policy_check", "scope": "read", "subject": "a\x00"}, "admin", "/subject"),
+    ("POST", "/api/m1/events", [{"metric": "error_alerts", "level": "warning", "source": "s", "message": "m\x00"}], "admin", "/0/message"),
 ]  # fmt: skip
 
 

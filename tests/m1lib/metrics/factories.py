@@ -96,6 +96,7 @@ def make_events(
             "level": pick(["warning", "critical"], [0.8, 0.2]),
             "source": pick(["cache", "policy", "db"]),
             "message": pick([f"problem {i}" for i in range(12)]),
+            "metadata": pick([None, '{"host":"a"}', '{"host":"b","retries":3}']),
         }
     else:
         fields = {

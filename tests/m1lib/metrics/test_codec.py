@@ -228,3 +228,32 @@ def test_the_format_version_is_in_the_magic_and_another_version_is_refused() -> 
     for other in (b"M1C2", b"M1C0", b"m1c1"):
         with pytest.raises(codec.CodecError, match="bad magic"):
             codec.decode(other + payload[4:])
+
+
+def _without(metric: str, field: str) -> bytes:
+    """A raw chunk payload as a writer that did not know ``field`` yet wrote it."""
+    spec = METRICS[metric]
+    part, arrays = codec._pack_chunk(spec, snapshot(metric, n=40).raw[0], "")
+    del arrays[field]
+    part["dictionaries"].pop(field, None)
+    return codec.encode({"kind": "raw", **part}, arrays)
+
+
+def test_a_payload_from_before_error_alerts_had_metadata_reads_it_as_null() -> None:
+    decoded = codec.decode_chunk(_without("error_alerts", "metadata"))
+    n = decoded.ts.size
+    assert n > 0
+    assert decoded.columns["metadata"].tolist() == [-1] * n
+    assert decoded.dictionaries["metadata"] == []
+    store = EventStore(clock=lambda: NOW_S)
+    chunk = store.import_coded("error_alerts", decoded.ts, decoded.columns, decoded.dictionaries)
+    store.insert("error_alerts", chunk)
+    assert (
+        sum(t.points for t in store.stats() if t.metric == "error_alerts" and t.resolution == "raw")
+        == n
+    )
+
+
+def test_a_payload_without_a_required_column_is_a_codec_error() -> None:
+    with pytest.raises(codec.CodecError, match=r"error_alerts\.message"):
+        codec.decode_chunk(_without("error_alerts", "message"))

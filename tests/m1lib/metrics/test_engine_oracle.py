@@ -243,7 +243,7 @@ def test_an_event_at_from_counts_and_one_at_to_does_not() -> None:
     store = EventStore(clock=lambda: NOW_S)
     at = [HOUR_EDGE - 1, HOUR_EDGE, HOUR_EDGE + HOUR_US - 1, HOUR_EDGE + HOUR_US]
     store.append("error_alerts", at, {"level": ["warning"] * 4, "source": ["s"] * 4,
-                                      "message": ["m"] * 4, "replica": "r1"})  # fmt: skip
+                                      "message": ["m"] * 4, "metadata": [None] * 4, "replica": "r1"})  # fmt: skip
     query = {
         "metric": "error_alerts",
         "timeRange": {"from": iso(HOUR_EDGE), "to": iso(HOUR_EDGE + HOUR_US)},

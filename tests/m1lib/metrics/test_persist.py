@@ -19,7 +19,7 @@ from m1lib.db.session import Database
 from m1lib.metrics import persist
 from m1lib.metrics.codec import DecodedBlock, DecodedChunk, decode_chunk
 from m1lib.metrics.columns import RawChunk
-from m1lib.metrics.schema import METRICS
+from m1lib.metrics.schema import METRICS, TIMESTAMP_LIMIT_S
 from m1lib.metrics.store import EventStore
 from m1lib.settings import Settings
 from tests.m1lib.metrics.conftest import MakeRuntime, answers, assert_same, recent_events
@@ -272,3 +272,26 @@ def test_compaction_leaves_windows_that_are_not_closed(sqlite_db: Database) -> N
     report = persist.compact_chunks(sqlite_db, older_than=timedelta(hours=2), now=NOW)
     assert all(r["windows"] == 0 for r in report.values())
     assert stats_of(sqlite_db)["raw"].chunks == 2
+
+
+def test_events_in_the_last_hour_of_year_9999_are_persisted_and_read_back(
+    sqlite_db: Database, make_settings: Callable[..., Settings]
+) -> None:
+    """A chunk's end (one microsecond past its last event) and an hour block's end may be
+    10000-01-01, which no datetime holds: the row's end is the last representable microsecond."""
+    limit_us = TIMESTAMP_LIMIT_S * 1_000_000
+    chunk = chunk_of(50, limit_us - HOUR_US, limit_us - 1)
+    last = chunk_of(1, limit_us - 1, limit_us)  # the very last microsecond M1 takes
+    merged = RawChunk.concat([chunk, last])
+    rows = write(sqlite_db, merged)
+    assert rows[0].end_us == limit_us
+    assert stats_of(sqlite_db)["raw"].points == 51
+    with sqlite_db.transaction() as session:
+        ends = session.scalars(select(MetricChunk.end_ts)).all()
+    assert max(end.replace(tzinfo=UTC) for end in ends) == datetime.max.replace(tzinfo=UTC)
+    settings = make_settings(raw={"retention": "1d"})
+    far = datetime(9999, 12, 31, 23, 59, tzinfo=UTC)
+    raw = [
+        i for i in persist.iter_chunks(sqlite_db, settings, now=far) if isinstance(i, DecodedChunk)
+    ]
+    assert np.array_equal(raw[0].ts, merged.ts)

@@ -34,6 +34,7 @@ from m1lib.metrics.store import EventStore
 from m1lib.settings import Settings
 from tests.m1lib.metrics.conftest import MakeRuntime
 from tests.m1lib.metrics.factories import NOW_S
+from tests.waiting import wait_for
 
 NUMBER = "a number from -4e+17 to 4e+17"
 HEALTH: dict[str, Any] = {"component": "db", "status": "healthy", "latencyMs": 2.5}
@@ -284,7 +285,7 @@ def test_trusted_values_skip_validation_and_a_wrong_tuple_is_dropped_and_counted
 COST: dict[str, Any] = {"model": "m", "toolName": "t", "component": "c", "inputTokens": 3,
                         "outputTokens": 2, "costUsd": 0.5}  # fmt: skip
 INTEGER = f"an integer from {-INT_LIMIT} to {INT_LIMIT}"
-ALERT: dict[str, Any] = {"level": "warning", "source": "cache", "message": "slow"}
+ALERT: dict[str, Any] = {"level": "warning", "source": "cache", "message": "slow", "metadata": None}
 GOOD = {"policy_decisions": DECISION, "cost_updates": COST, "health_checks": HEALTH,
         "error_alerts": ALERT}  # fmt: skip
 
@@ -637,3 +638,42 @@ def test_record_events_refuses_exactly_what_record_event_refuses(
             one.path.replace(f"{metric}.", "events[0].", 1),
             one.problem,
         )
+
+
+def test_record_now_is_handed_on_first_as_a_batch_of_its_own() -> None:
+    batches: list[list[str]] = []
+    recorder = Recorder(
+        EventStore(),
+        replica_id="r1",
+        on_batch=lambda batch: batches.append([m for m, c in batch for _ in range(c.size)]),
+    )
+    recorder.record_event("health_checks", **HEALTH)
+    recorder.record_now("error_alerts", None, ALERT)
+    recorder.record_event("policy_decisions", **DECISION)
+    assert recorder.queued == 3
+    assert recorder.ingest_pending() == 3
+    assert batches == [["error_alerts"], ["health_checks", "policy_decisions"]]
+    assert recorder.queued == 0
+    assert count(recorder, "error_alerts") == 1
+
+
+def test_record_now_validates_and_keeps_the_queue_bound() -> None:
+    recorder = make_recorder(queue_size=1)
+    with pytest.raises(InputError, match=r"error_alerts\.level"):
+        recorder.record_now("error_alerts", None, {**ALERT, "level": "info"})
+    recorder.record_event("health_checks", **HEALTH)
+    recorder.record_now("error_alerts", None, ALERT)
+    assert recorder.drops == {"queue_full": 1}
+    recorder.ingest_pending()
+    assert count(recorder, "error_alerts") == 0
+
+
+def test_record_now_wakes_the_ingest_thread_at_once() -> None:
+    recorder = Recorder(EventStore(), replica_id="r1", flush_s=3600.0)
+    recorder.start()
+    try:
+        assert recorder.flush()  # the start-up pass is over; the next timed one is an hour away
+        recorder.record_now("error_alerts", None, ALERT)
+        wait_for(lambda: count(recorder, "error_alerts"), "the alert stored", timeout_s=10)
+    finally:
+        recorder.close()

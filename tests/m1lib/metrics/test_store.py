@@ -72,7 +72,13 @@ def test_events_older_than_every_retention_are_counted_and_not_kept() -> None:
     store.append(
         "error_alerts",
         [old],
-        {"level": ["warning"], "source": ["s"], "message": ["m"], "replica": "r"},
+        {
+            "level": ["warning"],
+            "source": ["s"],
+            "message": ["m"],
+            "metadata": [None],
+            "replica": "r",
+        },
     )
     assert store.expired_events == 1
     assert all(t.points == 0 for t in store.stats())
@@ -113,10 +119,10 @@ def test_unused_strings_are_pruned_when_their_events_expire() -> None:
     n = 3000
     ts = np.arange(n, dtype=np.int64) * 1000 + NOW_US - 2 * HOUR_US + 1  # all inside the next hour
     store.append("error_alerts", ts, {"level": ["warning"] * n, "source": ["s"] * n,
-                                      "message": [f"unique {i}" for i in range(n)], "replica": "r"})  # fmt: skip
+                                      "message": [f"unique {i}" for i in range(n)], "metadata": [None] * n, "replica": "r"})  # fmt: skip
     assert points(store, "error_alerts", "raw") == 0
     store.append("error_alerts", [NOW_US - 10], {"level": ["critical"], "source": ["s"], "message": ["live"],
-                                                 "replica": "r"})  # fmt: skip
+                                                 "metadata": [None], "replica": "r"})  # fmt: skip
     report = store.compact()
     assert report["dictionary_values_pruned"] == n
     assert rows(
@@ -149,4 +155,4 @@ def test_bulk_strings_must_be_text() -> None:
     store = EventStore(clock=lambda: NOW_S)
     with pytest.raises(UsageError, match="string column holds nan"):
         store.append("error_alerts", [NOW_US], {"level": ["warning"], "source": [float("nan")],
-                                                "message": ["m"], "replica": "r"})  # fmt: skip
+                                                "message": ["m"], "metadata": [None], "replica": "r"})  # fmt: skip
