@@ -2,9 +2,10 @@
 
 Every figure is a reduction over the raw events of ``[end - window, end)``, where ``end`` is the
 tick time: two replicas holding the same events compute the same snapshot for the same tick,
-whenever during the tick they happen to compute it. Reading the raw chunks with numpy costs a
-few milliseconds for a window of 100,000 events, far less than a query through the DSL, and it
-runs on a worker thread (the hub's caller decides), never on the event loop.
+whenever during the tick they happen to compute it. The reductions are numpy over the raw
+columns (strings stay dictionary codes): 15 to 25 ms for a window of 100,000 events in each of
+three metrics, measured on the development machine, on a worker thread (the hub's caller decides),
+never on the event loop.
 """
 
 from __future__ import annotations
@@ -70,8 +71,24 @@ class _Window:
         values = self.snap.dictionaries[name].values
         return values[code] if 0 <= code < self.snap.sizes[name] else None
 
-    def texts(self, name: str) -> list[str | None]:
-        return [self.text(name, i) for i in range(self.size)]
+    def code_of(self, name: str, value: str) -> int | None:
+        """The dictionary code of ``value`` in string field ``name`` (None: it never occurred)."""
+        return self.snap.dictionaries[name].code(value)
+
+    def by_text(self, name: str, weights: NDArray[Any]) -> dict[str, tuple[int, float]]:
+        """Per value of string field ``name``: how many events, and the sum of ``weights``."""
+        codes = self._columns.get(name)
+        if codes is None or not codes.size:
+            return {}
+        found, inverse = np.unique(codes, return_inverse=True)
+        counts = np.bincount(inverse)
+        sums = np.bincount(inverse, weights=weights.astype(np.float64))
+        values = self.snap.dictionaries[name].values
+        size = self.snap.sizes[name]
+        return {
+            (values[code] if 0 <= code < size else ""): (int(n), float(total))
+            for code, n, total in zip(found.tolist(), counts.tolist(), sums.tolist(), strict=True)
+        }
 
 
 def _round(value: float) -> float:
@@ -87,11 +104,11 @@ def _percentiles(values: NDArray[Any]) -> dict[str, float]:
 
 
 def _cache(w: _Window) -> dict[str, Any]:
-    op = w.texts("op")
+    get = w.code_of("op", "get")
+    gets = w.column("op") == get if get is not None and w.size else np.zeros(0, bool)
     hit = w.column("hit")
-    gets = np.array([o == "get" for o in op], dtype=bool) if w.size else np.zeros(0, bool)
-    hits = int(np.count_nonzero(gets & (hit == 1))) if w.size else 0
-    misses = int(np.count_nonzero(gets & (hit == 0))) if w.size else 0
+    hits = int(np.count_nonzero(gets & (hit == 1))) if gets.size else 0
+    misses = int(np.count_nonzero(gets & (hit == 0))) if gets.size else 0
     looked = hits + misses
     return {
         "hitRate": _round(hits / looked) if looked else 0.0,
@@ -124,26 +141,22 @@ def _policy(w: _Window) -> dict[str, Any]:
 def _tools(w: _Window) -> dict[str, Any]:
     success = w.column("success")
     durations = w.column("durationMs")
-    per_tool: dict[str, list[float]] = {}
-    for i, name in enumerate(w.texts("toolName")):
-        per_tool.setdefault(name or "", []).append(float(durations[i]))
-    ranked = sorted(per_tool.items(), key=lambda item: (-len(item[1]), item[0]))[:_TOP_TOOLS]
+    per_tool = w.by_text("toolName", durations)
+    ranked = sorted(per_tool.items(), key=lambda item: (-item[1][0], item[0]))[:_TOP_TOOLS]
     return {
         "total": w.size,
         "successful": int(np.count_nonzero(success == 1)),
         "failed": int(np.count_nonzero(success == 0)),
         "topTools": [
-            {"name": name, "count": len(d), "avgDuration": _round(sum(d) / len(d))}
-            for name, d in ranked
+            {"name": name, "count": n, "avgDuration": _round(total / n)}
+            for name, (n, total) in ranked
         ],
     }
 
 
 def _costs(w: _Window, previous: _Window) -> dict[str, Any]:
     costs = w.column("costUsd")
-    by_model: dict[str, float] = {}
-    for i, model in enumerate(w.texts("model")):
-        by_model[model or ""] = by_model.get(model or "", 0.0) + float(costs[i])
+    by_model = {model: usd for model, (_, usd) in w.by_text("model", costs).items()}
     total = float(costs.sum()) if costs.size else 0.0
     before = float(previous.column("costUsd").sum()) if previous.size else 0.0
     trend = _round((total - before) / before * 100) if before else None
