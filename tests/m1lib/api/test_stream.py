@@ -26,7 +26,7 @@ from m1lib.api.app import create_app
 from m1lib.api.replica import ReplicaRuntime
 from m1lib.api.sessions import COOKIE_NAME
 from m1lib.api.stream import EVENT_TYPES, StreamHub
-from m1lib.api.stream.figures import SNAPSHOT_TYPES
+from m1lib.api.stream.figures import SNAPSHOT_TYPES, snapshot_figures
 from m1lib.api.stream.server import StreamAwareServer
 from m1lib.db import migrate
 from m1lib.metrics import install_default
@@ -664,3 +664,28 @@ def test_raise_alert_reaches_the_client_with_its_metadata(serve: Callable[..., R
         "level": "critical", "message": "redis down", "source": "cache",
         "metadata": {"attempts": 3},
     }  # fmt: skip
+
+
+def test_figures_cost_trend_and_tools_without_a_name() -> None:
+    store = EventStore()
+    end_us = 1_800_000_000 * 1_000_000
+    window_us = 60_000_000
+
+    def costs(at_us: int, usd: float) -> None:
+        store.append("cost_updates", [at_us], {"model": ["m"], "toolName": ["t"],
+                     "component": ["c"], "inputTokens": [1], "outputTokens": [1],
+                     "costUsd": [usd], "replica": ["r"]})  # fmt: skip
+
+    costs(end_us - window_us - 1, 0.5)  # the window before
+    costs(end_us - 1, 1.0)  # this window
+    costs(end_us, 9.0)  # the next tick's: not in this snapshot
+    store.append("cache_operations", [end_us - 10, end_us - 5], {"cache": ["c", "c"],
+                 "toolName": [None, "t"], "op": ["set", "evict"], "hit": [False, False],
+                 "latencyMs": [1.0, 3.0], "replica": ["r", "r"]})  # fmt: skip
+    figures = snapshot_figures(store, end_us, window_us)
+    assert figures["cost_update"] == {
+        "totalCost": 1.0, "costByModel": {"m": 1.0}, "costTrend": 100.0
+    }  # fmt: skip
+    cache = figures["cache_metrics"]
+    assert (cache["totalOps"], cache["hitRate"], cache["missRate"]) == (2, 0.0, 0.0)  # no get
+    assert figures["tool_executions"] == {"total": 0, "successful": 0, "failed": 0, "topTools": []}
