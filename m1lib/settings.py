@@ -334,6 +334,20 @@ class HealingSettings(BaseModel):
 
 class StreamSettings(BaseModel):
     tick_ms: int = _f(500, "Period of the dashboard stream's snapshots.", "ms", ge=50)
+    window_s: float = _f(
+        60.0, "Sliding window the stream's figures are computed over.", "s", gt=0, le=86400
+    )
+    max_clients: int = _f(
+        2000, "Stream clients one replica serves at once; past it a 503 with Retry-After.", ge=1
+    )
+    client_queue: int = _f(
+        64, "Messages queued per stream client; a client that lets it fill is dropped.", ge=1
+    )
+    heartbeat_s: float = _f(15.0, "Period of the stream's heartbeat comment.", "s", gt=0)
+    alert_buffer: int = _f(
+        1000, "Recent alerts a replica keeps to replay after Last-Event-ID.", ge=1
+    )
+    retry_ms: int = _f(3000, "Reconnection delay the stream asks browsers to use.", "ms", ge=0)
 
 
 class MetricsSettings(BaseModel):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uvicorn
 
 from m1lib.api.app import create_app
+from m1lib.api.stream.server import StreamAwareServer
 from m1lib.logs import configure_logging, uvicorn_log_config
 from m1lib.settings import get_settings
 
@@ -18,7 +19,7 @@ def main() -> None:
             "ssl_certfile": str(settings.tls.cert_file),
             "ssl_keyfile": str(settings.tls.key_file),
         }
-    uvicorn.run(
+    config = uvicorn.Config(
         create_app(settings),
         host=settings.api.host,
         port=settings.api.port,
@@ -28,6 +29,7 @@ def main() -> None:
         timeout_graceful_shutdown=5,
         **ssl,  # type: ignore[arg-type]
     )
+    StreamAwareServer(config).run()  # ends live streams at once on SIGTERM/SIGINT
 
 
 if __name__ == "__main__":

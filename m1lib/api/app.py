@@ -14,7 +14,8 @@ from m1lib.api.head import HeadAsGet
 from m1lib.api.openapi import install_openapi
 from m1lib.api.problems import install_problem_handlers
 from m1lib.api.replica import ReplicaRuntime
-from m1lib.api.routes import dashboard, events, health, ops, prometheus, session, tokens
+from m1lib.api.routes import dashboard, events, health, ops, prometheus, session, stream, tokens
+from m1lib.api.stream import StreamHub
 from m1lib.settings import Settings, get_settings
 
 
@@ -31,9 +32,11 @@ def create_app(
         app.state.runtime = live
         if owned:
             live.start()
+        hub = await start_stream(app, live)
         try:
             yield
         finally:
+            await stop_stream(app, hub)
             if owned:
                 live.close()
 
@@ -58,7 +61,28 @@ def create_app(
     app.include_router(events.router)
     app.include_router(prometheus.router)
     app.include_router(dashboard.router, dependencies=[Depends(require_viewer)])
+    app.include_router(stream.router, dependencies=[Depends(require_viewer)])
     return app
+
+
+async def start_stream(app: FastAPI, runtime: ReplicaRuntime) -> StreamHub:
+    """The replica's live-stream hub, on this event loop, counted by ``GET /metrics``."""
+    hub = StreamHub(
+        runtime.settings.stream,
+        store=runtime.metrics.store,
+        readiness=lambda: health.readiness_checks(runtime),
+    )
+    await hub.start()
+    app.state.stream_hub = hub
+    prometheus.set_stream_clients(app, lambda: hub.client_count)
+    return hub
+
+
+async def stop_stream(app: FastAPI, hub: StreamHub) -> None:
+    """End every stream cleanly before the runtime under it closes."""
+    prometheus.set_stream_clients(app, None)
+    await hub.close()
+    app.state.stream_hub = None
 
 
 def install_cors(app: FastAPI, settings: Settings) -> None:
