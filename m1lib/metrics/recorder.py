@@ -153,7 +153,9 @@ class Recorder:
         """Record one event; raises InputError for an unknown metric, field or wrong type."""
         self.record(metric, timestamp, fields)
 
-    def record(self, metric: str, timestamp: Any, fields: Mapping[str, Any]) -> None:
+    def record(
+        self, metric: str, timestamp: Any, fields: Mapping[str, Any], urgent: bool = False
+    ) -> None:
         """:meth:`record_event` with the fields as one mapping (saves a copy on hot paths)."""
         validate = self._validators.get(metric)
         if validate is None:
@@ -161,27 +163,13 @@ class Recorder:
         assert validate is not None
         values = validate(fields, 0, metric)
         ts = _now_us() if timestamp is None else timestamp_us(timestamp, f"{metric}.timestamp")
-        self._enqueue((metric, (ts, *values)))
+        self._enqueue((metric, (ts, *values)), urgent)
 
     def record_now(self, metric: str, timestamp: Any, fields: Mapping[str, Any]) -> None:
         """:meth:`record`, then wake the ingest thread: it stores this event at once, as a batch
         of its own handed to ``on_batch`` (published on the shared stream) before what else is
         queued. For alerts, which must not wait for the next flush; still no I/O here."""
-        validate = self._validators.get(metric)
-        if validate is None:
-            metric_spec(metric)  # raises, naming the metrics
-        assert validate is not None
-        values = validate(fields, 0, metric)
-        ts = _now_us() if timestamp is None else timestamp_us(timestamp, f"{metric}.timestamp")
-        with self._lock:
-            if self._queued >= self.queue_size:
-                self._queue_full += 1
-                return
-            if not self._queued:
-                self._oldest = time.monotonic()
-            self._queued += 1
-            self._urgent.append((metric, (ts, *values)))
-        self._wake.set()
+        self.record(metric, timestamp, fields, urgent=True)
 
     def record_trusted(
         self, metric: str, values: tuple[Any, ...], timestamp_us: int | None = None
@@ -197,8 +185,9 @@ class Recorder:
         item = (metric, (_now_us() if timestamp_us is None else timestamp_us, *values))
         self._enqueue(item)
 
-    def _enqueue(self, item: _Item) -> None:
-        """Append one event, or count it dropped when the queue is full; never blocks."""
+    def _enqueue(self, item: _Item, urgent: bool = False) -> None:
+        """Append one event, or count it dropped when the queue is full; never blocks. An
+        ``urgent`` one (:meth:`record_now`) is ingested at once, ahead of the others."""
         with self._lock:
             if self._queued >= self.queue_size:
                 self._queue_full += 1
@@ -206,8 +195,11 @@ class Recorder:
             if not self._queued:
                 self._oldest = time.monotonic()
             self._queued += 1
-            self._items.append(item)
-            if self._queued * 2 > self.queue_size:
+            if urgent:
+                self._urgent.append(item)
+            else:
+                self._items.append(item)
+            if urgent or self._queued * 2 > self.queue_size:
                 self._wake.set()
 
     def policy_decision_sink(self) -> Callable[..., None]:
