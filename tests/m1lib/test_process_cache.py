@@ -23,16 +23,6 @@ Counts = dict[tuple[str, str | None, str, bool], int]
 
 
 @pytest.fixture
-def metrics(make_settings: Callable[..., Settings]) -> Iterator[MetricsRuntime]:
-    runtime = MetricsRuntime(make_settings(), replica_id="t1")
-    runtime.start()
-    previous = install_default(runtime)
-    yield runtime
-    install_default(previous)
-    runtime.close()
-
-
-@pytest.fixture
 def configure(
     tmp_data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Callable[..., Cache]]:

@@ -13,7 +13,7 @@ import pytest
 import m1lib
 from m1lib import process_engine
 from m1lib.errors import InputError, ToolDenied, UsageError
-from m1lib.metrics import MetricsRuntime, install_default
+from m1lib.metrics import MetricsRuntime
 from m1lib.policy import PolicyEngine, Reason
 from m1lib.settings import Settings
 from m1lib.tokens import TOKEN_TYPE, JwtKey, TokenCodec
@@ -28,17 +28,6 @@ class Secret(Exception):
 @pytest.fixture
 def revocations() -> Revocations:
     return Revocations()
-
-
-@pytest.fixture
-def metrics(make_settings: Callable[..., Settings]) -> Iterator[MetricsRuntime]:
-    """This process's default metrics runtime for the test (in memory)."""
-    runtime = MetricsRuntime(make_settings(), replica_id="t1")
-    runtime.start()
-    previous = install_default(runtime)
-    yield runtime
-    install_default(previous)
-    runtime.close()
 
 
 @pytest.fixture

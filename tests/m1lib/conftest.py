@@ -1,0 +1,21 @@
+"""Fixtures shared by the tests of the library's process-wide calls."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from m1lib.metrics import MetricsRuntime, install_default
+from m1lib.settings import Settings
+
+
+@pytest.fixture
+def metrics(make_settings: Callable[..., Settings]) -> Iterator[MetricsRuntime]:
+    """This process's default metrics runtime for the test (in memory), the previous one back after."""
+    runtime = MetricsRuntime(make_settings(), replica_id="t1")
+    runtime.start()
+    previous = install_default(runtime)
+    yield runtime
+    install_default(previous)
+    runtime.close()
