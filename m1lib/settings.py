@@ -102,6 +102,15 @@ class ApiSettings(BaseModel):
     public_url: OptionalStr = _f(
         None, "Base URL other processes use to reach this API (default http(s)://host:port)."
     )
+    url: OptionalStr = _f(
+        None,
+        "The API a process outside a replica (flow run, CLI, service) sends its events and "
+        "queries to; empty: this configuration's own API (public URL, else host:port).",
+    )
+    key: OptionalSecret = _f(
+        None,
+        "Credential such a process uses with M1_API_URL; `m1 up` hands its flow runs one.",
+    )
 
 
 class DatabaseSettings(BaseModel):
@@ -494,6 +503,11 @@ class Settings(BaseSettings):
             return self.api.public_url.rstrip("/")
         scheme = "https" if self.tls_enabled else "http"
         return f"{scheme}://{self.api.host}:{self.api.port}"
+
+    @property
+    def client_api_url(self) -> str:
+        """Where a process outside a replica reaches the API: M1_API_URL, else this API's own."""
+        return (self.api.url or self.api_base_url).rstrip("/")
 
     @property
     def replica_id(self) -> str:
