@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = ["ToolCall", "tool_call"]
 
 _perf_counter = time.perf_counter
+_time_ns = time.time_ns
 _TOOL_EXECUTIONS: Final = "tool_executions"
 _SCOPE_TEXT: Final = {scope: scope.value for scope in Scope}  # plain str for record_trusted
 
@@ -43,12 +44,18 @@ class ToolCall:
     cost issue adds ``cost(...)``, which prices model calls made for this tool call (``component``).
     """
 
-    # Set on entering and leaving; class-level defaults save four stores per call (hot path).
-    decision: PolicyDecision | None = None
-    success: bool | None = None
-    duration_ms: float | None = None
-    error: str | None = None
-    _started = 0.0
+    __slots__ = (
+        "_started",
+        "_token",
+        "component",
+        "decision",
+        "duration_ms",
+        "error",
+        "scope",
+        "subject",
+        "success",
+        "tool_name",
+    )
 
     def __init__(
         self,
@@ -59,11 +66,17 @@ class ToolCall:
         subject: str | None,
         component: str | None = None,
     ) -> None:
+        # Slots, every one set here: cheaper stores and lookups than a __dict__ (hot path).
         self.tool_name = tool_name
         self.scope = scope
         self.subject = subject
         self.component = component
         self._token: str | None = token
+        self.decision: PolicyDecision | None = None
+        self.success: bool | None = None
+        self.duration_ms: float | None = None
+        self.error: str | None = None
+        self._started = 0.0
 
     def __repr__(self) -> str:  # never the token
         reason = None if self.decision is None else self.decision.reason.value
@@ -97,9 +110,17 @@ class ToolCall:
         self.success = exc_type is None
         self.duration_ms = duration_ms
         self.error = error
-        (_pipeline._default or _pipeline.default_runtime()).recorder.record_trusted(
-            _TOOL_EXECUTIONS,
-            (decision.tool_name, _SCOPE_TEXT[decision.scope], exc_type is None, duration_ms, error),
+        # Recorder.record_trusted inlined (one call less): the row as its declared fields.
+        row = (
+            _time_ns() // 1000,
+            decision.tool_name,
+            _SCOPE_TEXT[decision.scope],
+            exc_type is None,
+            duration_ms,
+            error,
+        )
+        (_pipeline._default or _pipeline.default_runtime()).recorder._enqueue(
+            (_TOOL_EXECUTIONS, row)
         )
 
     async def __aenter__(self) -> ToolCall:
