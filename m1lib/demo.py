@@ -91,6 +91,11 @@ MODELS: Final = {
 }
 COMPONENTS: Final = ("support-bot", "research-agent", "code-assistant", "ops-copilot")
 DENIAL_REASONS: Final = tuple(reason.value for reason in Reason if reason is not Reason.OK)
+# Common denials more often than forged tokens; every reason appears.
+_DENIAL_WEIGHTS: Final = {"expired": 6, "insufficient_scope": 4, "token_required": 3, "revoked": 2,
+                          "tool_mismatch": 2, "subject_mismatch": 2}  # fmt: skip
+DENIAL_WEIGHTS: Final = tuple(_DENIAL_WEIGHTS.get(reason, 1) for reason in DENIAL_REASONS)
+INCIDENT_SHARE: Final = 0.25  # of alert windows in which one tool degrades (its failures x4)
 
 EVENTS_ROUTE: Final = "/api/m1/events"
 ISSUE_ROUTE: Final = "/api/m1/tokens"
@@ -326,9 +331,10 @@ class Workload:
         self.agents = [f"demo-agent-{index:04d}" for index in range(1, agents + 1)]
         self.rng = rng
         self._cached_call = cached_call
+        # A few tools dominate, reads most (agents look things up more than they change them).
         self._weights = [
-            1.0 / (rank + 1) for rank in range(len(self.tools))
-        ]  # a few tools dominate
+            (3.0 if tool.cached else 1.0) / (rank + 1) for rank, tool in enumerate(self.tools)
+        ]
         self._recent: dict[str, deque[str]] = {
             t.name: deque(maxlen=RECENT_KEYS) for t in self.tools
         }
@@ -337,6 +343,7 @@ class Workload:
         self.cache_gets = 0
         self.cache_hits = 0
         self._window: dict[str, list[int]] = {}  # tool -> [calls, failures] since the last check
+        self.incident: str | None = None  # the tool degraded in this alert window
 
     def component(self, agent: str) -> str:
         return COMPONENTS[int(agent.rsplit("-", 1)[1]) % len(COMPONENTS)]
@@ -361,7 +368,7 @@ class Workload:
             reason = Reason.REVOKED.value  # the agent still presents the token the demo revoked
             del self.held[(agent, tool.name)]
         elif rng.random() < DENIED_SHARE:
-            reason = rng.choice(DENIAL_REASONS)
+            reason = rng.choices(DENIAL_REASONS, DENIAL_WEIGHTS)[0]
         else:
             reason = Reason.OK.value
         allowed = reason == Reason.OK.value
@@ -404,12 +411,16 @@ class Workload:
 
     def _run(self, agent: str, tool: ToolProfile) -> tuple[bool, float, str | None]:
         rng = self.rng
-        latency_ms = rng.lognormvariate(math.log(tool.median_ms), tool.sigma)
+        degraded = tool.name == self.incident
+        latency_ms = rng.lognormvariate(
+            math.log(tool.median_ms * (3 if degraded else 1)), tool.sigma
+        )
+        rate = tool.failure_rate * (4 if degraded else 1)
         if not tool.cached or self._cached_call is None:
-            failure = self._failure(tool.failure_rate)
+            failure = self._failure(rate)
             return failure is None, latency_ms, failure
         # Only a miss runs the tool, so a miss fails more often: the tool's rate overall.
-        failure = self._failure(min(0.5, tool.failure_rate / (1.0 - HIT_TARGET)))
+        failure = self._failure(min(0.6, rate / (1.0 - HIT_TARGET)))
         recent = self._recent[tool.name]
         if recent and rng.random() < HIT_TARGET:
             key = rng.choice(recent)
@@ -471,6 +482,10 @@ class Workload:
                     }
                 )
         self._window.clear()
+        # Now and then a tool degrades for a window (slower, failing more): alerts to look at.
+        self.incident = (
+            self.rng.choice(self.tools).name if self.rng.random() < INCIDENT_SHARE else None
+        )
         return events
 
 
@@ -723,6 +738,8 @@ class Demo:
                         now = self.clock()
                 if now >= next_progress and self.out is not None:
                     summary.elapsed_s = now - start
+                    summary.cache_gets = self.workload.cache_gets
+                    summary.cache_hits = self.workload.cache_hits
                     print(summary.progress(), file=self.out, flush=True)
                     next_progress = now + self.progress_every_s
                 pending = [

@@ -167,6 +167,16 @@ def test_workload_events_are_valid_and_shaped_like_traffic(
     assert counts[("get", True)] == workload.cache_hits  # recorded by cached_call itself
 
 
+def test_a_degraded_tool_now_and_then_raises_alerts() -> None:
+    workload = demo.Workload(TOOLS, 20, random.Random(5))
+    alerts = []
+    for _ in range(40):  # 40 windows of 15 s at 10 calls a second
+        workload.calls(150)
+        alerts += workload.alerts(15.0)
+    assert {alert["level"] for alert in alerts} == {"warning", "critical"}
+    assert len(alerts) < 30  # an event, not every window
+
+
 def test_revoked_tokens_show_as_revoked_decisions() -> None:
     workload = demo.Workload(TOOLS, 1, random.Random(1))
     agent, tool = workload.agents[0], workload.tools[0]
