@@ -223,6 +223,12 @@ def _tokens_purge(manager: RevocationManager, args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo(settings: Settings, args: argparse.Namespace) -> int:
+    from m1lib import demo
+
+    return demo.main(settings, args)
+
+
 _TOKEN_ACTIONS: dict[str, Callable[[RevocationManager, argparse.Namespace], int]] = {
     "revoke": _tokens_revoke,
     "revoke-all": _tokens_revoke_all,
@@ -273,6 +279,15 @@ def build_parser() -> argparse.ArgumentParser:
     keys.set_defaults(handler=_keys)
 
     _add_tokens_parser(verbs)
+
+    from m1lib.demo import add_arguments as add_demo_arguments  # light: no HTTP client imported
+
+    demo = verbs.add_parser(
+        "demo",
+        help="a synthetic workload against a running API, for the dashboard (make run first)",
+    )
+    add_demo_arguments(demo)
+    demo.set_defaults(handler=_demo)
     return parser
 
 
