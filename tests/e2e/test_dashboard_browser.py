@@ -164,13 +164,13 @@ def test_dashboard_live_in_chromium(
     base = f"http://127.0.0.1:{proxy.port}"
     page: Page = browser.new_page(viewport={"width": 1280, "height": 800})
     page.set_default_timeout(WAIT_MS)
-    problems: list[str] = []  # uncaught exceptions and CSP violations
+    problems: list[str] = []  # uncaught exceptions, CSP violations, missing files
     page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
     page.on(
         "console",
-        lambda message: (
-            problems.append(message.text) if "Content Security Policy" in message.text else None
-        ),
+        lambda message: problems.append(message.text)
+        if "Content Security Policy" in message.text or "status of 404" in message.text
+        else None,
     )
     try:
         # Log in through the key form.

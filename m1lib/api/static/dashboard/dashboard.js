@@ -33,6 +33,12 @@ const pct = (v) => (typeof v === "number" ? `${num(v * 100, 1)}%` : "–");
 
 // -- charts ------------------------------------------------------------------------------------
 
+function oneMinute(times) {
+  // uPlot widens the empty range of one point (or none) to years: show the last minute instead.
+  const last = times.length ? times[times.length - 1] : Date.now() / 1000;
+  return { min: last - 60, max: last + 1 };
+}
+
 class Chart {
   // A uPlot line chart sized to its container, fed point by point or all at once.
   constructor(container, labels, { height = 130, yFormat = null, colors = COLORS, legend = false, points = false, yRange = null } = {}) {
@@ -53,6 +59,7 @@ class Chart {
       scales: { x: { time: true }, ...(yRange ? { y: { range: yRange } } : {}) },
       axes: [{ grid: { stroke: "#eef0f4" }, ticks: { stroke: "#eef0f4" } }, yAxis],
     }, this.data, container);
+    this.plot.setScale("x", oneMinute(this.data[0]));
     new ResizeObserver(() => {
       const width = Math.max(container.clientWidth, 200);
       if (width !== this.plot.width) this.plot.setSize({ width, height });
@@ -63,7 +70,12 @@ class Chart {
     this.data[0].push(t);
     values.forEach((v, i) => this.data[i + 1].push(typeof v === "number" ? v : null));
     if (this.data[0].length > MAX_POINTS) this.data.forEach((column) => column.shift());
+    this.show();
+  }
+
+  show() {
     this.plot.setData(this.data);
+    if (this.data[0].length < 2) this.plot.setScale("x", oneMinute(this.data[0]));
   }
 
   destroy() {
@@ -326,8 +338,8 @@ function plotSeries(rows, groupBy) {
   const labels = [...lines.keys()].slice(0, COLORS.length);
   queryChart = new Chart($("query-chart"), labels, { height: 200, legend: labels.length > 1, points: true });
   queryChart.data = [times, ...labels.map((label) => lines.get(label))];
-  queryChart.plot.setData(queryChart.data);
-  return true;
+  queryChart.show();
+  return labels;
 }
 
 async function runQuery(event) {
@@ -365,8 +377,9 @@ async function runQuery(event) {
     const buckets = new Set(rows.map((row) => row.bucket)).size;
     const plotted = rows.length > 0 && "bucket" in rows[0] && buckets > 1 && plotSeries(rows, query.groupBy || []);
     if (!plotted) showTable(rows);
+    const what = plotted ? ` · ${plotted.join(", ")} by ${query.interval || "bucket"}` : "";
     const trend = body.trend ? ` · trend ${body.trend.direction}` : "";
-    status.textContent = `${rows.length} rows${trend}`;
+    status.textContent = `${rows.length} rows${what}${trend}`;
   } catch (error) {
     status.textContent = "";
     showProblem({ title: "No answer", detail: String(error) }, 0);
