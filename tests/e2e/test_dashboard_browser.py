@@ -168,9 +168,11 @@ def test_dashboard_live_in_chromium(
     page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
     page.on(
         "console",
-        lambda message: problems.append(message.text)
-        if "Content Security Policy" in message.text or "status of 404" in message.text
-        else None,
+        lambda message: (
+            problems.append(message.text)
+            if "Content Security Policy" in message.text or "status of 404" in message.text
+            else None
+        ),
     )
     try:
         # Log in through the key form.
