@@ -1,8 +1,9 @@
 """The dashboard in a real headless Chromium (Debian's, `make chromium`), driven by Playwright.
 
 A replica runs under uvicorn on a free port (the ``serve`` fixture of the stream tests, ticks of
-200 ms); the browser reaches it through a TCP proxy this test owns, so the test can cut the stream
-and refuse new connections for a moment. No browser is ever downloaded, and a missing or broken
+200 ms); the browser reaches it through a TCP proxy this test owns, so the test can cut the stream and
+refuse new connections for a moment (the browser retries by itself) or answer them with a 503 (the
+browser gives up, the page retries). No browser is ever downloaded, and a missing or broken
 browser fails the test: it never skips. Every wait polls the page (Playwright's ``expect``).
 
 Set ``DASHBOARD_SCREENSHOT_DIR`` to also keep the screenshot outside the test's tmp_path.
@@ -259,6 +260,12 @@ def test_dashboard_live_in_chromium(
         if keep:
             Path(keep).mkdir(parents=True, exist_ok=True)
             shutil.copy(shot, Path(keep) / shot.name)
+
+        # Logging out ends the session: the page is the key form again.
+        page.click("#logout")
+        expect(page).to_have_url(f"{base}/dashboard/login")
+        page.goto(f"{base}/dashboard")
+        expect(page).to_have_url(f"{base}/dashboard/login")
         assert problems == []
     finally:
         page.close()
