@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: run test bench lint format docs clean
+.PHONY: run test bench lint format docs clean chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,19 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 run: $(VENV)/.installed-run
 	$(BIN)/m1 up
 
-test: $(VENV)/.installed-dev
+# Debian's Chromium for the dashboard's browser test (no browser is downloaded at test time).
+# Idempotent: nothing to do when it is there; apt-get update only when the install fails.
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+chromium:
+	@if [ ! -x $(CHROMIUM) ]; then \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver \
+		|| { $(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver; }; \
+	fi
+	@test -x $(CHROMIUM) || { echo "$(CHROMIUM) is still missing" >&2; exit 1; }
+
+test: $(VENV)/.installed-dev chromium
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

@@ -15,6 +15,7 @@ from m1lib.api.openapi import install_openapi
 from m1lib.api.problems import install_problem_handlers
 from m1lib.api.replica import ReplicaRuntime
 from m1lib.api.routes import dashboard, events, health, ops, prometheus, session, stream, tokens
+from m1lib.api.routes.page import install_dashboard
 from m1lib.api.stream import StreamHub
 from m1lib.settings import Settings, get_settings
 
@@ -62,6 +63,7 @@ def create_app(
     app.include_router(prometheus.router)
     app.include_router(dashboard.router, dependencies=[Depends(require_viewer)])
     app.include_router(stream.router, dependencies=[Depends(require_viewer)])
+    install_dashboard(app)
     return app
 
 

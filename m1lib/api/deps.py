@@ -7,14 +7,18 @@ the aliases ``ViewerPrincipal`` (read), ``IntrospectPrincipal``, ``RecordEventsP
 (:data:`REQUIRE`, one per permission) through ``app.dependency_overrides``. The permission also
 picks the rate-limit class: ``ingest`` for recording events, ``admin`` for issuing, revoking and
 administering, else ``read`` (GET, HEAD) or ``query``. A key arrives only in the
-``Authorization: Bearer`` header; the session cookie counts on GET and HEAD only.
+``Authorization: Bearer`` header. The session cookie counts on GET and HEAD, and on a POST only
+where the endpoint opted in with :func:`accepts_session_post` (the dashboard's query box) and the
+request proves it comes from M1's own page (:func:`check_session_post`): a cross-site form can
+neither send the custom header nor fake its Origin, so the cookie cannot be used against the
+browser's owner (CSRF).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Annotated, Final
+from typing import Annotated, Any, Final, TypeVar
 
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -25,6 +29,55 @@ from m1lib.auth import Permission, Role, roles_with
 from m1lib.errors import AuthenticationError, PermissionDeniedError, RateLimitedError
 
 SAFE_METHODS = frozenset({"GET", "HEAD"})
+SESSION_POST_HEADER = "X-M1-Dashboard"
+"""The header (value ``1``) a POST must carry for the session cookie to count on it."""
+_SESSION_POST_MARK = "__m1_accepts_session_post__"
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def accepts_session_post(endpoint: F) -> F:
+    """Let the session cookie authenticate POSTs to this endpoint (with the CSRF checks)."""
+    setattr(endpoint, _SESSION_POST_MARK, True)
+    return endpoint
+
+
+def _opted_in(request: Request) -> bool:
+    return bool(getattr(request.scope.get("endpoint"), _SESSION_POST_MARK, False))
+
+
+def _origin_host(origin: str) -> str:
+    """``host[:port]`` of an Origin header (``null`` and garbage give an empty string)."""
+    scheme, sep, rest = origin.partition("://")
+    return rest.lower() if sep and scheme.lower() in ("http", "https") and "/" not in rest else ""
+
+
+def check_session_post(request: Request) -> None:
+    """Refuse a cookie-authenticated POST that a page of another site could have sent.
+
+    Only M1's page sends ``X-M1-Dashboard: 1`` (a cross-site form cannot set a header, and a
+    cross-site ``fetch`` with one needs a CORS preflight that M1 never allows for it). An
+    ``Origin`` header, when the browser sends one, must name this request's own ``Host``; the
+    scheme is not compared, so the check holds behind a proxy that terminates TLS (one host and
+    port never serve two schemes directly).
+    """
+    if request.headers.get(SESSION_POST_HEADER) != "1":
+        raise AuthenticationError(
+            f"the session cookie counts on this POST only with the header {SESSION_POST_HEADER}: 1 "
+            "(sent by M1's dashboard page, never by a form of another site); "
+            "or use Authorization: Bearer <key>"
+        )
+    origin = request.headers.get("origin")
+    host = (request.headers.get("host") or "").lower()
+    if origin is not None and (not host or _origin_host(origin) != host):
+        raise PermissionDeniedError(
+            f"Origin {origin[:200]!r} is not this server's own ({host[:200]!r}): "
+            "the session cookie is refused on cross-site requests"
+        )
+    if request.headers.get("sec-fetch-site") not in (None, "same-origin", "none"):
+        raise PermissionDeniedError(
+            "Sec-Fetch-Site says this request came from another site: "
+            "the session cookie is refused on cross-site requests"
+        )
 
 
 @dataclass(frozen=True)
@@ -86,13 +139,26 @@ def _from_cookie(request: Request, cookie: str) -> Principal | None:
     return Principal(credential.name, credential.role, "session")
 
 
+def session_principal(request: Request) -> Principal | None:
+    """Who the request's session cookie names (any method; for pages, not for API routes)."""
+    cookie = request.cookies.get(COOKIE_NAME)
+    return _from_cookie(request, cookie) if cookie else None
+
+
 def authenticate(request: Request) -> Principal | None:
     header = request.headers.get("authorization")
     if header:
         return _from_header(request, header)
     cookie = request.cookies.get(COOKIE_NAME)
-    if cookie and request.method in SAFE_METHODS:
+    if not cookie:
+        return None
+    if request.method in SAFE_METHODS:
         return _from_cookie(request, cookie)
+    if request.method == "POST" and _opted_in(request):
+        principal = _from_cookie(request, cookie)
+        if principal is not None:
+            check_session_post(request)
+        return principal
     return None
 
 
@@ -116,7 +182,11 @@ def _require(request: Request, needed: Permission) -> Principal:
     if principal is None:
         if holders == [Role.ADMIN] and not runtime_of(request).credentials.any_configured():
             raise PermissionDeniedError("no API credential is configured: admin routes are closed")
-        hint = " (the session cookie is accepted on GET only)" if request.cookies else ""
+        hint = (
+            " (the session cookie is accepted on GET only here)"
+            if COOKIE_NAME in request.cookies and not _opted_in(request)
+            else ""
+        )
         raise AuthenticationError(f"this route needs an API key: Authorization: Bearer <key>{hint}")
     if not principal.role.allows(needed):
         names = " or ".join(role.value for role in holders)

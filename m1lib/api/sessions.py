@@ -3,7 +3,9 @@
 The cookie holds the credential name, a fingerprint of its key hash and an expiry, signed with
 HMAC-SHA256 under a key derived from the signing secret. It never holds the key itself. A session
 dies with its credential: revoking (or re-creating) the credential changes what the fingerprint
-must match. Cookies are accepted on GET routes only, so no cross-site form can revoke or query.
+must match. Cookies are accepted on GET routes, and on a POST only where the route opts in and the
+request proves it comes from M1's own page (``m1lib.api.deps.check_session_post``), so no
+cross-site form can revoke or query.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """`m1 up` from install to crash, as a user runs it: M1 built as a wheel and installed into a fresh
 venv, run from an empty directory on its embedded defaults (SQLite and secrets under ``./.m1``).
 
-It serves every deployment from the installed package; killed, it starts again and frees the runs
+It serves every deployment and the dashboard from the installed package; killed, it starts again and frees the runs
 its dead runner abandoned; stopped, it leaves no orphan. The tests share one installation and one
 `m1 up` (starting one costs tens of seconds) and run in this order.
 """
@@ -13,9 +13,11 @@ import signal
 import subprocess
 from collections.abc import Iterator
 
+import httpx
 import pytest
 from prefect.states import Running
 
+from m1lib.api.routes.page import STATIC_DIR
 from tests.e2e import prefect_api
 from tests.e2e.live import LiveM1
 from tests.e2e.wheel import PACKAGES, InstalledM1, build_wheel, install_in_fresh_venv
@@ -65,6 +67,27 @@ def test_the_venv_imports_m1_from_the_wheel_not_the_checkout(
         assert files[package].startswith(str(installed.site_packages)), files
     assert (installed.site_packages / "deployments" / "prefect.yaml").exists()
     assert not files["prefect"].startswith(str(installed.venv)), files  # a dependency, not copied
+
+
+def test_the_wheel_ships_and_serves_the_dashboard(
+    installed: InstalledM1, installed_m1: LiveM1
+) -> None:
+    shipped = installed.site_packages / "m1lib" / "api" / "static"
+    for path in sorted(p for p in STATIC_DIR.rglob("*") if p.is_file()):
+        name = path.relative_to(STATIC_DIR)
+        assert (shipped / name).read_bytes() == path.read_bytes(), f"{name} is not in the wheel"
+    api = installed_m1.api_url
+    script = httpx.get(f"{api}/dashboard/assets/dashboard/dashboard.js", timeout=30)
+    assert script.status_code == 200
+    assert script.content == (STATIC_DIR / "dashboard" / "dashboard.js").read_bytes()
+    key = installed_m1.admin_key()
+    assert key is not None
+    with httpx.Client(base_url=api, timeout=30) as browser:
+        assert browser.get("/dashboard").headers["location"] == "/dashboard/login"
+        assert browser.post("/api/m1/session", json={"key": key}).status_code == 200
+        page = browser.get("/dashboard")
+        assert page.status_code == 200
+        assert 'id="conn"' in page.text
 
 
 def test_m1_up_from_the_wheel_in_an_empty_directory_serves_every_deployment(

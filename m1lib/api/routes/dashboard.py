@@ -4,7 +4,8 @@ The body is the :class:`~m1lib.metrics.query.Query` model, so a body that does n
 422 whose errors name each JSON path (``/filters/0/op``); a valid query the store cannot answer
 (unknown field for the metric, past the raw retention, over a guard) is a 400 from ``InputError``.
 A query is CPU work: it runs on a worker thread, and stops when its client disconnects. The role
-dependency is added where the router is included.
+dependency is added where the router is included; the query route also takes the session cookie of
+the dashboard page (with its CSRF checks, ``m1lib.api.deps.accepts_session_post``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import anyio.to_thread
 from fastapi import APIRouter, Request
 
 from m1lib.api.bodies import body_route
+from m1lib.api.deps import accepts_session_post
 from m1lib.api.openapi import AUTHENTICATED, problems
 from m1lib.errors import M1Error, UnavailableError
 from m1lib.metrics import TEMPLATES, MetricsRuntime, Query, query_json_schema
@@ -53,6 +55,7 @@ def metrics_of(request: Request) -> MetricsRuntime:
         },
     ),
 )
+@accepts_session_post
 async def run_query(request: Request, query: Query) -> dict[str, Any]:
     """Rows, trend, anomalies and meta of ``query``, JSON-ready (buckets as ISO-8601).
 
