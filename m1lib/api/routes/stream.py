@@ -82,7 +82,16 @@ async def stream(
         str | None,
         Header(alias="Last-Event-ID", max_length=256, description="Resume after this id."),
     ] = None,
+    last_event_id_param: Annotated[
+        str | None,
+        Query(
+            alias="lastEventId",
+            max_length=256,
+            description="Resume after this id when the client cannot send the header (a new "
+            "EventSource opened by a page's own reconnect); the header wins when both are sent.",
+        ),
+    ] = None,
 ) -> Response:
     hub = hub_of(request)
-    client = hub.connect(parse_types(types), last_event_id)
+    client = hub.connect(parse_types(types), last_event_id or last_event_id_param)
     return EventStreamResponse(hub, client)

@@ -380,6 +380,22 @@ def test_last_event_id_replays_missed_alerts(serve: Callable[..., Replica]) -> N
     assert seen.id not in ids
 
 
+def test_last_event_id_in_the_query_replays_for_a_client_that_cannot_send_the_header(
+    serve: Callable[..., Replica],
+) -> None:
+    """A page's own reconnect opens a new EventSource, which sends no Last-Event-ID header."""
+    replica = serve()
+    with reader(replica, "?types=error_alert") as client:
+        alert(replica, "seen")
+        (seen,) = wait_kind(client, "error_alert")
+    assert seen.id is not None
+    alert(replica, "missed")
+    wait_for(lambda: len(replica.hub.buffered()), "the hub to buffer it", until=lambda n: n == 2)
+    with reader(replica, f"?types=error_alert&lastEventId={seen.id}") as client:
+        (replayed,) = wait_kind(client, "error_alert")
+    assert replayed.data["data"]["message"] == "missed"
+
+
 def test_snapshot_id_as_last_event_id_replays_the_alerts_after_that_tick(
     serve: Callable[..., Replica],
 ) -> None:

@@ -195,7 +195,7 @@ const HANDLERS = {
 
 // -- the connection ------------------------------------------------------------------------------
 
-const conn = { source: null, backoff: BACKOFF_MIN_MS, timer: null, lastMessage: 0 };
+const conn = { source: null, backoff: BACKOFF_MIN_MS, timer: null, lastMessage: 0, lastId: null };
 
 function setState(state, detail = "") {
   const indicator = $("conn");
@@ -206,7 +206,10 @@ function setState(state, detail = "") {
 
 function connect() {
   clearTimeout(conn.timer);
-  const source = new EventSource(STREAM);
+  // A new EventSource cannot send Last-Event-ID: the last id seen goes in the query instead, so
+  // alerts raised while the page was away are replayed after its own reconnects too.
+  const resume = conn.lastId ? `?lastEventId=${encodeURIComponent(conn.lastId)}` : "";
+  const source = new EventSource(STREAM + resume);
   conn.source = source;
   conn.lastMessage = Date.now();
   source.onopen = () => {
@@ -224,6 +227,7 @@ function connect() {
     source.addEventListener(type, (event) => {
       if (conn.source !== source) return;
       conn.lastMessage = Date.now();
+      if (event.lastEventId) conn.lastId = event.lastEventId;
       if ($("conn").dataset.state !== "connected") setState("connected");
       const envelope = JSON.parse(event.data);
       handle(envelope.data || {}, type === "error_alert" ? envelope : seconds(envelope.timestamp), event.lastEventId);
