@@ -211,11 +211,12 @@ class Forwarder:
                 alert = any(a for _, _, a in head)
             if wait and not alert:
                 left = self._last_send + self.interval_s - time.monotonic()
-                if left > 0:
-                    self._loops.stop_event.wait(left)
+                if left > 0:  # woken by each offer: an alert arriving meanwhile goes at once
+                    self._loops.wake_event.wait(left)
+                    self._loops.wake_event.clear()
                     if self._loops.stopping:
                         return
-                    continue  # an alert may have arrived meanwhile: look again
+                    continue
             items = [item for item, _, _ in head]
             with self._lock:
                 self._inflight = len(head)

@@ -173,3 +173,30 @@ def test_m1_query_prints_the_api_answer(
     assert cli.main(["query", '{"metric": "nope"}']) == 2
     assert "metric" in capsys.readouterr().err
     assert cli.main(["query"]) == 2
+
+
+def test_an_alert_goes_at_once_whatever_the_interval(
+    serve_api: Callable[..., Api], make_settings: Callable[..., Settings]
+) -> None:
+    api = serve_api()
+    settings = make_settings(
+        api={"url": api.url, "key": api.key},
+        events={"flush_ms": 5, "forward_interval_ms": 60_000},
+    )
+    sender = MetricsRuntime(settings, forwarding=True)
+    sender.start()
+    try:
+        sender.record_event("error_alerts", level="warning", source="first", message="m")
+        wait_for(lambda: alerts_from(api.runtime.metrics, "first"), "the first POST")
+        sender.record_event("health_checks", component="db", status="healthy", latencyMs=1.0)
+        assert sender.recorder.flush()
+        assert sender.forwarder is not None
+        assert sender.forwarder.pending == 1  # waits for the interval
+        sender.recorder.record_now(
+            "error_alerts", None, {"level": "critical", "source": "alert", "message": "now"}
+        )
+        # far sooner than the 60 s interval: the alert takes the waiting event along
+        wait_for(lambda: alerts_from(api.runtime.metrics, "alert"), "the alert", timeout_s=30)
+        assert sender.forwarder.pending == 0
+    finally:
+        sender.close()
