@@ -256,6 +256,10 @@ class Forwarder:
                 )
                 backoff.wait()
                 self._loops.wake()  # retry even if nothing new arrives
+            except Exception:  # the thread must outlive a bug: logged, retried later
+                logger.exception("forwarding events to %s failed", self.destination)
+                backoff.wait()
+                self._loops.wake()
 
     # -- what subclasses provide -----------------------------------------------------------
 
@@ -303,7 +307,7 @@ class RedisForwarder(Forwarder):
 
     def _send(self, items: list[Any]) -> int:
         try:
-            pipe = self.client.pipeline(transaction=False)
+            pipe = self.client.pipeline(transaction=True)  # all or none: a retry never doubles
             for payload in items:
                 fields: dict[Any, Any] = {b"o": self.origin, b"p": payload}
                 pipe.xadd(self.stream, fields, maxlen=self.maxlen, approximate=True)

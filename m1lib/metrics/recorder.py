@@ -6,7 +6,9 @@ it instead of blocking (a decision path must never stall because analytics are b
 ingest thread turns what is queued into columns every ``M1_EVENTS_FLUSH_MS`` (sooner when the
 queue is half full) and hands the new chunks to the store and to ``on_batch`` (publishing and
 persisting, in ``MetricsRuntime``). ``record_now`` (alerts) wakes it at once, and it hands that
-event on as a batch of its own before the rest.
+event on as a batch of its own before the rest. Outside a replica (``keep=False``) the chunks only
+go to ``on_batch``, which forwards them (:mod:`m1lib.metrics.forward`); a replica takes forwarded
+batches back in through ``record_trusted_rows``.
 
 ``record_events`` validates a batch column by column (one pass of C-level ``map`` per field and
 a numpy range check per number) and queues it as columns; anything that pass does not take
