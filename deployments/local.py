@@ -6,7 +6,9 @@ no orphan survives, and each child also gets SIGTERM if this process dies (PR_SE
 
 Configuration is resolved once, here: children get every ``M1_*`` variable as this process read it
 (its environment and the ``.env`` of the directory `m1 up` ran from), with absolute paths, and run in
-that same directory. This process never imports Prefect (that costs seconds and writes a Prefect
+that same directory. The runner alone also gets a ``service`` credential made at each start
+(``M1_API_KEY``, ``M1_API_URL``), so flow runs send their events and queries to the API; the previous
+start's credential is revoked, and the key lives only in the runner's environment. This process never imports Prefect (that costs seconds and writes a Prefect
 home): it only polls the server's health and the served deployments, where a busy answer means "not
 yet". The runner, which imports Prefect anyway, makes the calls that change the server.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import logging
+import secrets
 import signal
 import subprocess
 import sys
@@ -29,14 +32,15 @@ import httpx
 import psutil
 
 from deployments.prefect_yaml import deployments_file, load_deployment_specs
-from m1lib import bootstrap
+from m1lib import auth, bootstrap
 from m1lib.db import migrate
 from m1lib.db.session import Database
-from m1lib.logs import configure_logging
+from m1lib.logs import configure_logging, register_secret
 from m1lib.settings import Settings, child_environment, prefect_api_url_from_environment
 
 logger = logging.getLogger("m1.up")
 _PR_SET_PDEATHSIG = 1
+RUNNER_CREDENTIAL = "m1-up-runner"  # names: m1-up-runner-<UTC start>-<random>, role service
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
@@ -100,12 +104,13 @@ class Supervisor:
         )
         self.deployments_file = deployments_file(settings)
         self.runner_started = datetime.now(UTC)
+        self.runner_key: str | None = None  # made by prepare(); only the runner's environment
 
-    def _spawn(self, name: str, argv: list[str]) -> Child:
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Child:
         logger.info("starting %s", name)
         process = subprocess.Popen(
             argv,
-            env=self.env,
+            env=self.env if env is None else env,
             start_new_session=True,
             preexec_fn=_die_with_parent,
         )
@@ -121,7 +126,10 @@ class Supervisor:
         try:
             revision = migrate.upgrade(db)
             logger.info("database at revision %s", revision)
-            return bootstrap.ensure_embedded_secrets(self.settings, db)
+            boot = bootstrap.ensure_embedded_secrets(self.settings, db)
+            if self.serve:
+                self.runner_key = rotate_runner_credential(db)
+            return boot
         finally:
             db.dispose()
 
@@ -179,7 +187,16 @@ class Supervisor:
                 "--file",
                 str(self.deployments_file),
             ],
+            env=self.runner_environment(),
         )
+
+    def runner_environment(self) -> dict[str, str]:
+        """The children's environment plus, for flow runs, the API and this start's key."""
+        env = dict(self.env)
+        if self.runner_key is not None:
+            env["M1_API_KEY"] = self.runner_key
+            env["M1_API_URL"] = self.settings.api_base_url
+        return env
 
     def wait_for_deployments(self, timeout_s: float = 120) -> None:
         """`m1 up` is up once our runner polls every deployment: after a crash they are all still
@@ -295,6 +312,22 @@ class Supervisor:
             return 1
         finally:
             self.stop()
+
+
+def rotate_runner_credential(db: Database) -> str:
+    """Revoke the runner credentials of earlier starts and make this start's; returns its key.
+
+    A key is known only when it is made, and a name is never reused (audits stay unambiguous),
+    so each start makes a new ``m1-up-runner-...`` credential of role ``service``.
+    """
+    for row in auth.list_credentials(db):
+        if row.name.startswith(RUNNER_CREDENTIAL + "-") and row.revoked_at is None:
+            auth.revoke_credential(db, row.name)
+    name = f"{RUNNER_CREDENTIAL}-{datetime.now(UTC):%Y%m%d%H%M%S}-{secrets.token_hex(3)}"
+    key = auth.create_credential(db, name, auth.Role.SERVICE, created_by="m1 up")
+    register_secret(key)  # masked should it ever reach a log line
+    logger.info("flow runs record and query with credential %s (role service)", name)
+    return key
 
 
 def _polled_since(deployment: dict[str, object], since: datetime) -> bool:

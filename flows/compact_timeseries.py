@@ -8,6 +8,7 @@ from typing import Any
 from prefect import flow
 from pydantic import BaseModel, Field
 
+from flows.credentials import api_key_from_block
 from flows.shape import FlowReport, apply_unless_dry_run, publish
 from tasks.metrics import (
     apply_chunk_retention,
@@ -54,6 +55,7 @@ def compact_timeseries(params: CompactTimeseriesParams | None = None) -> dict[st
     Scheduled hourly; run it by hand after lowering M1_RAW_RETENTION or M1_ROLLUP_RETENTION_* to
     free space at once. With dry_run it changes nothing and reports what it would do.
     """
+    api_key_from_block()  # before anything records: events then reach the replicas
     params = params or CompactTimeseriesParams()
     before = read_chunk_stats()
     done = apply_unless_dry_run(

@@ -7,6 +7,7 @@ from typing import Any
 from prefect import flow
 from pydantic import BaseModel, Field
 
+from flows.credentials import api_key_from_block
 from flows.shape import FlowReport, apply_unless_dry_run, publish
 from m1lib.settings import get_settings, redact_url
 from tasks.database import (
@@ -36,6 +37,7 @@ def database_setup(params: DatabaseSetupParams | None = None) -> dict[str, Any]:
     Run it after installing a new M1 version, or after pointing M1_DATABASE_URL at a new database.
     Safe to run at any time: migrating an up-to-date database changes nothing.
     """
+    api_key_from_block()  # before anything records: events then reach the replicas
     params = params or DatabaseSetupParams()
     revision = read_schema_revision()
     after = apply_unless_dry_run(

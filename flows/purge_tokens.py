@@ -7,6 +7,7 @@ from typing import Any
 from prefect import flow
 from pydantic import BaseModel, Field
 
+from flows.credentials import api_key_from_block
 from flows.shape import FlowReport, apply_unless_dry_run, publish
 from m1lib.revocation import PurgeSummary
 from tasks.tokens import preview_purge, purge_cutoff, purge_expired
@@ -36,6 +37,7 @@ def purge_tokens(params: PurgeTokensParams | None = None) -> dict[str, Any]:
     tokens are never touched: a record goes only once its token's expiry (plus leeway) is older than
     the cut-off, so nothing that could still be presented becomes valid again.
     """
+    api_key_from_block()  # before anything records: events then reach the replicas
     params = params or PurgeTokensParams()
     cutoff = purge_cutoff(params.older_than_hours)
     preview = preview_purge(cutoff)

@@ -7,7 +7,7 @@ database); a revoked key stops working everywhere within that period.
 
 A role is a set of permissions (:data:`PERMISSIONS`), not a rank: a route asks for one
 :class:`Permission`, and the ``agent`` role (record events, introspect tokens) is neither below
-nor above ``viewer``.
+nor above ``viewer``; ``service`` (M1's own flow runs and CLI) reads, records and introspects.
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ class Permission(StrEnum):
 class Role(StrEnum):
     VIEWER = "viewer"
     AGENT = "agent"
+    SERVICE = "service"
     ADMIN = "admin"
 
     @property
@@ -68,6 +69,10 @@ PERMISSIONS: Final[Mapping[Role, frozenset[Permission]]] = MappingProxyType(
         Role.VIEWER: frozenset({Permission.READ, Permission.INTROSPECT_TOKENS}),
         # a process that records events and checks the tokens it is handed, nothing else
         Role.AGENT: frozenset({Permission.RECORD_EVENTS, Permission.INTROSPECT_TOKENS}),
+        # M1's own processes (flow runs, the CLI): record events and query them, nothing else
+        Role.SERVICE: frozenset(
+            {Permission.READ, Permission.RECORD_EVENTS, Permission.INTROSPECT_TOKENS}
+        ),
         Role.ADMIN: frozenset(Permission),
     }
 )

@@ -15,7 +15,7 @@ from m1lib.errors import M1Error
 from m1lib.settings import Settings, load_settings, masked_values
 
 # m1lib.auth.Role's values (auth is imported when a verb needs it; a test keeps the two equal)
-ROLE_CHOICES = ("viewer", "agent", "admin")
+ROLE_CHOICES = ("viewer", "agent", "service", "admin")
 
 if TYPE_CHECKING:
     from m1lib.revocation import RevocationManager
@@ -76,7 +76,17 @@ def _keys(settings: Settings, args: argparse.Namespace) -> int:
                 print("m1 keys create: give a NAME", file=sys.stderr)
                 return 2
             key = auth.create_credential(db, args.name, args.role, created_by=_operator())
-            print(f"created {args.role} credential {args.name!r}; its key (shown once):\n{key}")
+            if args.secret_block:
+                from flows.credentials import store_api_key
+
+                store_api_key(args.secret_block, key)
+                print(
+                    f"created {args.role} credential {args.name!r}; its key is in the Prefect "
+                    f"Secret block {args.secret_block!r} (flow runs read it when M1_API_KEY "
+                    "is not set)"
+                )
+            else:
+                print(f"created {args.role} credential {args.name!r}; its key (shown once):\n{key}")
         elif args.action == "revoke":
             if not args.name:
                 print("m1 keys revoke: give a NAME", file=sys.stderr)
@@ -92,6 +102,30 @@ def _keys(settings: Settings, args: argparse.Namespace) -> int:
         return 0
     finally:
         db.dispose()
+
+
+def _query(settings: Settings, args: argparse.Namespace) -> int:
+    """A query or template answered by the API (M1_API_URL, M1_API_KEY), printed as JSON."""
+    import json
+
+    from m1lib.client import ApiClient
+    from m1lib.metrics.pipeline import query_json
+    from m1lib.metrics.query import parse_query
+    from m1lib.metrics.templates import template
+
+    sources = [bool(args.template), args.query is not None, args.file is not None]
+    if sum(sources) != 1:
+        print("m1 query: give exactly one of QUERY, --template NAME, --file FILE", file=sys.stderr)
+        return 2
+    if args.template:
+        query = template(args.template)
+    elif args.file is not None:
+        query = parse_query(sys.stdin.read() if args.file == "-" else Path(args.file).read_text())
+    else:
+        query = parse_query(args.query)
+    with ApiClient.from_settings(settings) as api:
+        print(json.dumps(api.query(query_json(query)), indent=2))
+    return 0
 
 
 def _operator() -> str:
@@ -274,9 +308,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--role",
         choices=ROLE_CHOICES,
         default="viewer",
-        help="viewer: read; agent: record events, introspect tokens; admin: everything",
+        help="viewer: read; agent: record events, introspect tokens; service: both (M1's own "
+        "flow runs); admin: everything",
+    )
+    keys.add_argument(
+        "--secret-block",
+        metavar="BLOCK",
+        help="create: store the key in this Prefect Secret block (flow runs on workers read "
+        "M1_API_KEY_BLOCK) instead of printing it",
     )
     keys.set_defaults(handler=_keys)
+
+    query = verbs.add_parser(
+        "query", help="run a dashboard query on the API (M1_API_URL, M1_API_KEY); JSON out"
+    )
+    query.add_argument("query", nargs="?", help="the query as JSON (docs/contracts.md)")
+    query.add_argument("--template", metavar="NAME", help="a ready-made query by name")
+    query.add_argument("--file", metavar="FILE", help="the query's JSON from a file (- : stdin)")
+    query.set_defaults(handler=_query)
 
     _add_tokens_parser(verbs)
 

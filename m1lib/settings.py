@@ -111,6 +111,11 @@ class ApiSettings(BaseModel):
         None,
         "Credential such a process uses with M1_API_URL; `m1 up` hands its flow runs one.",
     )
+    key_block: str = _f(
+        "m1-api-key",
+        "Prefect Secret block a flow run reads its M1_API_KEY from when that is not set.",
+        pattern=r"^[a-z0-9][a-z0-9-]{0,63}$",
+    )
 
 
 class DatabaseSettings(BaseModel):
@@ -296,6 +301,28 @@ class EventsSettings(BaseModel):
         "Most events one POST /api/m1/events may carry; more is refused with 413.",
         ge=1,
         le=1_000_000,
+    )
+    forward_interval_ms: int = _f(
+        500,
+        "Outside a replica, without Redis: least time between two POSTs of forwarded events "
+        "(alerts go at once), so a busy process stays under M1_RATELIMIT_INGEST_PER_MIN.",
+        "ms",
+        ge=0,
+        le=60_000,
+    )
+    forward_exit_s: float = _f(
+        5.0,
+        "Outside a replica: how long a process exiting may spend sending its last events.",
+        "s",
+        ge=0,
+        le=300,
+    )
+    forward_claim_idle_s: float = _f(
+        30.0,
+        "A forwarded batch a replica took but did not acknowledge for this long (it died) is "
+        "taken by another replica.",
+        "s",
+        gt=0,
     )
 
 
@@ -538,6 +565,13 @@ def load_settings(**overrides: Any) -> Settings:
 def get_settings() -> Settings:
     """The process-wide settings, read once. Tests build their own ``Settings`` instead."""
     return load_settings()
+
+
+def adopt_api_key(key: str) -> None:
+    """Use ``key`` as ``M1_API_KEY`` from now on, in this process and the ones it starts: a
+    flow run that read its credential from a Prefect Secret block, before it records anything."""
+    os.environ[env_name(("api", "key"))] = key
+    get_settings.cache_clear()
 
 
 # -- the schema as data: the docs generator, `m1 config show` and the names test use this --------

@@ -189,7 +189,8 @@ def _require(request: Request, needed: Permission) -> Principal:
         )
         raise AuthenticationError(f"this route needs an API key: Authorization: Bearer <key>{hint}")
     if not principal.role.allows(needed):
-        names = " or ".join(role.value for role in holders)
+        values = [role.value for role in holders]
+        names = " or ".join([", ".join(values[:-1]), values[-1]] if len(values) > 2 else values)
         raise PermissionDeniedError(
             f"this route needs the {needed.value} permission, which the {names} role has; "
             f"credential {principal.name!r} is {principal.role.value}"

@@ -6,12 +6,15 @@ sees only its own events; with both, every replica answers with every replica's 
 restarted replica rebuilds its history from ``metric_chunks`` and the stream.
 
 The module-level ``record_event``/``record_events``/``run_query`` of :mod:`m1lib.metrics` use a
-process-wide default runtime: built (in-memory, no database, no Redis) on first use, or the one
-the API installs with :func:`install_default`.
+process-wide default runtime: the one the API installs with :func:`install_default`, or else one
+built on first use. Built outside a replica with Redis or ``M1_API_KEY`` configured, it forwards
+(:mod:`m1lib.metrics.forward`): events go to the replicas, queries over HTTP to the API, and what
+is queued is sent at exit; with neither, events stay in this process's memory.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import time
@@ -21,7 +24,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
-from m1lib.errors import BusyError, InputError, M1Error
+from m1lib.errors import BusyError, InputError, M1Error, UsageError
 from m1lib.loops import LoopThreads
 from m1lib.metrics.budget import Limits, QueryCancelled
 from m1lib.metrics.codec import DecodedChunk
@@ -36,8 +39,10 @@ from m1lib.metrics.store import EventStore
 if TYPE_CHECKING:
     import redis
 
+    from m1lib.client import ApiClient
     from m1lib.control import CommandRegistry
     from m1lib.db.session import Database
+    from m1lib.metrics.forward import Forwarder, IngestConsumer
     from m1lib.metrics.persist import Coverage
     from m1lib.metrics.stream import StreamConsumer, StreamPublisher
     from m1lib.settings import Settings
@@ -91,7 +96,12 @@ class MetricsRuntime:
         redis_client: redis.Redis | None = None,
         replica_id: str | None = None,
         clock: Callable[[], float] = time.time,
+        forwarding: bool = False,
     ) -> None:
+        """``forwarding``: a process outside a replica that hands its events on (Redis when
+        configured, else the API) and asks the API its queries; it keeps no events itself."""
+        if forwarding and (db is not None or redis_client is not None):
+            raise UsageError("a forwarding runtime has no database or Redis of its own")
         self.settings = settings
         self.db = db
         self.redis = redis_client
@@ -105,6 +115,7 @@ class MetricsRuntime:
             queue_size=settings.events.queue_size,
             flush_s=settings.events.flush_ms / 1000.0,
             on_batch=self._on_batch,
+            keep=not forwarding,
         )
         self._lock = threading.Lock()
         self._seq = 0
@@ -117,6 +128,13 @@ class MetricsRuntime:
         self.history_loaded = db is None  # nothing to load without a database
         self.publisher: StreamPublisher | None = None
         self.consumer: StreamConsumer | None = None
+        self.ingest: IngestConsumer | None = None  # batches other processes forwarded
+        self.forwarder: Forwarder | None = None
+        self._api: ApiClient | None = None
+        if forwarding:
+            from m1lib.metrics.forward import build_forwarder
+
+            self.forwarder = build_forwarder(settings, self.recorder)
         if redis_client is not None:
             from m1lib.metrics.stream import StreamConsumer, StreamPublisher
             from m1lib.redis_conn import key
@@ -132,6 +150,15 @@ class MetricsRuntime:
             )
             self.consumer = StreamConsumer(
                 redis_client, stream, apply=self._apply_remote, skip=self._skip
+            )
+            from m1lib.metrics.forward import IngestConsumer, ingest_stream
+
+            self.ingest = IngestConsumer(
+                redis_client,
+                ingest_stream(settings),
+                consumer=self.replica_id,
+                recorder=self.recorder,
+                claim_idle_s=settings.events.forward_claim_idle_s,
             )
         self._loops = LoopThreads("m1-metrics", logger=logger)
         self._started = False
@@ -163,10 +190,14 @@ class MetricsRuntime:
             except _db_errors() as error:
                 logger.warning("metrics history not loaded, starting without it: %s", error)
         self.recorder.start()
+        if self.forwarder is not None:
+            self.forwarder.start()
         if self.publisher is not None:
             self.publisher.start()
         if self.consumer is not None:
             self.consumer.start()
+        if self.ingest is not None:
+            self.ingest.start()
         self._loops.start([("maintain", self._maintenance_loop)])
 
     def close(self) -> None:
@@ -174,7 +205,14 @@ class MetricsRuntime:
         if not self._started:
             return
         self._started = False
+        if self.ingest is not None:
+            self.ingest.close()  # takes no more forwarded batches; what it took is queued
         self.recorder.close()
+        if self.forwarder is not None:
+            self.forwarder.close()  # sends what is left, within M1_EVENTS_FORWARD_EXIT_S
+            self.recorder.report_drops(force=True)
+        if self._api is not None:
+            self._api.close()
         if self.publisher is not None:
             self.publisher.close()
         if self.consumer is not None:
@@ -227,13 +265,16 @@ class MetricsRuntime:
         *,
         cancel: threading.Event | None = None,
     ) -> QueryResult:
-        """Answer a query (model, mapping or JSON text) from this replica's store.
+        """Answer a query (model, mapping or JSON text) from this replica's store, or, in a
+        forwarding runtime, from the API (``POST /api/m1/dashboard/query`` with M1_API_KEY).
 
         At most ``M1_QUERY_MAX_CONCURRENT`` queries compute at once; one more is refused at
         once with :class:`BusyError` (503), so heavy queries cannot exhaust the process. Setting
         ``cancel`` (the caller went away) stops the query at its next step: QueryCancelled.
         """
         parsed = parse_query(query)
+        if self.forwarder is not None:
+            return self._remote_query(parsed)
         if not self._query_slots.acquire(blocking=False):
             self._count("refused_busy")
             raise BusyError(
@@ -259,6 +300,15 @@ class MetricsRuntime:
             self._count("running", -1)
             self._count(outcome)
 
+    def _remote_query(self, query: Query) -> QueryResult:
+        from m1lib.client import ApiClient
+
+        with self._lock:
+            if self._api is None:
+                self._api = ApiClient.from_settings(self.settings)
+            api = self._api
+        return QueryResult.from_dict(api.query(query_json(query)))
+
     def _count(self, name: str, delta: int = 1) -> None:
         with self._lock:
             self.query_counts[name] += delta
@@ -268,6 +318,8 @@ class MetricsRuntime:
         deadline = time.monotonic() + timeout
         if not self.recorder.flush(timeout):
             return False
+        if self.forwarder is not None and self._started:
+            return self.forwarder.wait_sent(max(0.0, deadline - time.monotonic()))
         if self.publisher is not None and self._started:
             return self.publisher.wait_sent(max(0.0, deadline - time.monotonic()))
         return True
@@ -305,6 +357,8 @@ class MetricsRuntime:
             "droppedByReason": self.drops,
             "storeLagS": round(self.store_lag_s, 3),
             "unpublishedEvents": self.publisher.unpublished_events if self.publisher else 0,
+            "forwardedEvents": self.forwarder.sent_events if self.forwarder else 0,
+            "takenForwardedEvents": self.ingest.taken_events if self.ingest else 0,
             "unpersistedEvents": self.unpersisted_events,
             "queries": dict(self.query_counts),
             "tiers": [
@@ -324,6 +378,9 @@ class MetricsRuntime:
     def _on_batch(self, batch: Sequence[tuple[str, RawChunk]]) -> None:
         """Called by the ingest thread with each batch of this replica's own events."""
         size = sum(chunk.size for _, chunk in batch)
+        if self.forwarder is not None:
+            self.forwarder.offer(batch)
+            return
         with self._lock:
             self._seq += 1
             seq = self._seq
@@ -464,13 +521,34 @@ def default_runtime() -> MetricsRuntime:
         return runtime
     with _default_lock:
         if _default is None:
-            from m1lib.settings import get_settings
-
-            built = MetricsRuntime(get_settings())
-            built.start()
-            _set_default(built)
+            _set_default(_build_default())
         assert _default is not None
         return _default
+
+
+def _build_default() -> MetricsRuntime:
+    """Outside a replica: forwarding when Redis or an API key says where to, else in memory."""
+    from m1lib.settings import get_settings
+
+    settings = get_settings()
+    forwarding = settings.redis_url is not None or settings.api.key is not None
+    built = MetricsRuntime(settings, forwarding=forwarding)
+    built.start()
+    if forwarding:
+        atexit.register(built.close)  # flow runs end quickly: their last events still go out
+        assert built.forwarder is not None
+        logger.debug("events recorded in this process go to %s", built.forwarder.destination)
+    else:
+        logger.info(
+            "events recorded in this process stay in it (no M1_REDIS_URL or M1_API_KEY to "
+            "forward them to the replicas)"
+        )
+    return built
+
+
+def query_json(query: Query) -> dict[str, Any]:
+    """The query as the API's JSON body (aliases, only what differs from the defaults)."""
+    return query.model_dump(mode="json", by_alias=True, exclude_defaults=True)
 
 
 def _set_default(runtime: MetricsRuntime | None) -> None:

@@ -6,7 +6,9 @@ it instead of blocking (a decision path must never stall because analytics are b
 ingest thread turns what is queued into columns every ``M1_EVENTS_FLUSH_MS`` (sooner when the
 queue is half full) and hands the new chunks to the store and to ``on_batch`` (publishing and
 persisting, in ``MetricsRuntime``). ``record_now`` (alerts) wakes it at once, and it hands that
-event on as a batch of its own before the rest.
+event on as a batch of its own before the rest. Outside a replica (``keep=False``) the chunks only
+go to ``on_batch``, which forwards them (:mod:`m1lib.metrics.forward`); a replica takes forwarded
+batches back in through ``record_trusted_rows``.
 
 ``record_events`` validates a batch column by column (one pass of C-level ``map`` per field and
 a numpy range check per number) and queues it as columns; anything that pass does not take
@@ -120,6 +122,7 @@ class Recorder:
         queue_size: int = 1_000_000,
         flush_s: float = 0.05,
         on_batch: BatchHandler | None = None,
+        keep: bool = True,
     ) -> None:
         if queue_size < 1:
             raise UsageError(f"queue_size must be at least 1, not {queue_size}")
@@ -128,6 +131,9 @@ class Recorder:
         self.queue_size = queue_size
         self.flush_s = flush_s
         self.on_batch = on_batch
+        # False outside a replica (forwarding): batches go to on_batch only, encoded in a
+        # scratch store per pass, so strings do not pile up in a store nobody queries
+        self.keep = keep
         self._validators = {name: spec.validator() for name, spec in METRICS.items()}
         self._names = {name: [f.name for f in spec.declared] for name, spec in METRICS.items()}
         self._lock = threading.Lock()
@@ -184,6 +190,30 @@ class Recorder:
         """
         item = (metric, (_now_us() if timestamp_us is None else timestamp_us, *values))
         self._enqueue(item)
+
+    def record_trusted_rows(self, metric: str, rows: Sequence[tuple[Any, ...]]) -> int:
+        """Queue many events of one metric as ``record_trusted`` would (each row: timestamp in
+        microseconds, then the declared fields); checked on the ingest thread. For batches
+        another M1 process forwarded. Returns how many were queued (the rest: ``queue_full``)."""
+        if metric not in METRICS:
+            metric_spec(metric)  # raises, naming the metrics
+        items = [(metric, tuple(row)) for row in rows]
+        if not items:
+            return 0
+        with self._lock:
+            room = max(self.queue_size - self._queued, 0)
+            if room < len(items):
+                self._queue_full += len(items) - room
+                items = items[:room]
+                if not items:
+                    return 0
+            if not self._queued:
+                self._oldest = time.monotonic()
+            self._queued += len(items)
+            self._items.append(items)
+            if self._queued * 2 > self.queue_size:
+                self._wake.set()
+        return len(items)
 
     def _enqueue(self, item: _Item, urgent: bool = False) -> None:
         """Append one event, or count it dropped when the queue is full; never blocks. An
@@ -424,6 +454,7 @@ class Recorder:
                 parts.setdefault(item.metric, []).append(item)
                 open_runs.pop(item.metric, None)  # rows after it start a new run
         stored: list[tuple[str, RawChunk]] = []
+        store = self.store if self.keep else EventStore()
         for metric, runs in parts.items():
             batches = [
                 run if isinstance(run, _Batch) else self._checked(metric, run) for run in runs
@@ -431,7 +462,10 @@ class Recorder:
             whole = batches[0] if len(batches) == 1 else _concat(batches)
             if not whole.size:
                 continue
-            for chunk in self._encode(whole):
+            for chunk in self._encode(whole, store):
+                if not self.keep:
+                    stored.append((metric, chunk))
+                    continue
                 try:
                     self.store.insert(metric, chunk)
                 except _STORE_ERRORS as error:
@@ -485,7 +519,7 @@ class Recorder:
         ts = checked_timestamp_us(row[0], f"{metric}.timestamp")
         return (ts, *self._validators[metric](dict(zip(names, row[1:], strict=True)), 0, metric))
 
-    def _encode(self, batch: _Batch) -> list[RawChunk]:
+    def _encode(self, batch: _Batch, store: EventStore) -> list[RawChunk]:
         """The batch as store chunks, in order. When the store fails on it, halves it until each
         failing event is alone (at most ``_MAX_SPLITS`` failures), drops and counts those."""
         chunks: list[RawChunk] = []
@@ -495,7 +529,7 @@ class Recorder:
             part = pending.pop()
             columns: dict[str, _Column | str] = {**part.columns, REPLICA_FIELD: self.replica_id}
             try:
-                chunks.append(self.store.encode(part.metric, part.ts, columns))
+                chunks.append(store.encode(part.metric, part.ts, columns))
                 continue
             except _STORE_ERRORS as error:
                 failures += 1
@@ -507,6 +541,12 @@ class Recorder:
         return chunks
 
     # -- dropped events ------------------------------------------------------------------
+
+    def count_dropped(self, reason: str, events: int, example: str) -> None:
+        """Count events lost after the ingest thread handed them on (forwarding): they show in
+        :attr:`drops` and the periodic report like the recorder's own."""
+        if events > 0:
+            self._drop(reason, events, example)
 
     def _drop(self, reason: str, events: int, example: str) -> bool:
         """Count dropped events; True when this is the reason's first since the last report."""

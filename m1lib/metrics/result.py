@@ -13,9 +13,10 @@ from datetime import UTC, datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
 from numpy.typing import NDArray
 
-from m1lib.epoch import from_us
+from m1lib.epoch import from_us, to_us
 
 if TYPE_CHECKING:
     import pandas
@@ -174,6 +175,38 @@ class QueryResult:
             "meta": self.meta.to_dict(),
         }
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> QueryResult:
+        """The result :meth:`to_dict` gave (an API's answer): ``rows`` as here (``bucket``
+        back to datetimes), ``meta``, ``trend``, ``anomalies``. Column kinds come from the
+        values (all integers: int; numbers or nulls: float); with no rows there are no columns.
+        """
+        rows = list(data.get("rows") or [])
+        columns: dict[str, NDArray[Any]] = {}
+        kinds: dict[str, ColumnKind] = {}
+        for name in rows[0] if rows else ():
+            values = [row.get(name) for row in rows]
+            kind = _kind_of(name, values)
+            kinds[name] = kind
+            if kind == "bucket":
+                columns[name] = np.array([to_us(_moment(v)) for v in values], dtype=np.int64)
+            elif kind == "int":
+                columns[name] = np.array(values, dtype=np.int64)
+            elif kind == "float":
+                columns[name] = np.array(
+                    [math.nan if v is None else v for v in values], dtype=np.float64
+                )
+            else:
+                columns[name] = np.array(values, dtype=object)
+        trend = data.get("trend")
+        return cls(
+            columns=columns,
+            kinds=kinds,
+            anomalies=[_anomaly(a) for a in data.get("anomalies") or []],
+            trend=None if trend is None else _trend(trend),
+            meta=_meta(data["meta"]),
+        )
+
     def to_frame(self) -> pandas.DataFrame:
         """The rows as a DataFrame; ``bucket`` is ``datetime64[us, UTC]``, nulls NaN/None."""
         import pandas as pd
@@ -185,3 +218,59 @@ class QueryResult:
             else:
                 data[name] = array
         return pd.DataFrame(data, columns=list(self.columns))
+
+
+# -- reading a result's JSON back (a query answered by the API) --------------------------------
+
+
+def _moment(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _kind_of(name: str, values: list[Any]) -> ColumnKind:
+    if name == "bucket" and all(isinstance(v, str) for v in values):
+        return "bucket"
+    present = [v for v in values if v is not None]
+    if present and all(type(v) is int for v in values):
+        return "int"
+    if present and all(type(v) in (int, float) for v in present):
+        return "float"
+    return "object"
+
+
+def _trend(data: Mapping[str, Any]) -> Trend:
+    return Trend(
+        field=data["field"],
+        direction=data["direction"],
+        slope=float(data["slope"]),
+        change_pct=data.get("changePct"),
+        p_value=data.get("pValue"),
+        r_squared=data.get("rSquared"),
+        points=int(data["points"]),
+    )
+
+
+def _anomaly(data: Mapping[str, Any]) -> Anomaly:
+    return Anomaly(
+        bucket=_moment(data["bucket"]),
+        value=float(data["value"]),
+        score=float(data["score"]),
+        field=data["field"],
+        group=data.get("group"),
+    )
+
+
+def _meta(data: Mapping[str, Any]) -> QueryMeta:
+    return QueryMeta(
+        execution_ms=float(data["executionMs"]),
+        rows_scanned=int(data["rowsScanned"]),
+        source=data["source"],
+        percentile_error_bound=data.get("percentileErrorBound"),
+        dropped_events=int(data["droppedEvents"]),
+        range_from=_moment(data["from"]),
+        range_to=_moment(data["to"]),
+        resolutions=list(data.get("resolutions") or []),
+        total_rows=int(data.get("totalRows", 0)),
+        truncated=bool(data.get("truncated", False)),
+        total_anomalies=int(data.get("totalAnomalies", 0)),
+    )

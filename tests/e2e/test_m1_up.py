@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from deployments.prefect_yaml import load_deployment_specs
@@ -221,3 +222,27 @@ def test_the_seed_query_answers_with_another_replicas_events(
     assert bad.headers["content-type"].startswith("application/problem+json")
     assert bad.json()["errors"][0]["path"].startswith("/aggregations")
     assert httpx.post(url, json=SEED_QUERY, timeout=10).status_code == 401
+
+
+def test_the_runner_alone_holds_a_service_key_the_api_accepts(live_m1: LiveM1) -> None:
+    """Flow runs inherit the runner's environment: a key of role service for this start and the
+    API's URL, which record and query there; the API child has no such key; nothing logs it."""
+    from m1lib.client import ApiClient
+
+    def child(module: str) -> psutil.Process:
+        (found,) = [p for p in live_m1.descendants() if module in p.cmdline()]
+        return found
+
+    runner_env = child("deployments.serve").environ()
+    key = runner_env["M1_API_KEY"]
+    assert runner_env["M1_API_URL"] == live_m1.api_url
+    assert child("m1lib.api").environ().get("M1_API_KEY", "") == ""  # empty, as configured
+    assert key not in live_m1.output()
+    events = [
+        {"metric": "error_alerts", "level": "warning", "source": "runner-key", "message": "m"}
+    ]
+    with ApiClient(live_m1.api_url, key) as api:
+        assert api.record_events(events) == {"accepted": 1, "dropped": 0}
+        query = {"metric": "error_alerts", "timeRange": "1h",
+                 "filters": [{"field": "source", "op": "eq", "value": "runner-key"}]}  # fmt: skip
+        wait_for(lambda: api.query(query)["rows"], "the recorded event in a query")

@@ -77,7 +77,7 @@ def test_a_bad_name_is_refused_and_nothing_is_stored(db: Database, name: str) ->
 
 def test_a_bad_role_is_refused_naming_the_roles(db: Database) -> None:
     with pytest.raises(
-        InputError, match=r"^role: 'root' is not a role; allowed: viewer, agent, admin$"
+        InputError, match=r"^role: 'root' is not a role; allowed: viewer, agent, service, admin$"
     ):
         auth.create_credential(db, "ops", "root", created_by="test")
     assert auth.count_credentials(db) == 0
@@ -127,13 +127,20 @@ def test_roles_are_a_permission_table_not_an_order() -> None:
     assert {role: role.permissions for role in Role} == {
         Role.VIEWER: {Permission.READ, Permission.INTROSPECT_TOKENS},
         Role.AGENT: {Permission.RECORD_EVENTS, Permission.INTROSPECT_TOKENS},
+        Role.SERVICE: {Permission.READ, Permission.RECORD_EVENTS, Permission.INTROSPECT_TOKENS},
         Role.ADMIN: set(Permission),
     }
     assert all(Role.ADMIN.allows(permission) for permission in Permission)
     assert not Role.VIEWER.allows(Permission.RECORD_EVENTS)
     assert not Role.AGENT.allows(Permission.READ)  # neither below nor above a viewer
-    assert roles_with(Permission.INTROSPECT_TOKENS) == [Role.VIEWER, Role.AGENT, Role.ADMIN]
-    assert roles_with(Permission.RECORD_EVENTS) == [Role.AGENT, Role.ADMIN]
+    assert roles_with(Permission.INTROSPECT_TOKENS) == [
+        Role.VIEWER,
+        Role.AGENT,
+        Role.SERVICE,
+        Role.ADMIN,
+    ]
+    assert roles_with(Permission.RECORD_EVENTS) == [Role.AGENT, Role.SERVICE, Role.ADMIN]
+    assert roles_with(Permission.READ) == [Role.VIEWER, Role.SERVICE, Role.ADMIN]
     assert roles_with(Permission.ISSUE_TOKENS) == [Role.ADMIN]
 
 

@@ -230,7 +230,7 @@ def test_viewer_may_not_ingest(api: Api) -> None:
     response = api.post([execution("from_viewer")], role="viewer")
     assert response.status_code == 403
     assert "record_events permission" in response.json()["detail"]
-    assert "agent or admin role" in response.json()["detail"]
+    assert "agent, service or admin role" in response.json()["detail"]
 
 
 def test_no_key_is_a_401(api: Api) -> None:

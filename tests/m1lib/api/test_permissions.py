@@ -1,4 +1,5 @@
-"""The permission table over every route: which of viewer, agent and admin each operation lets in.
+"""The permission table over every route: which of viewer, agent, service and admin each operation
+lets in.
 
 Every operation of the OpenAPI document is called with a key of each role; a role the table lets
 in gets anything but 401 and 403 (a 2xx, or a 4xx about the request itself), any other role a 403
@@ -23,7 +24,7 @@ from tests.m1lib.api.test_auth import ADMIN, PUBLIC
 AGENT = {("POST", "/api/m1/events"), ("POST", "/api/m1/tokens/introspect")}
 # Operations a viewer may not call: the admin column, and recording events.
 NOT_VIEWER = {*ADMIN, ("POST", "/api/m1/events")}
-ROLES = ("viewer", "agent", "admin")
+ROLES = ("viewer", "agent", "service", "admin")
 
 
 def allowed(role: str, operation: tuple[str, str]) -> bool:
@@ -31,6 +32,8 @@ def allowed(role: str, operation: tuple[str, str]) -> bool:
         return True
     if role == "agent":
         return operation in AGENT
+    if role == "service":  # M1's flow runs and CLI: what a viewer may, and recording events
+        return operation not in ADMIN
     return operation not in NOT_VIEWER
 
 
@@ -75,6 +78,7 @@ def test_each_role_gets_exactly_its_routes(table_client: tuple[TestClient, dict[
                         assert f"credential 't-{role}' is {role}" in detail
     assert seen["agent"] == AGENT  # both exist, and the agent reached nothing else
     assert ("POST", "/api/m1/tokens") in seen["admin"] - seen["viewer"]
+    assert seen["service"] == seen["viewer"] | AGENT  # reads, records, introspects; no admin
     assert len(seen["viewer"]) >= 8
 
 
