@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     import httpx
 
     from m1lib.client import ApiClient
+    from m1lib.metrics.pipeline import MetricsRuntime
     from m1lib.settings import Settings
 
 __all__ = [
@@ -169,6 +170,7 @@ def main(
     """``m1 demo``: 0 when it ran (to the end or to Ctrl-C), 1 when the API is unreachable or
     refuses the key, 2 without a key."""
     from m1lib.client import ApiClient
+    from m1lib.metrics import pipeline
 
     out = out or sys.stdout
     url = (args.api or settings.client_api_url).rstrip("/")
@@ -189,6 +191,7 @@ def main(
             print(f"m1 demo: {error}", file=sys.stderr)
             return 1
         pace = Pace.for_limits(settings.ratelimit)
+        forwarder = _forward_to(settings, url, key) if transport is None else None
         demo = Demo(
             client,
             access,
@@ -198,7 +201,7 @@ def main(
             max_batch_events=min(MAX_BATCH_EVENTS, settings.events.ingest_max_events),
             waits=waits,
             out=out,
-            forwarding=_forwarding_ready(url, key),
+            forwarding=forwarder is not None,
         )
         print(
             f"m1 demo: {args.agents} agents for {_clock_text(args.duration)} against {url} "
@@ -207,7 +210,12 @@ def main(
         )
         for skipped in access.skipped:
             print(f"m1 demo: skipping {skipped}", file=out)
-        summary = demo.run()
+        try:
+            summary = demo.run()
+        finally:
+            if forwarder is not None:
+                forwarder.close()  # sends the cache events still queued
+                pipeline.install_default(None)
         print(summary.render(), file=out)
         if summary.fatal:
             print(f"m1 demo: {summary.fatal}", file=sys.stderr)
@@ -643,16 +651,28 @@ def _clock_text(seconds: float) -> str:
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
 
 
-def _forwarding_ready(api_url: str, key: str) -> bool:
-    """Whether the ``cache_operations`` that ``cached_call`` records in this process reach the
-    API at ``api_url`` (with ``key``).
+def _forward_to(settings: Settings, api_url: str, key: str) -> MetricsRuntime | None:
+    """Make this process's default metrics runtime forward to the demo's API, so the
+    ``cache_operations`` that ``cached_call`` records here reach it (the forwarding rule of
+    ``docs/contracts.md``, with ``--api``/``--key`` in place of ``M1_API_URL``/``M1_API_KEY``;
+    with ``M1_REDIS_URL`` set it forwards through that Redis, which must be the API's).
 
-    ``cached_call`` records into the process's default metrics runtime; until that runtime
-    forwards what it records (issue 10 item 1, ``M1_API_URL``/``M1_API_KEY``), those events stay
-    in this process and the dashboard shows no cache traffic from the demo. The one place to wire
-    forwarding in: make the process default forward to ``api_url`` with ``key``, return True.
+    Returns the runtime to close at the end (which sends what is still queued), or None when
+    the process already has a default runtime (a test's, or a replica's) that it keeps.
     """
-    return False
+    from pydantic import SecretStr
+
+    from m1lib.metrics import pipeline
+
+    if pipeline._default is not None:
+        return None
+    api = settings.api.model_copy(update={"url": api_url, "key": SecretStr(key)})
+    runtime = pipeline.MetricsRuntime(settings.model_copy(update={"api": api}), forwarding=True)
+    runtime.start()
+    if pipeline.install_default(runtime) is not None:  # another thread built one meanwhile
+        runtime.close()
+        return None
+    return runtime
 
 
 class Demo:

@@ -4,6 +4,9 @@ from such a process (and `m1 query`) answered by the API."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -19,7 +22,7 @@ from m1lib.api.replica import ReplicaRuntime
 from m1lib.db import migrate
 from m1lib.metrics import MetricsRuntime
 from m1lib.metrics.forward import HttpForwarder
-from m1lib.settings import Settings
+from m1lib.settings import PROJECT_ROOT, Settings
 from tests.conftest import free_port
 from tests.m1lib.metrics.test_forward import alerts_from, record_in_another_process
 from tests.waiting import wait_for
@@ -200,3 +203,35 @@ def test_an_alert_goes_at_once_whatever_the_interval(
         assert sender.forwarder.pending == 0
     finally:
         sender.close()
+
+
+def test_m1_demo_forwards_its_cache_traffic_to_the_api(
+    serve_api: Callable[..., Api], tmp_path: Path
+) -> None:
+    """`m1 demo` in its own process: the cache_operations its cached_call records there reach
+    the API it was pointed at (with --api/--key, not M1_API_URL/M1_API_KEY), sent at its end."""
+    api = serve_api()
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("M1_")}
+    environment["PYTHONPATH"] = str(PROJECT_ROOT)
+    argv = ["demo", "--api", api.url, "--key", api.key, "--duration", "3s", "--agents", "20"]
+    done = subprocess.run(
+        [sys.executable, "-m", "m1lib.cli", *argv],
+        env=environment,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "forwarded to the API" in done.stdout, done.stdout
+    metrics = api.runtime.metrics
+
+    def cache_gets() -> int:
+        metrics.flush()
+        result = metrics.run_query(
+            {"metric": "cache_operations", "timeRange": "1h", "groupBy": ["op"]}
+        )
+        return sum(int(row["count"]) for row in result.rows if row["op"] == "get")
+
+    wait_for(cache_gets, "the demo's cache gets on the API", until=lambda n: n > 0)
