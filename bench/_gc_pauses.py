@@ -12,25 +12,31 @@ from typing import Any
 
 
 class GcPauses:
-    """Full (generation 2) collections of this process: how many, and how long they held it."""
+    """Full (generation 2) collections of this process: when, and how long each held it."""
+
+    KEPT = 200  # the latest pauses listed
 
     def __init__(self) -> None:
-        self.count, self.total_ms, self.max_ms, self._began = 0, 0.0, 0.0, 0.0
+        self.pauses: list[tuple[float, float]] = []  # (epoch s at start, ms)
+        self.count = 0
+        self._began = (0.0, 0.0)
         gc.callbacks.append(self._callback)
 
     def _callback(self, phase: str, info: dict[str, Any]) -> None:
         if info["generation"] != 2:
             return
         if phase == "start":
-            self._began = time.perf_counter()
+            self._began = (time.time(), time.perf_counter())
             return
-        pause = (time.perf_counter() - self._began) * 1000
-        self.count, self.total_ms, self.max_ms = (
-            self.count + 1,
-            self.total_ms + pause,
-            max(self.max_ms, pause),
-        )
+        at, began = self._began
+        self.pauses.append((at, (time.perf_counter() - began) * 1000))
+        del self.pauses[: -self.KEPT]
+        self.count += 1
 
-    def figures(self) -> dict[str, float]:
-        return {"count": self.count, "total_ms": round(self.total_ms, 1),
-                "max_ms": round(self.max_ms, 1)}  # fmt: skip
+    def figures(self) -> dict[str, Any]:
+        """The pauses, and how many objects the collector tracks now (what a full one walks)."""
+        return {
+            "count": self.count,
+            "pauses": [[round(at, 3), round(ms, 1)] for at, ms in self.pauses],
+            "tracked_objects": len(gc.get_objects()),
+        }
