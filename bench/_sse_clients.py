@@ -135,7 +135,7 @@ def run(options: argparse.Namespace) -> int:
     connections = open_connections(options.port, options.path, options.key, options.count)
     for connection in connections:
         selector.register(connection.sock, selectors.EVENT_WRITE, connection)
-    stdin = sys.stdin.buffer.raw  # type: ignore[attr-defined]
+    stdin = sys.stdin.fileno()
     ready_at: float | None = None
     cpu_at_ready: os.times_result | None = None
     deadline = time.monotonic() + CONNECT_DEADLINE_S
