@@ -45,6 +45,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/query.py
 	$(BIN)/python bench/revocation.py
 	$(BIN)/python bench/instrumentation.py
+	$(BIN)/python bench/stream.py
 	$(BIN)/python bench/readme_table.py
 
 lint: $(VENV)/.installed-dev

@@ -16,6 +16,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 _OPS = {"<=": "≤", ">=": "≥"}
+YES_NO = "yes/no"  # the unit of a figure that is a verdict: 1 for yes, 0 for no
 
 
 def load_results(results_dir: Path) -> list[dict[str, Any]]:
@@ -38,6 +39,10 @@ def _number(value: float) -> str:
     if float(value).is_integer() or abs(value) >= 1000:
         return f"{value:,.0f}"
     return f"{value:,.2f}"
+
+
+def _yes(value: float) -> str:
+    return "yes" if value else "no"
 
 
 def _machine(document: dict[str, Any]) -> str:
@@ -68,6 +73,11 @@ def render(results: list[dict[str, Any]]) -> str:
         machine = _machine(document)
         for figure in document.get("figures", []):
             unit = figure.get("unit", "")
+            if unit == YES_NO:  # a verdict, 1 or 0: shown as a word, its target as "yes"
+                cells = [document["benchmark"], figure["name"], _yes(figure["value"]), "yes"]
+                met = "yes" if figure.get("meets_target") else "**no**"
+                lines.append("| " + " | ".join([*cells, met, machine]) + " |")
+                continue
             value = f"{_number(figure['value'])} {unit}".strip()
             if "reference" in figure:
                 label = figure.get("reference_label") or "reference"
