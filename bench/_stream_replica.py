@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         timeout_graceful_shutdown=5,
     )
     try:
-        StreamAwareServer(config).run()
+        StreamAwareServer(config, gc_young_threshold=settings.api.gc_young_threshold).run()
     finally:
         stop.set()
         time.sleep(0)

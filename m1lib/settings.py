@@ -111,6 +111,15 @@ class ApiSettings(BaseModel):
         None,
         "Credential such a process uses with M1_API_URL; `m1 up` hands its flow runs one.",
     )
+    gc_young_threshold: int = _f(
+        50_000,
+        "Allocations between young garbage collections in an API replica (Python's default is "
+        "700). Rarer young collections promote fewer short-lived objects (a stream client's "
+        "per-tick wait), so the full collections that pause every stream come rarely; 0 keeps "
+        "Python's default.",
+        ge=0,
+        le=10_000_000,
+    )
     key_block: str = _f(
         "m1-api-key",
         "Prefect Secret block a flow run reads its M1_API_KEY from when that is not set.",

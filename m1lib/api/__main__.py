@@ -29,7 +29,9 @@ def main() -> None:
         timeout_graceful_shutdown=5,
         **ssl,  # type: ignore[arg-type]
     )
-    StreamAwareServer(config).run()  # ends live streams at once on SIGTERM/SIGINT
+    StreamAwareServer(
+        config, gc_young_threshold=settings.api.gc_young_threshold
+    ).run()  # ends live streams at once on SIGTERM/SIGINT
 
 
 if __name__ == "__main__":

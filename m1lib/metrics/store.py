@@ -127,6 +127,29 @@ class EventStore:
             for name, spec in METRICS.items()
         }
         self.expired_events = 0  # arrived already older than every retention
+        self._versions = dict.fromkeys(self._metrics, 0)
+        self._watchers: dict[str, list[Callable[[], None]]] = {}
+
+    # -- change notices: a reader that waits for one metric's new events (the stream's alerts)
+
+    def version(self, metric: str) -> int:
+        """A number that changes whenever raw events of ``metric`` are added (cheap to poll)."""
+        return self._versions[metric]
+
+    def watch(self, metric: str, notify: Callable[[], None]) -> Callable[[], None]:
+        """Call ``notify`` (on the adding thread: keep it tiny, no I/O) after each addition of raw
+        events of ``metric``; returns the function that stops it."""
+        self._metrics[metric]  # raises KeyError for an unknown metric
+        with self._read_lock:
+            self._watchers.setdefault(metric, []).append(notify)
+
+        def unwatch() -> None:
+            with self._read_lock:
+                watchers = self._watchers.get(metric, [])
+                if notify in watchers:
+                    watchers.remove(notify)
+
+        return unwatch
 
     @classmethod
     def from_settings(
@@ -277,8 +300,13 @@ class EventStore:
 
     def _push_raw(self, state: _MetricState, chunk: RawChunk) -> None:
         merged = _binary_counter(state.raw, chunk, RawChunk.concat, self.chunk_events)
+        name = state.spec.name
         with self._read_lock:
             state.raw = merged
+            self._versions[name] += 1
+            watchers = tuple(self._watchers.get(name, ()))
+        for notify in watchers:
+            notify()
 
     def _push_block(self, state: _MetricState, res: int, block: RollupBlock) -> None:
         spec = state.spec

@@ -4,8 +4,9 @@ A single task on the event loop wakes at each tick boundary (``floor(now / tick)
 snapshot's id, so every replica names a tick alike), computes the figures on a worker thread and
 puts the same ``bytes`` object into each client's bounded queue. Nothing the hub does waits for a
 client: a client whose queue is full has stopped reading and is dropped on the spot, its stream
-cancelled, so a stalled browser tab costs nobody else a thing. Between ticks the hub looks for
-new ``error_alerts`` events every :data:`ALERT_POLL_S` and pushes them at once.
+cancelled, so a stalled browser tab costs nobody else a thing. Between ticks the store tells the
+hub when ``error_alerts`` events arrive (recorded here, or from another replica over the shared
+stream) and the hub pushes them at once; it also looks every :data:`ALERT_POLL_S`, in case.
 
 Alerts are kept, sorted by id, in a bounded replay buffer. A client that comes back with
 ``Last-Event-ID`` gets the buffered alerts after that id; an id older than what the buffer still
@@ -20,8 +21,8 @@ import bisect
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Any, Final
 
 import anyio.to_thread
@@ -43,8 +44,9 @@ __all__ = ["ALERT_POLL_S", "EVENT_TYPES", "StreamClient", "StreamHub", "parse_ty
 logger = logging.getLogger("m1.api.stream")
 
 EVENT_TYPES: Final = (*SNAPSHOT_TYPES, "error_alert", "health_status", "reset")
-ALERT_POLL_S: Final = 0.05
-"""How often the hub looks for new alerts between ticks: a scan of the window's alerts, cheap."""
+ALERT_POLL_S: Final = 1.0
+"""How often the hub looks for new alerts without being told (the store's notice is the fast path)."""
+_ALERTS: Final = "error_alerts"
 READINESS_EVERY_S: Final = 5.0
 """How often readiness (a database round trip) is asked while no health check event exists."""
 _FAR_FUTURE_US: Final = 1 << 62
@@ -64,30 +66,66 @@ def parse_types(text: str | None) -> frozenset[str]:
     return frozenset(chosen | {"reset"})  # a client always hears that it must start over
 
 
-@dataclass(eq=False)
 class StreamClient:
-    """One connected stream: its selection and bounded queue of encoded messages."""
+    """One connected stream: its selection and a bounded mailbox of encoded messages.
 
-    types: frozenset[str]
-    queue: asyncio.Queue[bytes]
-    gone: asyncio.Event = field(default_factory=asyncio.Event)
-    reason: str = ""
+    Lean on purpose (slots, a deque and at most one waiting future, not an ``asyncio.Queue``
+    and an ``Event``): a replica holds thousands, and each object of each one is walked by every
+    full garbage collection. Only the event loop's thread touches it.
+    """
+
+    __slots__ = ("_items", "_waiter", "gone", "limit", "on_close", "reason", "types")
+
+    def __init__(self, types: frozenset[str], limit: int) -> None:
+        self.types = types
+        self.limit = limit
+        self.gone = False
+        self.reason = ""
+        self.on_close: Callable[[], object] | None = None  # the response's "stop everything"
+        self._items: deque[bytes] = deque()
+        self._waiter: asyncio.Future[None] | None = None
 
     def offer(self, data: bytes) -> bool:
-        """Queue ``data``; False (and the client marked gone) when its queue is full."""
-        if self.gone.is_set():
+        """Queue ``data``; False (and the client closed as slow) when its mailbox is full."""
+        if self.gone:
             return False
-        try:
-            self.queue.put_nowait(data)
-        except asyncio.QueueFull:
+        if len(self._items) >= self.limit:
             self.close("slow")
             return False
+        self._items.append(data)
+        self._wake()
         return True
 
+    async def take(self) -> bytes | None:
+        """Everything queued, as one message (fewer sends); None once the client is closed."""
+        while not self._items:
+            if self.gone:
+                return None
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        if self.gone:
+            return None
+        data = b"".join(self._items) if len(self._items) > 1 else self._items[0]
+        self._items.clear()
+        return data
+
     def close(self, reason: str) -> None:
-        if not self.gone.is_set():
-            self.reason = reason
-            self.gone.set()
+        if self.gone:
+            return
+        self.gone = True
+        self.reason = reason
+        self._items.clear()
+        self._wake()
+        if self.on_close is not None:
+            self.on_close()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
 
 def _alert_key(event_id: str) -> tuple[int, str] | None:
@@ -134,6 +172,9 @@ class StreamHub:
         self._readiness_at = -float("inf")
         self._readiness: dict[str, Any] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._arrived = asyncio.Event()  # set from the store's adding thread: new alerts
+        self._alerts_version = -1  # the store's error_alerts version at the last scan
+        self._unwatch: Callable[[], None] | None = None
         self._closer: asyncio.Task[None] | None = None
         self._closing = False
 
@@ -147,12 +188,22 @@ class StreamHub:
         """Load the window's alerts, then run the loop as a task of the running event loop."""
         now_us = round(self.clock() * 1_000_000)
         self._floor = (now_us - self._window_us, "")
+        loop, arrived = asyncio.get_running_loop(), self._arrived
+
+        def notify() -> None:  # the store's adding thread: hand the notice to the loop
+            with contextlib.suppress(RuntimeError):  # the loop closed first: nobody to tell
+                loop.call_soon_threadsafe(arrived.set)
+
+        self._unwatch = self.store.watch(_ALERTS, notify)
         self._remember(await anyio.to_thread.run_sync(self._scan_alerts, now_us))
         self._task = asyncio.create_task(self._run(), name="m1-stream-hub")
 
     async def close(self) -> None:
         """End every stream cleanly and stop the loop; idempotent."""
         self._closing = True
+        unwatch, self._unwatch = self._unwatch, None
+        if unwatch is not None:
+            unwatch()
         for client in list(self.clients):
             client.close("shutdown")
         self.clients.clear()
@@ -191,7 +242,7 @@ class StreamHub:
             first.append(self._health)
         if last_event_id is not None:
             first.extend(self._resume(types, last_event_id))
-        client = StreamClient(types, asyncio.Queue(self.settings.client_queue))
+        client = StreamClient(types, self.settings.client_queue)
         client.offer(b"".join(first))  # one message: a long replay never fills the queue
         self.clients.add(client)
         return client
@@ -246,10 +297,12 @@ class StreamHub:
         while True:
             now = self.clock()
             wait = min(next_tick_ms / 1000 - now, ALERT_POLL_S)
-            if wait > 0:
-                await asyncio.sleep(wait)
+            if wait > 0 and not self._arrived.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._arrived.wait(), wait)
             try:
                 now_ms = int(self.clock() * 1000)
+                self._arrived.clear()  # before scanning: an alert added meanwhile wakes us again
                 if now_ms >= next_tick_ms:
                     tick = now_ms // tick_ms * tick_ms  # a late wake-up still names its own tick
                     next_tick_ms = tick + tick_ms
@@ -329,7 +382,12 @@ class StreamHub:
     # -- alerts ------------------------------------------------------------------------------
 
     def _scan_alerts(self, now_us: int) -> list[Alert]:
-        """The window's alerts not seen before, sorted by id (worker thread; one at a time)."""
+        """The window's alerts not seen before, sorted by id (worker thread; one at a time).
+        Nothing to read, and nothing read, while the store holds no new alert."""
+        version = self.store.version(_ALERTS)
+        if version == self._alerts_version:
+            return []
+        self._alerts_version = version  # read first: an alert added during the scan rescans
         horizon = now_us - self._window_us
         found = alerts_between(self.store, horizon, _FAR_FUTURE_US)
         fresh = [alert for alert in found if alert.id not in self._seen]

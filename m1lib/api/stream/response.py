@@ -1,17 +1,16 @@
 """The ASGI response of one stream client: its queue to the socket, until someone ends it.
 
 Three things end a stream, whichever comes first: the client disconnects, the hub drops the
-client (its queue filled: it stopped reading) or the hub closes (shutdown). The pump, the
-disconnect watcher and the hub's signal run in one task group, so the first to finish cancels the
-others at once, even a ``send`` blocked on a client that no longer reads; the hub forgets the
-client in the same moment. Only on shutdown is the body ended properly, the others have no
+client (its queue filled: it stopped reading) or the hub closes (shutdown). The pump runs as a
+task of its own while the response's task watches for the disconnect, in one task group; each of
+the three cancels the group at once, even a ``send`` blocked on a client that no longer reads,
+and the hub forgets the client in the same moment. Only on shutdown is the body ended properly, the others have no
 reader left to tell.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, Final
+from typing import Final
 
 import anyio
 from starlette.responses import Response
@@ -43,30 +42,26 @@ class EventStreamResponse(Response):
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             async with anyio.create_task_group() as group:
-
-                def first_to_end(
-                    work: Callable[[], Awaitable[Any]],
-                ) -> Callable[[], Coroutine[Any, Any, None]]:
-                    async def run() -> None:
-                        await work()
-                        group.cancel_scope.cancel()
-
-                    return run
-
-                group.start_soon(first_to_end(lambda: _pump(client, send)))
-                group.start_soon(first_to_end(lambda: _until_disconnect(receive)))
-                group.start_soon(first_to_end(client.gone.wait))
+                # The hub closing the client (dropped, shutdown) cancels all of it at once, even
+                # a send blocked on a client that no longer reads; so does the pump ending.
+                client.on_close = group.cancel_scope.cancel
+                if client.gone:
+                    group.cancel_scope.cancel()
+                group.start_soon(_pump, client, send, group.cancel_scope)
+                await _until_disconnect(receive)  # this task watches: one task per client less
+                group.cancel_scope.cancel()
         finally:
+            client.on_close = None
             self.hub.disconnect(client)
         if client.reason == "shutdown":
             with anyio.move_on_after(_FINAL_SEND_S):
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-async def _pump(client: StreamClient, send: Send) -> None:
-    while True:
-        data = await client.queue.get()
+async def _pump(client: StreamClient, send: Send, scope: anyio.CancelScope) -> None:
+    while (data := await client.take()) is not None:
         await send({"type": "http.response.body", "body": data, "more_body": True})
+    scope.cancel()
 
 
 async def _until_disconnect(receive: Receive) -> None:

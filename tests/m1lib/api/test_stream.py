@@ -26,7 +26,9 @@ from m1lib.api.app import create_app
 from m1lib.api.replica import ReplicaRuntime
 from m1lib.api.sessions import COOKIE_NAME
 from m1lib.api.stream import EVENT_TYPES, StreamHub
+from m1lib.api.stream import hub as hub_module
 from m1lib.api.stream.figures import SNAPSHOT_TYPES, snapshot_figures
+from m1lib.api.stream.hub import StreamClient
 from m1lib.api.stream.server import StreamAwareServer
 from m1lib.db import migrate
 from m1lib.metrics import install_default
@@ -359,6 +361,19 @@ def test_recorded_alert_reaches_the_client(serve: Callable[..., Replica]) -> Non
     assert digest.isalnum()
 
 
+def test_an_alert_is_pushed_on_the_stores_notice_not_at_a_tick_or_poll(
+    serve: Callable[..., Replica], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ticks a minute apart and no polling: only the store's notice can bring the alert."""
+    monkeypatch.setattr(hub_module, "ALERT_POLL_S", 3600.0)
+    replica = serve(stream={"tick_ms": 60_000})
+    with reader(replica, "?types=error_alert") as client:
+        alert(replica, "told at once")
+        (event,) = wait_kind(client, "error_alert", timeout_s=30)
+    assert event.data["data"]["message"] == "told at once"
+    assert replica.hub.ticks <= 1
+
+
 def test_last_event_id_replays_missed_alerts(serve: Callable[..., Replica]) -> None:
     replica = serve()
     with reader(replica, "?types=error_alert") as client:
@@ -545,12 +560,12 @@ def test_hub_drops_a_full_queue_without_waiting() -> None:
             reading = hub.connect(frozenset(EVENT_TYPES), None)
             received = 0
             while hub.ticks < 4:  # this one reads; the other never does
-                await asyncio.wait_for(reading.queue.get(), 30)
+                assert await asyncio.wait_for(reading.take(), 30) is not None
                 received += 1
             return (
                 hub.dropped_clients,
                 received,
-                stalled.gone.is_set() and stalled not in hub.clients,
+                stalled.gone and stalled not in hub.clients,
             )
         finally:
             await hub.close()
@@ -558,6 +573,34 @@ def test_hub_drops_a_full_queue_without_waiting() -> None:
     dropped, received, gone = asyncio.run(scenario())
     assert (dropped, gone) == (1, True)
     assert received >= 4
+
+
+def test_stream_client_mailbox_joins_bounds_and_wakes_on_close() -> None:
+    async def scenario() -> None:
+        closed: list[str] = []
+        client = StreamClient(frozenset(EVENT_TYPES), limit=2)
+        client.on_close = lambda: closed.append(client.reason)
+        assert client.offer(b"a")
+        assert client.offer(b"b")
+        assert await client.take() == b"ab"  # what waited goes out as one send
+        waiting = asyncio.ensure_future(client.take())
+        await asyncio.sleep(0)
+        assert not waiting.done()
+        client.offer(b"c")
+        assert await waiting == b"c"
+        assert client.offer(b"d")
+        assert client.offer(b"e")
+        assert not client.offer(b"f")  # full: closed as slow, told once
+        assert (client.gone, client.reason, closed) == (True, "slow", ["slow"])
+        assert await client.take() is None  # nothing is sent after closing
+        assert not client.offer(b"g")
+        other = StreamClient(frozenset(), 1)
+        parked = asyncio.ensure_future(other.take())
+        await asyncio.sleep(0)
+        other.close("shutdown")
+        assert await parked is None  # a waiting pump wakes and ends
+
+    asyncio.run(scenario())
 
 
 def test_hub_close_ends_streams_cleanly(serve: Callable[..., Replica]) -> None:

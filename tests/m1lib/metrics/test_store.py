@@ -156,3 +156,23 @@ def test_bulk_strings_must_be_text() -> None:
     with pytest.raises(UsageError, match="string column holds nan"):
         store.append("error_alerts", [NOW_US], {"level": ["warning"], "source": [float("nan")],
                                                 "message": ["m"], "metadata": [None], "replica": "r"})  # fmt: skip
+
+
+def test_watchers_hear_of_each_addition_of_their_metric_and_stop_when_told() -> None:
+    store = EventStore(clock=Clock(NOW_S))
+    heard: list[str] = []
+    unwatch = store.watch("error_alerts", lambda: heard.append("alert"))
+    before = store.version("error_alerts")
+    alert = {"level": ["warning"], "source": ["s"], "message": ["m"], "metadata": [None]}
+    store.append("error_alerts", [NOW_US - 10], {**alert, "replica": "r"})
+    store.append("health_checks", [NOW_US - 10], {"component": ["db"], "status": ["healthy"],
+                                                  "latencyMs": [1.0], "replica": "r"})  # fmt: skip
+    assert heard == ["alert"]  # another metric's events say nothing
+    assert store.version("error_alerts") == before + 1
+    unwatch()
+    unwatch()  # twice is harmless
+    store.append("error_alerts", [NOW_US - 5], {**alert, "replica": "r"})
+    assert heard == ["alert"]
+    assert store.version("error_alerts") == before + 2
+    with pytest.raises(KeyError):
+        store.watch("no_such_metric", lambda: None)
