@@ -269,6 +269,9 @@ class Supervisor:
         lines.append(
             f"  M1 API         {self.settings.api_base_url}   (docs: /docs, ready: /health/ready)"
         )
+        lines.append(
+            f"  dashboard      {self.settings.api_base_url}/dashboard   (log in with a key)"
+        )
         if not self.serve:
             lines.append(
                 "  deployments    not served here, no Prefect server (--no-serve): "

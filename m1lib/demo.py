@@ -83,12 +83,11 @@ FAILURES: Final = (
     ("PermissionError", 1),
     ("KeyError", 1),
 )
-# Illustrative list prices in USD per million tokens (input, output).
+# USD per million tokens (input, output): the cost issue's default price table.
 MODELS: Final = {
-    "gpt-4o": (2.50, 10.00),
-    "gpt-4o-mini": (0.15, 0.60),
-    "claude-3-5-sonnet": (3.00, 15.00),
-    "claude-3-5-haiku": (0.80, 4.00),
+    "claude-haiku-4-5": (1.00, 5.00),
+    "claude-sonnet-4-5": (3.00, 15.00),
+    "claude-opus-4-5": (5.00, 25.00),
 }
 COMPONENTS: Final = ("support-bot", "research-agent", "code-assistant", "ops-copilot")
 DENIAL_REASONS: Final = tuple(reason.value for reason in Reason if reason is not Reason.OK)
