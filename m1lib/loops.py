@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Final
 
@@ -97,6 +98,17 @@ class LoopThreads:
     def wake(self) -> None:
         """Make the loops sleeping in :meth:`pause` run their next pass now."""
         self.wake_event.set()
+
+    def wait_drained(self, pending: Callable[[], object], timeout_s: float) -> bool:
+        """Wake the loops until ``pending()`` is falsy (their outbox sent, say); False when
+        ``timeout_s`` passed first. For a caller's flush, not for the loops themselves."""
+        deadline = time.monotonic() + timeout_s
+        while pending():
+            if time.monotonic() > deadline:
+                return False
+            self.wake()
+            time.sleep(0.005)
+        return True
 
     def pause(self, timeout_s: float) -> bool:
         """Sleep until woken, stopped or ``timeout_s``; False when stopping.

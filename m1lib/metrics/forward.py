@@ -190,13 +190,7 @@ class Forwarder:
 
     def wait_sent(self, timeout: float) -> bool:
         """Wait until the outbox is empty; False on timeout."""
-        deadline = time.monotonic() + timeout
-        while self.pending:
-            if time.monotonic() > deadline:
-                return False
-            self._loops.wake()
-            time.sleep(0.005)
-        return True
+        return self._loops.wait_drained(lambda: self.pending, timeout)
 
     # -- sending ---------------------------------------------------------------------------
 

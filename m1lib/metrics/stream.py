@@ -107,13 +107,8 @@ class StreamPublisher:
         self.send_pending()  # what is left, once, best effort
 
     def wait_sent(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while self.pending:
-            if time.monotonic() > deadline:
-                return False
-            self._loops.wake()
-            time.sleep(0.005)
-        return True
+        """Wait until the outbox is empty; False on timeout."""
+        return self._loops.wait_drained(lambda: self.pending, timeout)
 
     def send_pending(self) -> bool:
         """Send the outbox in order; False when Redis failed (what is unsent stays queued)."""

@@ -4,9 +4,6 @@ from such a process (and `m1 query`) answered by the API."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,9 +19,9 @@ from m1lib.api.replica import ReplicaRuntime
 from m1lib.db import migrate
 from m1lib.metrics import MetricsRuntime
 from m1lib.metrics.forward import HttpForwarder
-from m1lib.settings import PROJECT_ROOT, Settings
+from m1lib.settings import Settings
 from tests.conftest import free_port
-from tests.m1lib.metrics.test_forward import alerts_from, record_in_another_process
+from tests.m1lib.metrics.test_forward import alerts_from, record_in_another_process, run_outside
 from tests.waiting import wait_for
 
 
@@ -211,19 +208,8 @@ def test_m1_demo_forwards_its_cache_traffic_to_the_api(
     """`m1 demo` in its own process: the cache_operations its cached_call records there reach
     the API it was pointed at (with --api/--key, not M1_API_URL/M1_API_KEY), sent at its end."""
     api = serve_api()
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("M1_")}
-    environment["PYTHONPATH"] = str(PROJECT_ROOT)
     argv = ["demo", "--api", api.url, "--key", api.key, "--duration", "3s", "--agents", "20"]
-    done = subprocess.run(
-        [sys.executable, "-m", "m1lib.cli", *argv],
-        env=environment,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    done = run_outside(["-m", "m1lib.cli", *argv], {}, tmp_path)
     assert "forwarded to the API" in done.stdout, done.stdout
     metrics = api.runtime.metrics
 

@@ -43,12 +43,15 @@ def alerts_from(runtime: MetricsRuntime, source: str) -> int:
     return int(rows[0]["count"]) if rows else 0
 
 
-def record_in_another_process(env: dict[str, str], cwd: Path, source: str, n: int) -> None:
-    """Run CHILD with ``env`` (M1_* only from it) and wait for it to exit."""
+def run_outside(
+    argv: list[str], env: dict[str, str], cwd: Path
+) -> subprocess.CompletedProcess[str]:
+    """``python <argv>`` in a process outside any replica, its M1_* settings only from ``env``;
+    asserts it exited 0."""
     environment = {k: v for k, v in os.environ.items() if not k.startswith("M1_")}
     environment.update(env, PYTHONPATH=str(PROJECT_ROOT))
     done = subprocess.run(
-        [sys.executable, "-c", CHILD, source, str(n)],
+        [sys.executable, *argv],
         env=environment,
         cwd=cwd,
         capture_output=True,
@@ -56,7 +59,13 @@ def record_in_another_process(env: dict[str, str], cwd: Path, source: str, n: in
         timeout=120,
         check=False,
     )
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+def record_in_another_process(env: dict[str, str], cwd: Path, source: str, n: int) -> None:
+    """Run CHILD with ``env`` and wait for it to exit."""
+    run_outside(["-c", CHILD, source, str(n)], env, cwd)
 
 
 @pytest.fixture
