@@ -419,6 +419,29 @@ class ReplicaSettings(BaseModel):
     heartbeat_s: float = _f(5.0, "Period of the replica heartbeat row.", "s", gt=0)
 
 
+class HousekeepingSettings(BaseModel):
+    """What the daily housekeeping flow keeps; older rows are pruned (see docs/contracts.md)."""
+
+    replica_gone_after: Duration = _f(
+        timedelta(days=7),
+        "A replicas row whose heartbeat is older than this is pruned (gone); at least 1h.",
+        "duration",
+        ge=timedelta(hours=1),
+    )
+    incident_retention: Duration = _f(
+        timedelta(days=90),
+        "Incidents resolved longer ago than this are pruned (open ones never); at least 1d.",
+        "duration",
+        ge=timedelta(days=1),
+    )
+    streak_retention: Duration = _f(
+        timedelta(days=30),
+        "Health-streak rows not updated for this long are pruned; at least 1h.",
+        "duration",
+        ge=timedelta(hours=1),
+    )
+
+
 class AuthSettings(BaseModel):
     refresh_s: float = _f(
         5.0,
@@ -489,6 +512,7 @@ class Settings(BaseSettings):
     cache: CacheSettings = CacheSettings()
     control: ControlSettings = ControlSettings()
     replica: ReplicaSettings = ReplicaSettings()
+    housekeeping: HousekeepingSettings = HousekeepingSettings()
     auth: AuthSettings = AuthSettings()
     ratelimit: RatelimitSettings = RatelimitSettings()
 

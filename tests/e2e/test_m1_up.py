@@ -246,3 +246,50 @@ def test_the_runner_alone_holds_a_service_key_the_api_accepts(live_m1: LiveM1) -
         query = {"metric": "error_alerts", "timeRange": "1h",
                  "filters": [{"field": "source", "op": "eq", "value": "runner-key"}]}  # fmt: skip
         wait_for(lambda: api.query(query)["rows"], "the recorded event in a query")
+
+
+def test_housekeeping_runs_from_the_prefect_api_and_prunes_only_what_is_past_its_time(
+    live_m1: LiveM1,
+) -> None:
+    """The daily deployment, run by hand: an expired command and a replica gone for 8 days go;
+    the live replica's row stays."""
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import select
+
+    from m1lib.db.models import ControlCommand, Replica
+    from m1lib.db.session import Database
+    from m1lib.settings import Settings
+
+    long_ago = datetime.now(UTC) - timedelta(days=8)
+    settings = Settings(_env_file=None, database={"url": live_m1.database_url})
+    with Database(settings) as db:
+        with db.transaction() as session:
+            expired = ControlCommand(
+                name="cache.evict", args={}, target=None, created_by="e2e",
+                created_at=long_ago, expires_at=long_ago + timedelta(hours=1),
+            )  # fmt: skip
+            session.add(expired)
+            session.add(
+                Replica(
+                    id="e2e-gone", base_url="http://gone", hostname="h", pid=1,
+                    started_at=long_ago, last_seen=long_ago, cache_backend="memory", rss_bytes=0,
+                )
+            )  # fmt: skip
+        deployment = prefect_api.deployment_by_name(live_m1.prefect_api_url, "housekeeping")
+        run_id = prefect_api.run_deployment(live_m1.prefect_api_url, deployment.id)
+        run = prefect_api.wait_for_final_state(live_m1.prefect_api_url, run_id)
+        assert run.state is not None
+        assert run.state.is_completed(), run.state
+        with db.transaction() as session:
+            commands = session.scalars(select(ControlCommand.id)).all()
+            replicas = session.scalars(select(Replica.base_url)).all()
+    assert expired.id not in commands
+    assert set(replicas) >= {live_m1.api_url}
+    assert "http://gone" not in replicas
+    (artifact,) = prefect_api.artifacts_of(live_m1.prefect_api_url, run_id)
+    assert (artifact.key, artifact.type) == ("housekeeping", "table")
+    rows = json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
+    pruned = {row["table"]: row["rows"] for row in rows}
+    assert pruned["control_commands"] >= 1
+    assert pruned["replicas"] == 1
