@@ -176,3 +176,17 @@ def test_append_action_records_a_remediation_step(db: Database) -> None:
     assert after.actions[-1]["outcome"] == "verified"
     with pytest.raises(InputError):
         incidents.append_action(db, 10**9, "x", "y")
+
+
+def test_every_component_has_a_runbook_page_with_the_three_parts() -> None:
+    from m1lib.ops.report import COMPONENTS, runbook
+    from m1lib.settings import PROJECT_ROOT
+
+    for component in COMPONENTS:
+        page = (PROJECT_ROOT / runbook(component)).read_text()
+        for part in (
+            "**Symptom.**",
+            "**What M1 does by itself.**",
+            "**What a person checks next.**",
+        ):
+            assert part in page, (component, part)
