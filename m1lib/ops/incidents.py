@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from m1lib.db.models import Incident
 from m1lib.db.session import Database
-from m1lib.errors import InputError, M1Error
+from m1lib.errors import InputError
 from m1lib.ops.report import COMPONENTS, runbook
 from m1lib.revocation.records import Page, decode_cursor, encode_cursor
 from m1lib.settings import Settings
@@ -300,7 +300,9 @@ def escalate(incident: IncidentRecord, settings: Settings) -> bool:
                 "runbook": incident.runbook,
             },
         )
-    except M1Error as error:  # the alert's own validation; the webhook still goes
+    except Exception as error:  # escalation never raises: the webhook still goes
         alerted = False
-        logger.warning("escalation alert of incident %s not raised: %s", incident.id, error)
+        logger.warning(
+            "escalation alert of incident %s not raised (%s)", incident.id, type(error).__name__
+        )
     return send_webhook(incident, settings) and alerted

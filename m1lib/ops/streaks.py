@@ -341,7 +341,7 @@ def record_report(
             if not outcome.counted:
                 continue
             _write_state(session, outcome.state, at)
-            if outcome.ended_streak:
+            if not statuses[component].failing:  # any pass ends an unresolved incident
                 incidents.resolve(session, component, at)
             record = _apply_decision(session, report, outcome, at)
             if record is not None:
@@ -396,7 +396,7 @@ def load_states(db: Database) -> dict[str, StreakState]:
 def merge_offline(
     db: Database,
     pending: Iterable[StreakState],
-    policy: HealingPolicy,
+    policy: HealingPolicy | None = None,
     *,
     now: datetime | None = None,
 ) -> list[incidents.IncidentRecord]:
@@ -405,9 +405,10 @@ def merge_offline(
     A kept state newer than the row (``last_checked_at``) replaces it; an older one is dropped
     (another run counted since). A kept streak at or past the threshold opens its component's
     incident (the database's own outage, typically) with the streak's start as its start, when
-    none is open. Returns the incidents opened.
+    none is open. ``policy`` defaults to the settings'. Returns the incidents opened.
     """
     at = now or datetime.now(UTC)
+    threshold = (policy or HealingPolicy.from_settings(db.settings)).threshold
     kept = {state.component: state for state in pending}
     for component in kept:
         _check_component(component)
@@ -422,7 +423,7 @@ def merge_offline(
             ):
                 continue
             _write_state(session, state, at)
-            if state.consecutive_failures < policy.threshold:
+            if state.consecutive_failures < threshold:
                 continue
             if incidents.current(session, component) is not None:
                 continue

@@ -190,3 +190,18 @@ def test_every_component_has_a_runbook_page_with_the_three_parts() -> None:
             "**What a person checks next.**",
         ):
             assert part in page, (component, part)
+
+
+def test_escalation_never_raises_when_the_alert_fails_and_still_posts(
+    hook: Hook, make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_args: Any, **_kwargs: Any) -> None:
+        raise RuntimeError("no runtime")
+
+    monkeypatch.setattr("m1lib.alerts.raise_alert", broken)
+    settings = make_settings(alert={"webhook_url": hook.url})
+    record = incidents.IncidentRecord(
+        3, "redis", "k", "t", "escalated", T0, None, T0, None, "docs/runbooks/redis.md", [], {}
+    )
+    assert incidents.escalate(record, settings) is False
+    assert [body["incident"]["id"] for body in hook.bodies] == [3]

@@ -199,7 +199,7 @@ def test_merge_offline_writes_kept_streaks_and_opens_the_database_incident(
         )
         kept = {name: outcome.state for name, outcome in outcomes.items()}
     saved = [StreakState.from_json(state.to_json()) for state in kept.values()]
-    opened = streaks.merge_offline(db, saved, POLICY, now=T0 + 5 * PERIOD)
+    opened = streaks.merge_offline(db, saved, now=T0 + 5 * PERIOD)  # the settings: threshold 3
     assert [(i.component, i.kind, i.started_at) for i in opened] == [
         ("database", "outage_offline", T0 + PERIOD)
     ]
