@@ -210,43 +210,41 @@ def test_merge_offline_writes_kept_streaks_and_opens_the_database_incident(
     assert incident.status == "resolved"
 
 
-@pytest.mark.postgres
-def test_two_concurrent_recorders_on_postgresql_count_a_round_once(
-    make_settings: Callable[..., Settings], fresh_pg_url: str
-) -> None:
-    settings = make_settings(database={"url": fresh_pg_url})
-    dbs = [Database(settings) for _ in range(2)]
-    try:
-        migrate.upgrade(dbs[0])
-        policy = HealingPolicy(threshold=3, cooldown_s=10_000, max_attempts=5, min_interval_s=30)
-        decisions: list[Action] = []
-        lock = threading.Lock()
-        for round_ in range(6):
-            barrier = threading.Barrier(2)
+def test_two_concurrent_recorders_count_a_round_once(open_db: Callable[[], Database]) -> None:
+    """Two health runs (own engines, as two processes) record the same round at once."""
+    dbs = [open_db(), open_db()]
+    policy = HealingPolicy(threshold=3, cooldown_s=10_000, max_attempts=5, min_interval_s=30)
+    decisions: list[Action] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+    for round_ in range(6):
+        barrier = threading.Barrier(2)
 
-            def record(
-                db: Database, offset_s: float, at: int = round_, gate: threading.Barrier = barrier
-            ) -> None:
-                gate.wait()
-                when = T0 + at * PERIOD + timedelta(seconds=offset_s)
+        def record(
+            db: Database, offset_s: float, at: int = round_, gate: threading.Barrier = barrier
+        ) -> None:
+            gate.wait()
+            when = T0 + at * PERIOD + timedelta(seconds=offset_s)
+            try:
                 outcome = streaks.record_report(db, report(when, redis=FAIL, api=FAIL), policy)
-                with lock:
-                    decisions.extend(o.decision.action for o in outcome.values() if o.counted)
+            except BaseException as error:
+                errors.append(error)
+                raise
+            with lock:
+                decisions.extend(o.decision.action for o in outcome.values() if o.counted)
 
-            threads = [
-                threading.Thread(target=record, args=(db, offset))
-                for db, offset in zip(dbs, (0.0, 1.0), strict=True)
-            ]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-        states = streaks.load_states(dbs[0])
-        assert states["redis"].consecutive_failures == 6, states
-        assert states["api"].consecutive_failures == 6, states
-        assert decisions.count(Action.HEAL) == 2  # once per component, not once per recorder
-        assert states["redis"].heals_in_streak == 1
-        assert len(incidents.list_incidents(dbs[0]).items) == 2
-    finally:
-        for db in dbs:
-            db.dispose()
+        threads = [
+            threading.Thread(target=record, args=(db, offset))
+            for db, offset in zip(dbs, (0.0, 1.0), strict=True)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert errors == []
+    states = streaks.load_states(dbs[0])
+    assert states["redis"].consecutive_failures == 6, states
+    assert states["api"].consecutive_failures == 6, states
+    assert decisions.count(Action.HEAL) == 2  # once per component, not once per recorder
+    assert states["redis"].heals_in_streak == 1
+    assert len(incidents.list_incidents(dbs[0]).items) == 2
