@@ -257,6 +257,76 @@ def _tokens_purge(manager: RevocationManager, args: argparse.Namespace) -> int:
     return 0
 
 
+def _healing(settings: Settings, args: argparse.Namespace) -> int:
+    """Pause, resume or show self-healing; the actor recorded is ``cli:<os user>``."""
+    from m1lib.db.session import Database
+    from m1lib.ops import streaks
+
+    db = Database(settings)
+    try:
+        if args.action in {"pause", "resume"}:
+            change = streaks.pause if args.action == "pause" else streaks.resume
+            change(db, args.component, _operator(), args.reason)
+            target = args.component or "every component"
+            verb = "paused" if args.action == "pause" else "resumed"
+            print(f"healing {verb} for {target} by {_operator()}")
+            if args.action == "resume" and args.component:
+                still = streaks.paused_by(db, args.component)
+                if still is not None:
+                    print(f"{args.component} is still paused: every component is, by {still}")
+            return 0
+        paused = {row.component: row for row in streaks.overrides(db) if row.paused}
+        states = streaks.load_states(db)
+        from m1lib.ops.report import COMPONENTS
+
+        names = [args.component] if args.component else list(COMPONENTS)
+        if "*" in paused:
+            everything = paused["*"]
+            print(
+                f"every component paused by {everything.by} at "
+                f"{everything.at:%Y-%m-%d %H:%M}Z: {everything.reason}"
+            )
+        for name in names:
+            state = states.get(name)
+            row = paused.get(name) or paused.get("*")
+            streak = (
+                f"{state.consecutive_failures} failing in a row, {state.heals_in_streak} heals"
+                if state
+                else "never checked"
+            )
+            mode = f"paused by {row.by}" if row else "healing on"
+            print(f"{name:16} {mode:28} {streak}")
+        return 0
+    finally:
+        db.dispose()
+
+
+def _incidents(settings: Settings, args: argparse.Namespace) -> int:
+    from m1lib.db.session import Database
+    from m1lib.ops import incidents
+
+    db = Database(settings)
+    try:
+        page = incidents.list_incidents(
+            db, component=args.component, cursor=args.cursor, limit=args.limit
+        )
+        for item in page.items:
+            ended = f"resolved {item.resolved_at:%Y-%m-%d %H:%M}Z" if item.resolved_at else ""
+            suppressed = f" suppressed by {item.suppressed_by}" if item.suppressed_by else ""
+            print(
+                f"#{item.id:<6} {item.component:16} {item.status:9} "
+                f"started {item.started_at:%Y-%m-%d %H:%M}Z {ended}{suppressed}"
+            )
+            print(f"        {item.trigger[:160]}  ({item.runbook})")
+            for action in item.actions[-5:]:
+                print(f"        {action['at'][:19]} {action['action']}: {action['outcome']}")
+        if page.next_cursor:
+            print(f"more: m1 incidents --cursor {page.next_cursor}")
+        return 0
+    finally:
+        db.dispose()
+
+
 def _demo(settings: Settings, args: argparse.Namespace) -> int:
     from m1lib import demo
 
@@ -328,6 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     query.set_defaults(handler=_query)
 
     _add_tokens_parser(verbs)
+    _add_healing_parsers(verbs)
 
     from m1lib.demo import add_arguments as add_demo_arguments  # light: no HTTP client imported
 
@@ -338,6 +409,28 @@ def build_parser() -> argparse.ArgumentParser:
     add_demo_arguments(demo)
     demo.set_defaults(handler=_demo)
     return parser
+
+
+def _add_healing_parsers(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from m1lib.ops.report import COMPONENTS  # light: the shared vocabulary only
+
+    healing = verbs.add_parser(
+        "healing",
+        help="pause, resume or show self-healing (checks go on while paused; actions do not)",
+        description="The actor recorded is cli:<os user>; incidents say who suppressed them.",
+    )
+    healing.add_argument("action", choices=["pause", "resume", "status"])
+    healing.add_argument(
+        "component", nargs="?", choices=COMPONENTS, help="one component (default: all)"
+    )
+    healing.add_argument("--reason", default="", help="pause/resume: kept with the override")
+    healing.set_defaults(handler=_healing)
+
+    listing = verbs.add_parser("incidents", help="incidents, newest first")
+    listing.add_argument("--limit", type=int, default=20, help="incidents per page (1-500)")
+    listing.add_argument("--component", choices=COMPONENTS)
+    listing.add_argument("--cursor", help="continue a listing (printed after a full page)")
+    listing.set_defaults(handler=_incidents)
 
 
 def _add_tokens_parser(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

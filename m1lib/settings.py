@@ -375,6 +375,29 @@ class HealthSettings(BaseModel):
 
 class HealingSettings(BaseModel):
     threshold: int = _f(3, "Consecutive failures of a component that start its self-heal.", ge=1)
+    cooldown_s: float = _f(
+        300.0,
+        "Least time between two heals of one component while its failure streak lasts.",
+        "s",
+        ge=0,
+    )
+    max_attempts: int = _f(
+        3,
+        "Heals of one component in one failure streak; the next due one escalates to a person.",
+        ge=1,
+        le=100,
+    )
+
+
+class AlertSettings(BaseModel):
+    webhook_url: OptionalSecret = _f(
+        None,
+        "Where an escalated incident is POSTed as JSON; empty: no webhook (the critical alert "
+        "and the log line remain).",
+    )
+    webhook_timeout_s: float = _f(
+        5.0, "Time allowed for the escalation webhook's POST.", "s", gt=0, le=60
+    )
 
 
 class StreamSettings(BaseModel):
@@ -507,6 +530,7 @@ class Settings(BaseSettings):
     query: QuerySettings = QuerySettings()
     health: HealthSettings = HealthSettings()
     healing: HealingSettings = HealingSettings()
+    alert: AlertSettings = AlertSettings()
     stream: StreamSettings = StreamSettings()
     metrics: MetricsSettings = MetricsSettings()
     cache: CacheSettings = CacheSettings()

@@ -14,7 +14,17 @@ from m1lib.api.head import HeadAsGet
 from m1lib.api.openapi import install_openapi
 from m1lib.api.problems import install_problem_handlers
 from m1lib.api.replica import ReplicaRuntime
-from m1lib.api.routes import dashboard, events, health, ops, prometheus, session, stream, tokens
+from m1lib.api.routes import (
+    dashboard,
+    events,
+    healing,
+    health,
+    ops,
+    prometheus,
+    session,
+    stream,
+    tokens,
+)
 from m1lib.api.routes.page import install_dashboard
 from m1lib.api.stream import StreamHub
 from m1lib.settings import Settings, get_settings
@@ -58,6 +68,7 @@ def create_app(
     app.include_router(health.router)
     app.include_router(session.router)
     app.include_router(ops.router)
+    app.include_router(healing.router)
     app.include_router(tokens.router)
     app.include_router(events.router)
     app.include_router(prometheus.router)

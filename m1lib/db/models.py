@@ -168,3 +168,62 @@ class MetricChunk(Base):
 
 
 Index("ix_metric_chunks_lookup", MetricChunk.metric, MetricChunk.resolution, MetricChunk.start_ts)
+
+
+class HealthStreak(Base):
+    """One row per component: its run of consecutive failing checks and the heals in that run.
+
+    Written by the health flow (m1lib.ops.streaks) under a row lock, so two runs never count one
+    failure twice; read by the flow, ``m1 healing status`` and housekeeping.
+    """
+
+    __tablename__ = "health_streaks"
+
+    component: Mapped[str] = mapped_column(String(64), primary_key=True)
+    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
+    last_status: Mapped[str | None] = mapped_column(String(16))
+    last_checked_at: Mapped[datetime | None]
+    streak_started_at: Mapped[datetime | None]
+    heals_in_streak: Mapped[int] = mapped_column(Integer, default=0)
+    last_heal_at: Mapped[datetime | None]
+    escalated_at: Mapped[datetime | None]  # this streak escalated already: no second escalation
+    updated_at: Mapped[datetime]
+
+
+class Incident(Base):
+    """A component's failure streak that reached the healing threshold, until a check passes.
+
+    Opened and resolved by the health flow, actions appended by it and the self-heal flow; read by
+    ``GET /api/m1/incidents`` and ``m1 incidents``. ``actions`` is a list of
+    ``{action, outcome, at, detail}``; ``last_check`` the failing checks' health+json entries.
+    """
+
+    __tablename__ = "incidents"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    component: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(32))
+    trigger: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))  # open, escalated, resolved
+    started_at: Mapped[datetime] = mapped_column(index=True)
+    resolved_at: Mapped[datetime | None]
+    escalated_at: Mapped[datetime | None]
+    suppressed_by: Mapped[str | None] = mapped_column(String(128))
+    runbook: Mapped[str] = mapped_column(String(255))
+    actions: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    last_check: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+Index("ix_incidents_component_resolved", Incident.component, Incident.resolved_at)
+
+
+class HealingOverride(Base):
+    """A person's pause of healing for one component, or ``*`` for all; resume keeps the row."""
+
+    __tablename__ = "healing_overrides"
+
+    component: Mapped[str] = mapped_column(String(64), primary_key=True)
+    paused: Mapped[bool]
+    by: Mapped[str] = mapped_column(String(128))
+    at: Mapped[datetime]
+    reason: Mapped[str] = mapped_column(String(500), default="")

@@ -20,6 +20,9 @@ EXPECTED = {
     "revocation_rules",
     "revocation_audit",
     "metric_chunks",
+    "health_streaks",
+    "incidents",
+    "healing_overrides",
 }
 
 

@@ -39,6 +39,9 @@ ERRORS: dict[tuple[str, str], set[int]] = {
     ("get", "/api/m1/dashboard/schema"): AUTH,
     ("get", "/api/m1/dashboard/stream"): AUTH | {400, 422},
     ("post", "/api/m1/events"): AUTH | {413, 415, 422},
+    ("post", "/api/m1/healing/pause"): AUTH | {413, 422},
+    ("post", "/api/m1/healing/resume"): AUTH | {413, 422},
+    ("get", "/api/m1/incidents"): AUTH | {400, 422},
 }
 STREAMS = {"/api/m1/dashboard/stream"}  # endless: tests/m1lib/api/test_stream.py covers HEAD
 ERRORS.update(
