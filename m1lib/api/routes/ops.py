@@ -24,6 +24,7 @@ router = APIRouter(
     prefix="/api/m1", tags=["operations"], route_class=body_route(4 * JSON_MAX_BYTES)
 )
 HEALTH_JSON = "application/health+json"
+_HEALTH_RETRY_S = 5  # a failing report's Retry-After: soon enough to see a repair
 
 
 class HealthJSONResponse(JSONResponse):
@@ -50,7 +51,10 @@ def health_report(request: Request, _: ViewerPrincipal) -> JSONResponse:
     checker = runtime.health_checker(lambda: _readiness(runtime))
     report = run_full_health_check(checker)
     body = report.health_json(service_id=runtime.settings.replica_id)
-    return HealthJSONResponse(body, status_code=503 if report.status.failing else 200)
+    if report.status.failing:
+        headers = {"Retry-After": str(_HEALTH_RETRY_S)}
+        return HealthJSONResponse(body, status_code=503, headers=headers)
+    return HealthJSONResponse(body)
 
 
 def _readiness(runtime: ReplicaRuntime) -> tuple[bool, str]:

@@ -11,7 +11,7 @@ Streaming routes never complete and are left to their own tests.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -21,15 +21,31 @@ from schemathesis.config import SchemathesisConfig
 
 from m1lib import auth
 from m1lib.metrics import MetricsRuntime
+from tests.fake_http import fake_http_servers
 
 RAISED_LIMITS = {f"{kind}_per_min": 10**6 for kind in ("read", "query", "admin", "login", "ingest")}
 
 
+@pytest.fixture
+def prefect_port(monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
+    """A Prefect API that answers healthy, so the replica's full health report passes."""
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    servers = fake_http_servers()
+    start = next(servers)
+    prefect = start({"/api/health": (200, True), "/api/flow_runs/filter": (200, [])})
+    yield prefect.server_address[1]
+    next(servers, None)
+
+
 @pytest.fixture(params=["viewer", "agent", "admin"])
-def api_schema(request: pytest.FixtureRequest, make_client: Callable[..., TestClient]) -> Any:
+def api_schema(
+    request: pytest.FixtureRequest, make_client: Callable[..., TestClient], prefect_port: int
+) -> Any:
     # schemathesis 4.32 renames the test node through `_nodeid`, which pytest 9.2 no longer has.
     request.node._nodeid = request.node.nodeid
-    client = make_client(jwt={"secret": "s" * 40}, ratelimit=RAISED_LIMITS)
+    client = make_client(
+        jwt={"secret": "s" * 40}, ratelimit=RAISED_LIMITS, prefect={"port": prefect_port}
+    )
     runtime = client.app.state.runtime  # type: ignore[attr-defined]
     runtime.start()  # a healthy replica: revocation state fresh, event store running
     _record_events(runtime.metrics)

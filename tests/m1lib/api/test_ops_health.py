@@ -71,6 +71,7 @@ def test_health_fails_503_when_prefect_is_gone_and_shows_no_secret(
     response = client.get("/api/m1/health", headers=bearer(key))
     assert response.status_code == 503
     assert response.headers["content-type"].startswith(HEALTH_JSON)
+    assert response.headers["retry-after"] == "5"
     body = response.json()
     assert body["status"] == "fail"
     (prefect,) = body["checks"]["prefect:responseTime"]
