@@ -11,7 +11,7 @@ Streaming routes never complete and are left to their own tests.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -21,20 +21,8 @@ from schemathesis.config import SchemathesisConfig
 
 from m1lib import auth
 from m1lib.metrics import MetricsRuntime
-from tests.fake_http import fake_http_servers
 
 RAISED_LIMITS = {f"{kind}_per_min": 10**6 for kind in ("read", "query", "admin", "login", "ingest")}
-
-
-@pytest.fixture
-def prefect_port(monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
-    """A Prefect API that answers healthy, so the replica's full health report passes."""
-    monkeypatch.delenv("PREFECT_API_URL", raising=False)
-    servers = fake_http_servers()
-    start = next(servers)
-    prefect = start({"/api/health": (200, True), "/api/flow_runs/filter": (200, [])})
-    yield prefect.server_address[1]
-    next(servers, None)
 
 
 @pytest.fixture(params=["viewer", "agent", "admin"])
