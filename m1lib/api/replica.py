@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from dataclasses import dataclass, field
 
 import psutil
@@ -50,6 +51,7 @@ class ReplicaRuntime:
     registry: CommandRegistry = field(default_factory=CommandRegistry)
     agent: ReplicaAgent | None = None
     health: HealthChecker | None = None  # built by the first GET /api/m1/health
+    _health_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ReplicaRuntime:
@@ -93,17 +95,19 @@ class ReplicaRuntime:
     def health_checker(self, readiness: ReadinessProbe) -> HealthChecker:
         """This replica's checker (kept: it holds the error windows); it reads this replica in
         process and probes the others, Prefect included, so the watcher is watched."""
-        if self.health is None:
-            self.health = HealthChecker(
-                settings=self.settings,
-                db=self.db,
-                redis_client=make_redis(self.settings),
-                metrics=self.metrics,
-                prefect_api_url=prefect_api_url_from_environment() or self.settings.prefect_api_url,
-                this_replica=self.settings.replica_id,
-                figures=self.figures,
-                readiness=readiness,
-            )
+        with self._health_lock:  # two first requests at once build one checker
+            if self.health is None:
+                self.health = HealthChecker(
+                    settings=self.settings,
+                    db=self.db,
+                    redis_client=make_redis(self.settings),
+                    metrics=self.metrics,
+                    prefect_api_url=prefect_api_url_from_environment()
+                    or self.settings.prefect_api_url,
+                    this_replica=self.settings.replica_id,
+                    figures=self.figures,
+                    readiness=readiness,
+                )
         return self.health
 
     def start(self) -> None:
