@@ -371,6 +371,67 @@ class QuerySettings(BaseModel):
 
 class HealthSettings(BaseModel):
     period_s: int = _f(60, "Period of the health-check flow.", "s", ge=1)
+    latency_degraded_ms: float = _f(
+        100.0, "A check's round trip (or the policy p99) past this is degraded.", "ms", ge=0
+    )
+    latency_unhealthy_ms: float = _f(
+        500.0, "A check's round trip (or the policy p99) past this is unhealthy.", "ms", ge=0
+    )
+    error_rate_degraded: float = _f(
+        0.05,
+        "Share of failed probes over the error window past which a check is degraded.",
+        ge=0,
+        le=1,
+    )
+    error_rate_unhealthy: float = _f(
+        0.20,
+        "Share of failed probes (or not-ready replicas) past which a check is unhealthy.",
+        ge=0,
+        le=1,
+    )
+    error_window_s: float = _f(
+        300.0, "Window a checker's error rates are computed over.", "s", gt=0, le=86400
+    )
+    memory_degraded_pct: float = _f(
+        75.0,
+        "Memory used (machine, or a replica's RSS of it) past this is degraded.",
+        "%",
+        ge=0,
+        le=100,
+    )
+    memory_unhealthy_pct: float = _f(
+        90.0,
+        "Memory used (machine, or a replica's RSS of it) past this is unhealthy.",
+        "%",
+        ge=0,
+        le=100,
+    )
+    lag_degraded_s: float = _f(5.0, "Event store lag past this is degraded.", "s", ge=0)
+    lag_unhealthy_s: float = _f(30.0, "Event store lag past this is unhealthy.", "s", ge=0)
+    check_timeout_s: float = _f(
+        2.0,
+        "Time one check (and each HTTP probe in it) may take; past it the check is unhealthy.",
+        "s",
+        gt=0,
+        le=300,
+    )
+
+    @model_validator(mode="after")
+    def _degraded_before_unhealthy(self) -> HealthSettings:
+        """A degraded bound above the unhealthy one would skip the warning."""
+        for name, unit in (
+            ("latency", "_ms"),
+            ("error_rate", ""),
+            ("memory", "_pct"),
+            ("lag", "_s"),
+        ):
+            degraded = getattr(self, f"{name}_degraded{unit}")
+            unhealthy = getattr(self, f"{name}_unhealthy{unit}")
+            if degraded > unhealthy:
+                low = env_name(("health", f"{name}_degraded{unit}"))
+                high = env_name(("health", f"{name}_unhealthy{unit}"))
+                raise ValueError(f"{low} ({degraded:g}) must not exceed {high} ({unhealthy:g})")
+        return self
 
 
 class HealingSettings(BaseModel):

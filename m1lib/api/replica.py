@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from dataclasses import dataclass, field
 
 import psutil
@@ -21,13 +22,14 @@ from m1lib.control import CommandRegistry, ReplicaAgent, ReplicaFigures
 from m1lib.db.session import Database
 from m1lib.errors import UsageError
 from m1lib.metrics import MetricsRuntime, install_default, register_metrics_commands
+from m1lib.ops.checks import HealthChecker, ReadinessProbe
 from m1lib.policy import PolicyEngine
 from m1lib.process_cache import install_cache
 from m1lib.process_engine import install_engine
 from m1lib.ratelimit import RateLimiter
 from m1lib.redis_conn import make_redis
 from m1lib.revocation import RevocationManager
-from m1lib.settings import Settings
+from m1lib.settings import Settings, prefect_api_url_from_environment
 from m1lib.signing import resolve_jwt_secret
 
 logger = logging.getLogger("m1.api.replica")
@@ -48,6 +50,8 @@ class ReplicaRuntime:
     policy: PolicyEngine | None  # None: no signing key yet, so no token can be issued or read
     registry: CommandRegistry = field(default_factory=CommandRegistry)
     agent: ReplicaAgent | None = None
+    health: HealthChecker | None = None  # built by the first GET /api/m1/health
+    _health_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ReplicaRuntime:
@@ -88,6 +92,24 @@ class ReplicaRuntime:
             queue_drops=self.metrics.dropped_events,
         )
 
+    def health_checker(self, readiness: ReadinessProbe) -> HealthChecker:
+        """This replica's checker (kept: it holds the error windows); it reads this replica in
+        process and probes the others, Prefect included, so the watcher is watched."""
+        with self._health_lock:  # two first requests at once build one checker
+            if self.health is None:
+                self.health = HealthChecker(
+                    settings=self.settings,
+                    db=self.db,
+                    redis_client=make_redis(self.settings),
+                    metrics=self.metrics,
+                    prefect_api_url=prefect_api_url_from_environment()
+                    or self.settings.prefect_api_url,
+                    this_replica=self.settings.replica_id,
+                    figures=self.figures,
+                    readiness=readiness,
+                )
+        return self.health
+
     def start(self) -> None:
         self.revocations.start()
         self.metrics.start()
@@ -110,6 +132,8 @@ class ReplicaRuntime:
         install_default(None)
         self.metrics.close()  # persists closed chunks, so it goes before the database
         self.cache.close()
+        if self.health is not None:
+            self.health.close()
         self.db.dispose()
 
 

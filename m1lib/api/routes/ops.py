@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
@@ -13,8 +13,10 @@ from m1lib import control
 from m1lib.api.bodies import body_route
 from m1lib.api.deps import AdminPrincipal, ViewerPrincipal, runtime_of
 from m1lib.api.openapi import AUTHENTICATED, problems
+from m1lib.api.replica import ReplicaRuntime
 from m1lib.api.routes.health import readiness_checks
 from m1lib.errors import InputError
+from m1lib.ops.checks import run_full_health_check
 from m1lib.text import JSON_CHECK, JSON_MAX_BYTES, JSON_RULE, CommandNameText, ReplicaIdText
 
 # A command's args may serialise to JSON_MAX_BYTES; escaped in a body they can take four times that.
@@ -22,6 +24,7 @@ router = APIRouter(
     prefix="/api/m1", tags=["operations"], route_class=body_route(4 * JSON_MAX_BYTES)
 )
 HEALTH_JSON = "application/health+json"
+_HEALTH_RETRY_S = 5  # a failing report's Retry-After: soon enough to see a repair
 
 
 class HealthJSONResponse(JSONResponse):
@@ -43,25 +46,22 @@ _HEALTH_ANSWERS[503]["content"][HEALTH_JSON] = {"schema": {"type": "object"}}
     responses=_HEALTH_ANSWERS,
 )
 def health_report(request: Request, _: ViewerPrincipal) -> JSONResponse:
+    """Every check, run by this replica now (its own state in process, never over HTTP)."""
     runtime = runtime_of(request)
+    checker = runtime.health_checker(lambda: _readiness(runtime))
+    report = run_full_health_check(checker)
+    body = report.health_json(service_id=runtime.settings.replica_id)
+    if report.status.failing:
+        headers = {"Retry-After": str(_HEALTH_RETRY_S)}
+        return HealthJSONResponse(body, status_code=503, headers=headers)
+    return HealthJSONResponse(body)
+
+
+def _readiness(runtime: ReplicaRuntime) -> tuple[bool, str]:
+    """This replica's /health/ready verdict, computed in process."""
     checks = readiness_checks(runtime)
-    status = "pass" if all(check["ok"] for check in checks.values()) else "fail"
-    now = datetime.now(UTC).isoformat()
-    body: dict[str, Any] = {
-        "status": status,
-        "serviceId": runtime.settings.replica_id,
-        "checks": {
-            name: [
-                {
-                    "status": "pass" if check["ok"] else "fail",
-                    "output": check.get("detail", ""),
-                    "time": now,
-                }
-            ]
-            for name, check in checks.items()
-        },
-    }
-    return HealthJSONResponse(body, status_code=200 if status == "pass" else 503)
+    failing = sorted(name for name, check in checks.items() if not check["ok"])
+    return (not failing, f"not ready: {', '.join(failing)}" if failing else "ready")
 
 
 @router.get(

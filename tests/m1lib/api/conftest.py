@@ -11,6 +11,7 @@ from m1lib.api.app import create_app
 from m1lib.api.replica import ReplicaRuntime
 from m1lib.db import migrate
 from m1lib.settings import Settings
+from tests.fake_http import fake_http_servers
 
 
 @pytest.fixture
@@ -58,3 +59,15 @@ def keyed_client(make_client: Callable[..., TestClient]) -> tuple[TestClient, Ke
 
 def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
+
+
+@pytest.fixture
+def prefect_port(monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
+    """A fake Prefect API answering healthy (pass it as ``prefect={"port": ...}``), so a replica's
+    full health report (GET /api/m1/health asks Prefect) can pass."""
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    servers = fake_http_servers()
+    start = next(servers)
+    prefect = start({"/api/health": (200, True), "/api/flow_runs/filter": (200, [])})
+    yield prefect.server_address[1]
+    next(servers, None)

@@ -26,10 +26,14 @@ RAISED_LIMITS = {f"{kind}_per_min": 10**6 for kind in ("read", "query", "admin",
 
 
 @pytest.fixture(params=["viewer", "agent", "admin"])
-def api_schema(request: pytest.FixtureRequest, make_client: Callable[..., TestClient]) -> Any:
+def api_schema(
+    request: pytest.FixtureRequest, make_client: Callable[..., TestClient], prefect_port: int
+) -> Any:
     # schemathesis 4.32 renames the test node through `_nodeid`, which pytest 9.2 no longer has.
     request.node._nodeid = request.node.nodeid
-    client = make_client(jwt={"secret": "s" * 40}, ratelimit=RAISED_LIMITS)
+    client = make_client(
+        jwt={"secret": "s" * 40}, ratelimit=RAISED_LIMITS, prefect={"port": prefect_port}
+    )
     runtime = client.app.state.runtime  # type: ignore[attr-defined]
     runtime.start()  # a healthy replica: revocation state fresh, event store running
     _record_events(runtime.metrics)

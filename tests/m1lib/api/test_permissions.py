@@ -42,9 +42,11 @@ def _streams(answers: dict[str, Any]) -> bool:
 
 
 @pytest.fixture
-def table_client(make_client: Callable[..., TestClient]) -> tuple[TestClient, dict[str, str]]:
+def table_client(
+    make_client: Callable[..., TestClient], prefect_port: int
+) -> tuple[TestClient, dict[str, str]]:
     limits = {f"{kind}_per_min": 10**6 for kind in ("read", "query", "admin", "login", "ingest")}
-    client = make_client(jwt={"secret": "s" * 40}, ratelimit=limits)
+    client = make_client(jwt={"secret": "s" * 40}, ratelimit=limits, prefect={"port": prefect_port})
     db = client.app.state.runtime.db  # type: ignore[attr-defined]
     keys = {
         role: auth.create_credential(db, f"t-{role}", role, created_by="test") for role in ROLES
