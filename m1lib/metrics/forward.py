@@ -167,6 +167,14 @@ class Forwarder:
         with self._lock:
             return self._outbox_size
 
+    @property
+    def queued(self) -> int:
+        """Events waiting, not counting those being sent right now: at most ``outbox_events``
+        (or the newest batch alone, when it is bigger), the bound drops keep."""
+        with self._lock:
+            sending = sum(events for _, events, _ in list(self._outbox)[: self._inflight])
+            return self._outbox_size - sending
+
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:

@@ -169,7 +169,7 @@ def test_redis_away_the_outbox_is_bounded_and_counted_at_exit(
         )
         assert sender.recorder.flush()
     assert sender.forwarder is not None
-    assert sender.forwarder.pending <= 100 + 60
+    assert sender.forwarder.queued <= 100  # a batch being sent (the failing try) aside
     wait_for(lambda: sender.drops.get("forward_unavailable", 0), "outbox drops", until=bool)
     sender.close()
     assert sender.drops["forward_unavailable"] == 300  # dropped from the outbox, or at exit
