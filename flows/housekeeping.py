@@ -36,7 +36,7 @@ def housekeeping(params: HousekeepingParams | None = None) -> dict[str, Any]:
     params = params or HousekeepingParams()
     cutoffs = housekeeping_cutoffs()
     preview = preview_housekeeping(cutoffs)
-    counts = ", ".join(f"{item.table} {item.rows}" for item in preview.tables if not item.note)
+    counts = ", ".join(f"{item.table} {item.rows}" for item in preview.tables)
     print(f"{preview.total} rows to prune: {counts}")
     summary = apply_unless_dry_run(
         params.dry_run,
@@ -53,22 +53,18 @@ def housekeeping_report(summary: HousekeepingSummary) -> FlowReport:
         f"{verb} **{summary.total}** rows of M1's tables at "
         f"{summary.now.isoformat(timespec='seconds')}"
     )
-    notes = "".join(f"\n- {item.note}" for item in summary.skipped)
     description = headline + (" (dry run: nothing deleted)." if summary.dry_run else ".")
-    if notes:
-        description += "\n\nSkipped:" + notes
     rows = summary.rows()
     return FlowReport(
         artifact_key=ARTIFACT_KEY,
         table=rows,
         description=description,
-        log=headline.replace("**", "") + "".join(f"; {item.note}" for item in summary.skipped),
+        log=headline.replace("**", ""),
         result={
             "now": summary.now.isoformat(),
             "dry_run": summary.dry_run,
             "total": summary.total,
             "tables": {item.table: item.rows for item in summary.tables},
-            "skipped": {item.table: item.note for item in summary.skipped},
             "rows": rows,
             "description": description,
         },

@@ -6,13 +6,12 @@ What goes (each :class:`Prunable` below; the cut-offs are :class:`Cutoffs`):
 - ``replicas`` rows whose heartbeat is older than ``M1_HOUSEKEEPING_REPLICA_GONE_AFTER``, never the
   row of the replica this process would be (``Settings.replica_id``);
 - ``incidents`` resolved before ``M1_HOUSEKEEPING_INCIDENT_RETENTION`` (open ones never), and
-  ``health_streaks`` rows not updated within ``M1_HOUSEKEEPING_STREAK_RETENTION``. These two tables
-  arrive with the healing migration: until the database's inspector finds the table and its
-  columns, pruning them is a no-op whose ``note`` says why, and it starts working once it lands.
+  ``health_streaks`` rows not updated within ``M1_HOUSEKEEPING_STREAK_RETENTION``.
 
 Each batch is one transaction: children, then the parents chosen by primary key, the condition
 checked again in the DELETE so a row that changed meanwhile (a replica's heartbeat) stays. A
-retry after a lost commit finds less to delete. Plain Core statements: SQLite and PostgreSQL alike.
+retry after a lost commit finds less to delete. Plain Core statements over the models' tables:
+SQLite and PostgreSQL alike.
 """
 
 from __future__ import annotations
@@ -22,20 +21,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final
 
-from sqlalchemy import (
-    ColumnElement,
-    Connection,
-    TableClause,
-    and_,
-    column,
-    delete,
-    func,
-    inspect,
-    select,
-    table,
-)
+from sqlalchemy import ColumnElement, Table, and_, delete, func, select
 
-from m1lib.db.types import UtcDateTime
+from m1lib.db.models import Base
 from m1lib.errors import InputError
 from m1lib.settings import Settings
 
@@ -71,19 +59,13 @@ class Child:
 
 @dataclass(frozen=True)
 class Prunable:
-    """One table housekeeping prunes: rows whose ``time_column`` is before the cut-off.
-
-    ``optional`` tables may not exist yet (their migration is another change): a missing table or
-    column makes pruning them a no-op with a note instead of an error. To prune a new table, add
-    a ``Prunable`` here, its cut-off to :class:`Cutoffs`, and it to :data:`TARGETS`.
-    """
+    """One table housekeeping prunes: rows whose ``time_column`` is before the cut-off."""
 
     table: str
     key: str  # the single-column primary key batches are chosen by
     time_column: str  # rows with a value before the cut-off go; NULL never does
     setting: str  # what sets the cut-off, as the report names it
     children: tuple[Child, ...] = ()
-    optional: bool = False
 
 
 COMMANDS: Final = Prunable(
@@ -99,20 +81,17 @@ REPLICAS: Final = Prunable(
     time_column="last_seen",
     setting="M1_HOUSEKEEPING_REPLICA_GONE_AFTER",
 )
-# Extension points: the healing migration (issue 11) creates these two tables.
 INCIDENTS: Final = Prunable(
     "incidents",
     key="id",
     time_column="resolved_at",  # NULL while open: an open incident is never pruned
     setting="M1_HOUSEKEEPING_INCIDENT_RETENTION",
-    optional=True,
 )
 STREAKS: Final = Prunable(
     "health_streaks",
     key="component",
     time_column="updated_at",
     setting="M1_HOUSEKEEPING_STREAK_RETENTION",
-    optional=True,
 )
 TARGETS: Final = (COMMANDS, REPLICAS, INCIDENTS, STREAKS)
 
@@ -155,14 +134,13 @@ def cutoffs(settings: Settings, now: datetime) -> Cutoffs:
 
 @dataclass(frozen=True)
 class TableResult:
-    """Rows of one table that were (or, dry, would be) pruned, or why none were looked at."""
+    """Rows of one table that were (or, dry, would be) pruned."""
 
     table: str
     rows: int
     before: datetime  # the cut-off
     setting: str
     parent: str | None = None  # a child table: its rows went with this table's
-    note: str = ""  # set when the table was skipped (not there yet)
 
     def to_row(self) -> dict[str, Any]:
         return {
@@ -170,7 +148,6 @@ class TableResult:
             "rows": self.rows,
             "before": self.before.isoformat(timespec="seconds"),
             "rule": f"with its {self.parent}" if self.parent else self.setting,
-            "note": self.note,
         }
 
 
@@ -189,10 +166,6 @@ class HousekeepingSummary:
     def total(self) -> int:
         return sum(item.rows for item in self.tables)
 
-    @property
-    def skipped(self) -> list[TableResult]:
-        return [item for item in self.tables if item.note]
-
     def rows(self) -> list[dict[str, Any]]:
         return [item.to_row() for item in self.tables]
 
@@ -200,38 +173,12 @@ class HousekeepingSummary:
 # -- the SQL ----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Resolved:
-    """A target as this database has it: its table clause and children, or why it is skipped."""
-
-    target: Prunable
-    parent: TableClause | None
-    children: tuple[tuple[Child, TableClause], ...]
-    note: str
+def _table(name: str) -> Table:
+    """The model's table (m1lib.db.models): its columns carry their types (UtcDateTime)."""
+    return Base.metadata.tables[name]
 
 
-def _resolve(connection: Connection, target: Prunable) -> _Resolved:
-    """Lightweight table clauses (only the columns used); optional tables checked by the inspector."""
-    if target.optional:
-        inspector = inspect(connection)
-        if not inspector.has_table(target.table):
-            note = f"table {target.table} does not exist yet (its migration has not run): skipped"
-            return _Resolved(target, None, (), note)
-        present = {item["name"] for item in inspector.get_columns(target.table)}
-        missing = sorted({target.key, target.time_column} - present)
-        if missing:
-            note = f"table {target.table} has no column {', '.join(missing)}: skipped"
-            return _Resolved(target, None, (), note)
-    parent = table(target.table, column(target.key), column(target.time_column, UtcDateTime()))
-    children = tuple(
-        (child, table(child.table, column(child.column)))
-        for child in target.children
-        if not target.optional or inspect(connection).has_table(child.table)  # not there: no rows
-    )
-    return _Resolved(target, parent, children, "")
-
-
-def _condition(parent: TableClause, target: Prunable, cut: Cutoffs) -> ColumnElement[bool]:
+def _condition(parent: Table, target: Prunable, cut: Cutoffs) -> ColumnElement[bool]:
     condition = parent.c[target.time_column] < cut.of(target)
     if target is REPLICAS:
         condition = and_(condition, parent.c[target.key] != cut.current_replica)
@@ -239,10 +186,10 @@ def _condition(parent: TableClause, target: Prunable, cut: Cutoffs) -> ColumnEle
 
 
 def _result(
-    target: Prunable, cut: Cutoffs, rows: int, *, child: Child | None = None, note: str = ""
+    target: Prunable, cut: Cutoffs, rows: int, *, child: Child | None = None
 ) -> TableResult:
     if child is None:
-        return TableResult(target.table, rows, cut.of(target), target.setting, note=note)
+        return TableResult(target.table, rows, cut.of(target), target.setting)
     return TableResult(child.table, rows, cut.of(target), target.setting, parent=target.table)
 
 
@@ -251,15 +198,12 @@ def count(db: Database, cut: Cutoffs) -> HousekeepingSummary:
     results: list[TableResult] = []
     with db.connect() as connection:
         for target in TARGETS:
-            resolved = _resolve(connection, target)
-            if resolved.parent is None:
-                results.append(_result(target, cut, 0, note=resolved.note))
-                continue
-            parent = resolved.parent
+            parent = _table(target.table)
             chosen = select(parent.c[target.key]).where(_condition(parent, target, cut))
             rows = connection.execute(select(func.count()).select_from(chosen.subquery()))
             results.append(_result(target, cut, int(rows.scalar_one())))
-            for child, clause in resolved.children:
+            for child in target.children:
+                clause = _table(child.table)
                 counted = connection.execute(
                     select(func.count())
                     .select_from(clause)
@@ -277,36 +221,30 @@ def prune(db: Database, cut: Cutoffs, *, batch_size: int = 500) -> HousekeepingS
         raise InputError("batch_size", f"{batch_size} is out of range", [f"1-{BATCH_MAX}"])
     results: list[TableResult] = []
     for target in TARGETS:
-        with db.connect() as connection:
-            resolved = _resolve(connection, target)
-        if resolved.parent is None:
-            results.append(_result(target, cut, 0, note=resolved.note))
-            continue
-        deleted, by_child = _prune_target(db, resolved, cut, batch_size)
+        deleted, by_child = _prune_target(db, target, cut, batch_size)
         results.append(_result(target, cut, deleted))
         results += [
-            _result(target, cut, by_child[child.table], child=child)
-            for child, _ in resolved.children
+            _result(target, cut, by_child[child.table], child=child) for child in target.children
         ]
     return HousekeepingSummary(dry_run=False, now=cut.now, tables=tuple(results))
 
 
 def _prune_target(
-    db: Database, resolved: _Resolved, cut: Cutoffs, batch_size: int
+    db: Database, target: Prunable, cut: Cutoffs, batch_size: int
 ) -> tuple[int, dict[str, int]]:
-    target, parent = resolved.target, resolved.parent
-    assert parent is not None
+    parent = _table(target.table)
     key = parent.c[target.key]
     condition = _condition(parent, target, cut)
     deleted = 0
-    by_child = {child.table: 0 for child, _ in resolved.children}
+    by_child = {child.table: 0 for child in target.children}
     while True:
         with db.begin() as connection:
             chosen = select(key).where(condition).order_by(key).limit(batch_size)
             ids: Sequence[Any] = connection.execute(chosen).scalars().all()
             if not ids:
                 break
-            for child, clause in resolved.children:
+            for child in target.children:
+                clause = _table(child.table)
                 gone = connection.execute(delete(clause).where(clause.c[child.column].in_(ids)))
                 by_child[child.table] += max(gone.rowcount, 0)
             gone = connection.execute(delete(parent).where(key.in_(ids), condition))

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from deployments.prefect_yaml import load_deployment_specs
 from flows.housekeeping import ARTIFACT_KEY, HousekeepingParams, housekeeping, housekeeping_report
 from m1lib.db.migrate import upgrade
-from m1lib.db.models import ControlAck, ControlCommand, Replica
+from m1lib.db.models import ControlAck, ControlCommand, HealthStreak, Incident, Replica
 from m1lib.db.session import Database
 from m1lib.ops.housekeeping import HousekeepingSummary, TableResult
 from m1lib.settings import get_settings
@@ -30,7 +30,8 @@ HERE = "api-flow"
 
 @pytest.fixture
 def database(task_settings: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Database]:
-    """Two expired commands (3 acks), one live (1 ack); replicas gone, live and this one."""
+    """Two expired commands (3 acks), one live (1 ack); replicas gone, live and this one; an
+    incident resolved 100 days ago, an open one; a streak idle 40 days, a fresh one."""
     monkeypatch.setenv("M1_REPLICA_ID", HERE)
     monkeypatch.setenv("M1_HOUSEKEEPING_REPLICA_GONE_AFTER", "2d")
     get_settings.cache_clear()
@@ -61,6 +62,20 @@ def database(task_settings: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[D
                         started_at=seen, last_seen=seen, cache_backend="memory", rss_bytes=0,
                     )
                 )  # fmt: skip
+            for resolved_at in (now - timedelta(days=100), None):
+                session.add(
+                    Incident(
+                        component="redis", kind="down", trigger="t", runbook="r",
+                        status="open" if resolved_at is None else "resolved",
+                        started_at=now - timedelta(days=120), resolved_at=resolved_at,
+                    )
+                )  # fmt: skip
+            for component, idle in (("redis", 40), ("database", 0)):
+                session.add(
+                    HealthStreak(
+                        component=component, updated_at=now - timedelta(days=idle, seconds=5)
+                    )
+                )
         yield db
 
 
@@ -71,6 +86,14 @@ def left(db: Database) -> tuple[int, int, list[str]]:
         acks = len(session.scalars(select(ControlAck.command_id)).all())
         replicas = list(session.scalars(select(Replica.id).order_by(Replica.id)))
     return commands, acks, replicas
+
+
+def healing_left(db: Database) -> tuple[list[bool], list[str]]:
+    """Whether each incident still there is open; the components whose streak row is there."""
+    with db.transaction() as session:
+        opened = sorted(at is None for at in session.scalars(select(Incident.resolved_at)))
+        streaks = sorted(session.scalars(select(HealthStreak.component)))
+    return opened, streaks
 
 
 def test_cutoffs_read_the_settings_of_the_environment(database: Database) -> None:
@@ -101,10 +124,11 @@ def test_dry_run_counts_and_deletes_nothing(
     run = run_flow(housekeeping, HousekeepingParams(dry_run=True))
     assert run.result["dry_run"] is True
     assert run.result["tables"] == {
-        "control_commands": 2, "control_acks": 3, "replicas": 1, "incidents": 0,
-        "health_streaks": 0,
+        "control_commands": 2, "control_acks": 3, "replicas": 1, "incidents": 1,
+        "health_streaks": 1,
     }  # fmt: skip
     assert left(database) == (3, 4, sorted([HERE, "gone", "live"]))
+    assert healing_left(database) == ([False, True], ["database", "redis"])
     assert run.table(ARTIFACT_KEY) == run.result["rows"]
     assert "(dry run: nothing deleted)" in run.description(ARTIFACT_KEY)
 
@@ -113,40 +137,43 @@ def test_run_prunes_and_its_artifact_lists_each_table(
     database: Database, run_flow: Callable[..., FlowRun]
 ) -> None:
     run = run_flow(housekeeping)
-    assert (run.result["dry_run"], run.result["total"]) == (False, 6)
+    assert (run.result["dry_run"], run.result["total"]) == (False, 8)
     assert left(database) == (1, 1, sorted([HERE, "live"]))
+    assert healing_left(database) == ([True], ["database"])  # the open incident, the fresh streak
     table = {row["table"]: row for row in run.table(ARTIFACT_KEY)}
+    assert list(table) == [
+        "control_commands", "control_acks", "replicas", "incidents", "health_streaks"
+    ]  # fmt: skip
     assert table["control_acks"]["rule"] == "with its control_commands"
     assert table["replicas"]["rule"] == "M1_HOUSEKEEPING_REPLICA_GONE_AFTER"
-    assert run.description(ARTIFACT_KEY).startswith("Pruned **6** rows")
-    # the healing migration has not run here: both extension points say so
-    assert set(run.result["skipped"]) == {"incidents", "health_streaks"}
-    assert "table incidents does not exist yet" in run.description(ARTIFACT_KEY)
+    assert (table["incidents"]["rows"], table["incidents"]["rule"]) == (
+        1, "M1_HOUSEKEEPING_INCIDENT_RETENTION"
+    )  # fmt: skip
+    assert (table["health_streaks"]["rows"], table["health_streaks"]["rule"]) == (
+        1, "M1_HOUSEKEEPING_STREAK_RETENTION"
+    )  # fmt: skip
+    assert run.description(ARTIFACT_KEY) == (
+        f"Pruned **8** rows of M1's tables at {run.result['now'][:19]}+00:00."
+    )
     assert run_flow(housekeeping).result["total"] == 0
 
 
-def test_report_says_what_went_and_what_was_skipped() -> None:
+def test_report_says_what_went() -> None:
     summary = HousekeepingSummary(
         dry_run=False,
         now=NOW,
         tables=(
             TableResult("control_commands", 2, NOW, "expired"),
-            TableResult("incidents", 0, NOW, "R", note="table incidents does not exist yet"),
+            TableResult("incidents", 0, NOW, "R"),
         ),
     )
     report = housekeeping_report(summary)
     assert report.artifact_key == ARTIFACT_KEY
     assert report.table == summary.rows()
-    assert report.description == (
-        "Pruned **2** rows of M1's tables at 2026-12-03T03:30:00+00:00."
-        "\n\nSkipped:\n- table incidents does not exist yet"
-    )
-    assert report.log == (
-        "Pruned 2 rows of M1's tables at 2026-12-03T03:30:00+00:00; "
-        "table incidents does not exist yet"
-    )
+    assert report.description == "Pruned **2** rows of M1's tables at 2026-12-03T03:30:00+00:00."
+    assert report.log == "Pruned 2 rows of M1's tables at 2026-12-03T03:30:00+00:00"
     assert report.result["tables"] == {"control_commands": 2, "incidents": 0}
-    assert report.result["skipped"] == {"incidents": "table incidents does not exist yet"}
+    assert "skipped" not in report.result
 
 
 def test_dry_run_report_says_nothing_was_deleted() -> None:

@@ -1,5 +1,4 @@
-"""Housekeeping's SQL on SQLite and PostgreSQL: what it counts, what it deletes, what it keeps,
-and the incidents/streaks extension points before and after their tables exist."""
+"""Housekeeping's SQL on SQLite and PostgreSQL: what it counts, what it deletes, what it keeps."""
 
 from __future__ import annotations
 
@@ -9,14 +8,13 @@ from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
-from sqlalchemy import column, delete, insert, select, table, text
+from sqlalchemy import delete, select
 
 from m1lib.db.migrate import upgrade
-from m1lib.db.models import ControlAck, ControlCommand, Replica
+from m1lib.db.models import ControlAck, ControlCommand, HealthStreak, Incident, Replica
 from m1lib.db.session import Database
-from m1lib.db.types import UtcDateTime
 from m1lib.errors import InputError
-from m1lib.ops import housekeeping
+from m1lib.ops import housekeeping, incidents
 from m1lib.ops.housekeeping import Cutoffs, HousekeepingSummary
 from m1lib.settings import Settings
 from tests.m1lib.revocation.revocation_proc import PG_SERVER, create_database, drop_database
@@ -46,10 +44,8 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
         upgrade(database)
         yield database
         with database.begin() as connection:
-            for model in (ControlAck, ControlCommand, Replica):
+            for model in (ControlAck, ControlCommand, Replica, Incident, HealthStreak):
                 connection.execute(delete(model))
-            for name in ("incidents", "health_streaks"):
-                connection.execute(text(f"DROP TABLE IF EXISTS {name}"))
 
 
 def cut(**housekeeping_settings: str) -> Cutoffs:
@@ -201,65 +197,64 @@ def test_prune_removes_gone_replicas_and_keeps_live_ones_the_boundary_and_its_ow
     assert replica_ids(db) == sorted([HERE, "boundary", "live"])
 
 
-def test_incidents_and_streaks_are_skipped_with_a_note_until_their_tables_exist(
-    db: Database,
-) -> None:
-    for summary in (housekeeping.count(db, cut()), housekeeping.prune(db, cut())):
-        assert [item.table for item in summary.skipped] == ["incidents", "health_streaks"]
-        assert all("does not exist yet" in item.note for item in summary.skipped)
-        assert summary.rows_of("incidents") == summary.rows_of("health_streaks") == 0
+def add_incident(db: Database, component: str, resolved_at: datetime | None) -> int:
+    """An incident opened (and, given ``resolved_at``, resolved) by the healing code."""
+    with db.transaction() as session:
+        row = incidents.open_or_current(
+            session,
+            component,
+            kind="down",
+            trigger="3 failing checks",
+            started_at=(resolved_at or NOW) - 200 * DAY,
+            last_check={},
+        )
+        if resolved_at is not None:
+            session.flush()
+            assert incidents.resolve(session, component, resolved_at) is row
+        session.flush()
+        return int(row.id)
 
 
-INCIDENTS_DDL = (
-    "CREATE TABLE incidents (id INTEGER PRIMARY KEY, component VARCHAR(64), "
-    "started_at TIMESTAMP WITH TIME ZONE, resolved_at TIMESTAMP WITH TIME ZONE)"
-)
-STREAKS_DDL = (
-    "CREATE TABLE health_streaks (component VARCHAR(64) PRIMARY KEY, "
-    "consecutive_failures INTEGER, updated_at TIMESTAMP WITH TIME ZONE)"
-)
+def add_streak(db: Database, component: str, updated_at: datetime) -> None:
+    with db.transaction() as session:
+        session.add(
+            HealthStreak(
+                component=component,
+                consecutive_failures=2,
+                last_status="down",
+                last_checked_at=updated_at,
+                streak_started_at=updated_at - DAY,
+                heals_in_streak=1,
+                updated_at=updated_at,
+            )
+        )
 
 
-def test_incidents_and_streaks_are_pruned_once_their_tables_exist(db: Database) -> None:
-    """The healing migration's tables, as far as housekeeping reads them (id or component,
-    resolved_at, updated_at): pruning starts with no change here."""
-    with db.begin() as connection:
-        connection.execute(text(INCIDENTS_DDL))
-        connection.execute(text(STREAKS_DDL))
-    incidents = [  # (id, resolved_at): open, resolved long ago, resolved recently, at the cut-off
-        (1, None),
-        (2, NOW - 100 * DAY),
-        (3, NOW - 10 * DAY),
-        (4, NOW - 90 * DAY),
+def test_prune_removes_old_resolved_incidents_and_idle_streaks_only(db: Database) -> None:
+    retention = 90 * DAY  # M1_HOUSEKEEPING_INCIDENT_RETENTION's default
+    old = [
+        add_incident(db, "redis", NOW - 400 * DAY),
+        add_incident(db, "redis", NOW - retention - timedelta(seconds=1)),
     ]
-    streaks = [("redis", NOW - 31 * DAY), ("database", NOW - timedelta(minutes=1))]
-    incident_table = table("incidents", column("id"), column("resolved_at", UtcDateTime()))
-    streak_table = table("health_streaks", column("component"), column("updated_at", UtcDateTime()))
-    with db.begin() as connection:
-        connection.execute(
-            insert(incident_table), [{"id": i, "resolved_at": at} for i, at in incidents]
-        )
-        connection.execute(
-            insert(streak_table), [{"component": c, "updated_at": at} for c, at in streaks]
-        )
+    boundary = add_incident(db, "redis", NOW - retention)  # resolved exactly that long ago: kept
+    recent = add_incident(db, "redis", NOW - 10 * DAY)
+    still_open = add_incident(db, "redis", None)  # started 200 days ago, never resolved: kept
+    add_streak(db, "redis", NOW - 31 * DAY)
+    add_streak(db, "prefect", NOW - 30 * DAY)  # at the cut-off: kept
+    add_streak(db, "database", NOW - timedelta(minutes=1))
     preview = housekeeping.count(db, cut())
-    assert (preview.rows_of("incidents"), preview.rows_of("health_streaks")) == (1, 1)
-    assert preview.skipped == []
-    summary = housekeeping.prune(db, cut(), batch_size=1)
-    assert (summary.rows_of("incidents"), summary.rows_of("health_streaks")) == (1, 1)
-    with db.connect() as connection:
-        left = connection.execute(text("SELECT id FROM incidents ORDER BY id")).scalars().all()
-        kept = connection.execute(text("SELECT component FROM health_streaks")).scalars().all()
-    assert (list(left), list(kept)) == ([1, 3, 4], ["database"])
-
-
-def test_a_table_without_the_column_housekeeping_reads_is_skipped_naming_it(db: Database) -> None:
-    with db.begin() as connection:
-        connection.execute(text("CREATE TABLE health_streaks (component VARCHAR(64) PRIMARY KEY)"))
-    (skipped,) = [
-        item for item in housekeeping.prune(db, cut()).skipped if item.table != "incidents"
-    ]
-    assert skipped.note == "table health_streaks has no column updated_at: skipped"
+    assert (preview.rows_of("incidents"), preview.rows_of("health_streaks")) == (2, 1)
+    summary = housekeeping.prune(db, cut(), batch_size=1)  # one row per transaction
+    assert (summary.rows_of("incidents"), summary.rows_of("health_streaks")) == (2, 1)
+    with db.transaction() as session:
+        left = list(session.scalars(select(Incident.id).order_by(Incident.id)))
+        kept = list(
+            session.scalars(select(HealthStreak.component).order_by(HealthStreak.component))
+        )
+    assert left == [boundary, recent, still_open]
+    assert not set(old) & set(left)
+    assert kept == ["database", "prefect"]
+    assert housekeeping.prune(db, cut()).total == 0
 
 
 @pytest.mark.parametrize("batch_size", [0, housekeeping.BATCH_MAX + 1, True])
@@ -275,15 +270,14 @@ def test_summary_rows_name_the_rule_of_each_table() -> None:
         tables=(
             housekeeping.TableResult("control_commands", 2, NOW, "expired"),
             housekeeping.TableResult("control_acks", 3, NOW, "expired", parent="control_commands"),
-            housekeeping.TableResult("incidents", 0, NOW, "R", note="not there"),
+            housekeeping.TableResult("incidents", 0, NOW, "R"),
         ),
     )
     assert summary.rows() == [
         {"table": "control_commands", "rows": 2, "before": "2026-12-03T03:30:00+00:00",
-         "rule": "expired", "note": ""},
+         "rule": "expired"},
         {"table": "control_acks", "rows": 3, "before": "2026-12-03T03:30:00+00:00",
-         "rule": "with its control_commands", "note": ""},
-        {"table": "incidents", "rows": 0, "before": "2026-12-03T03:30:00+00:00", "rule": "R",
-         "note": "not there"},
+         "rule": "with its control_commands"},
+        {"table": "incidents", "rows": 0, "before": "2026-12-03T03:30:00+00:00", "rule": "R"},
     ]  # fmt: skip
-    assert (summary.total, [item.table for item in summary.skipped]) == (5, ["incidents"])
+    assert (summary.total, summary.rows_of("control_acks")) == (5, 3)
