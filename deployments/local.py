@@ -3,6 +3,8 @@
 Children, each in its own session so a terminal's Ctrl-C reaches only this supervisor, which stops
 them in order (runner, API, Prefect server) and then kills anything left in their process trees:
 no orphan survives, and each child also gets SIGTERM if this process dies (PR_SET_PDEATHSIG).
+Once up, a child that dies is restarted with backoff (deployments/restarts.py), with a log line and
+an ``error_alerts`` event; one that keeps dying stops everything.
 
 Configuration is resolved once, here: children get every ``M1_*`` variable as this process read it
 (its environment and the ``.env`` of the directory `m1 up` ran from), with absolute paths, and run in
@@ -18,29 +20,37 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import logging
+import os
 import secrets
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
 import psutil
+from pydantic import SecretStr
 
 from deployments.prefect_yaml import deployments_file, load_deployment_specs
+from deployments.restarts import ChildRestarts, GiveUp, RestartPolicy
 from m1lib import auth, bootstrap
 from m1lib.db import migrate
 from m1lib.db.session import Database
 from m1lib.logs import configure_logging, register_secret
 from m1lib.settings import Settings, child_environment, prefect_api_url_from_environment
 
+if TYPE_CHECKING:
+    from m1lib.metrics.pipeline import MetricsRuntime
+
 logger = logging.getLogger("m1.up")
 _PR_SET_PDEATHSIG = 1
 RUNNER_CREDENTIAL = "m1-up-runner"  # names: m1-up-runner-<UTC start>-<random>, role service
+ALERT_SOURCE = "m1-up"  # the source of the supervisor's error_alerts
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
@@ -105,6 +115,16 @@ class Supervisor:
         self.deployments_file = deployments_file(settings)
         self.runner_started = datetime.now(UTC)
         self.runner_key: str | None = None  # made by prepare(); only the runner's environment
+        self.clock: Callable[[], float] = time.monotonic
+        self.policy = RestartPolicy.from_settings(settings)
+        self.restarts: dict[str, ChildRestarts] = {}  # child name -> its restart history
+        self.due: dict[str, float] = {}  # child name -> clock time its restart is due
+        self.starters: dict[str, Callable[[], None]] = {
+            "prefect-server": self.start_prefect_server,
+            "api": self.start_api,
+            "deployment-runner": self.start_runner,
+        }
+        self._alerts: MetricsRuntime | None = None  # built at the first alert
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Child:
         logger.info("starting %s", name)
@@ -115,7 +135,14 @@ class Supervisor:
             preexec_fn=_die_with_parent,
         )
         child = Child(name, process)
-        self.children.append(child)
+        for index, old in enumerate(self.children):
+            if old.name == name:  # a restart keeps the child's place in the stopping order
+                self.children[index] = child
+                break
+        else:
+            self.children.append(child)
+        now = self.clock()
+        self.restarts.setdefault(name, ChildRestarts(name, self.policy, now)).started(now)
         return child
 
     def prepare(self) -> bootstrap.BootstrapResult:
@@ -235,9 +262,98 @@ class Supervisor:
             if code is not None and not self.stopping.is_set():
                 raise ChildExited(f"{child.name} exited with code {code}")
 
+    def _watch_children(self) -> None:
+        """Once up: restart a child that died after its backoff, or raise ChildExited when it
+        has died too often (restarts.py). Restarts are due times, so the others stay watched."""
+        now = self.clock()
+        for child in list(self.children):
+            code = child.process.poll()
+            if code is None or child.name in self.due or self.stopping.is_set():
+                continue
+            _end_orphans(child)  # its grandchildren would keep ports and runs of the dead one
+            history = self.restarts[child.name]
+            previous = history.last_restart_at
+            decision = history.died(now)
+            exited = f"{child.name} (pid {child.process.pid}) exited with {_exit_text(code)}"
+            facts: dict[str, Any] = {
+                "child": child.name,
+                "exitCode": code,
+                "restarts": history.total,
+                "lastRestart": None if previous is None else _wall(previous, now),
+            }
+            if isinstance(decision, GiveUp):
+                message = f"{exited}; {decision.reason}: giving up, stopping everything"
+                self._alert("critical", message, facts)
+                raise ChildExited(message)
+            self.due[child.name] = now + decision.delay_s
+            message = (
+                f"{exited}; restarting it in {decision.delay_s:g} s (attempt {decision.attempt}, "
+                f"{decision.in_window} of at most {self.policy.max_restarts} restarts within "
+                f"{self.policy.window_s:g} s)"
+            )
+            logger.error("%s", message)
+            self._alert(
+                "warning",
+                message,
+                {**facts, "attempt": decision.attempt, "delayS": decision.delay_s},
+            )
+        for name, due in list(self.due.items()):
+            if now < due or self.stopping.is_set():
+                continue
+            if name == "deployment-runner" and self.local_prefect and not self._prefect_answers():
+                self.due[name] = now + 1.0  # the runner needs the server: wait for its restart
+                continue
+            del self.due[name]
+            self.starters[name]()
+            restarted = next(child for child in self.children if child.name == name)
+            logger.info(
+                "restarted %s (pid %s; %d restarts since m1 up started)",
+                name,
+                restarted.process.pid,
+                self.restarts[name].total,
+            )
+
+    def _prefect_answers(self) -> bool:
+        try:
+            return httpx.get(f"{self.prefect_api_url}/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def _alert(
+        self, level: Literal["warning", "critical"], message: str, facts: Mapping[str, Any]
+    ) -> None:
+        """An ``error_alerts`` event for the dashboard; never stops the supervision."""
+        try:
+            if self._alerts is None:
+                self._alerts = self._alert_runtime()
+            from m1lib.alerts import raise_alert
+
+            raise_alert(level, ALERT_SOURCE, message, metadata=facts)
+        except Exception:  # an alert that cannot be raised must not stop a restart
+            logger.exception("could not raise the alert")
+
+    def _alert_runtime(self) -> MetricsRuntime:
+        """This process's events forwarded like a flow run's: through Redis when configured,
+        else to the API with the runner's key (a dead API gets them once it is back)."""
+        from m1lib.metrics.pipeline import MetricsRuntime, install_default
+
+        settings = self.settings
+        if settings.redis_url is None and self.runner_key is not None:
+            api = settings.api.model_copy(
+                update={"key": SecretStr(self.runner_key), "url": settings.api_base_url}
+            )
+            settings = settings.model_copy(update={"api": api})
+        runtime = MetricsRuntime(settings, forwarding=True)
+        runtime.start()
+        install_default(runtime)
+        return runtime
+
     def stop(self, timeout_s: float = 15) -> None:
         """Stop in reverse order, politely then by force, including every grandchild."""
         self.stopping.set()
+        if self._alerts is not None:  # its last alerts go out while the API still answers
+            self._alerts.close()
+            self._alerts = None
         for child in reversed(self.children):
             tree = child.tree()
             for process in tree:
@@ -304,7 +420,7 @@ class Supervisor:
                 self.wait_for_deployments()
             print(self.banner(boot), flush=True)
             while not self.stopping.wait(0.5):
-                self._check_children()
+                self._watch_children()
             logger.info("stopping")
             return 0
         except ChildExited as error:
@@ -339,7 +455,41 @@ def _polled_since(deployment: dict[str, object], since: datetime) -> bool:
 
 
 class ChildExited(RuntimeError):
-    """A supervised process ended on its own: `m1 up` stops the rest so a process manager restarts it."""
+    """A supervised process ended on its own while starting, or died once too often after: `m1 up`
+    stops the rest so a process manager restarts it."""
+
+
+def _exit_text(code: int) -> str:
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"code {code} ({signal.Signals(-code).name})"
+    return f"code {code}"
+
+
+def _wall(clock_at: float, clock_now: float) -> str:
+    """A time of the supervisor's monotonic clock as UTC ISO text."""
+    at = time.time() - (clock_now - clock_at)
+    return datetime.fromtimestamp(at, UTC).isoformat(timespec="seconds")
+
+
+def _end_orphans(child: Child, grace_s: float = 5) -> None:
+    """End what is left of a dead child's process group (it led its own session): a runner's
+    flow runs, a server's workers. They lost their parent; left alone they hold its port."""
+    group = child.process.pid
+    try:
+        os.killpg(group, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        return  # nothing left
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(group, 0)
+        except (ProcessLookupError, PermissionError):
+            return
+        time.sleep(0.1)
+    logger.warning("killing what is left of %s's processes after the grace period", child.name)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(group, signal.SIGKILL)
 
 
 def up(settings: Settings, *, serve: bool = True) -> int:

@@ -526,6 +526,21 @@ class HousekeepingSettings(BaseModel):
     )
 
 
+class UpSettings(BaseModel):
+    """How `m1 up` restarts a child that died (deployments/restarts.py)."""
+
+    restart_max: int = _f(
+        5,
+        "Restarts of one child of `m1 up` within M1_UP_RESTART_WINDOW_S; its next death stops "
+        "everything (0: never restart, the first death stops everything).",
+        ge=0,
+        le=1000,
+    )
+    restart_window_s: float = _f(
+        600.0, "The window M1_UP_RESTART_MAX counts restarts in.", "s", gt=0, le=86400
+    )
+
+
 class AuthSettings(BaseModel):
     refresh_s: float = _f(
         5.0,
@@ -598,6 +613,7 @@ class Settings(BaseSettings):
     control: ControlSettings = ControlSettings()
     replica: ReplicaSettings = ReplicaSettings()
     housekeeping: HousekeepingSettings = HousekeepingSettings()
+    up: UpSettings = UpSettings()
     auth: AuthSettings = AuthSettings()
     ratelimit: RatelimitSettings = RatelimitSettings()
 
