@@ -323,6 +323,8 @@ class Supervisor:
         self, level: Literal["warning", "critical"], message: str, facts: Mapping[str, Any]
     ) -> None:
         """An ``error_alerts`` event for the dashboard; never stops the supervision."""
+        if self._alerts is None and self.settings.redis_url is None and self._alert_key() is None:
+            return  # nowhere to send it (--no-serve, no Redis, no M1_API_KEY): the log line stays
         try:
             if self._alerts is None:
                 self._alerts = self._alert_runtime()
@@ -347,6 +349,12 @@ class Supervisor:
         runtime.start()
         install_default(runtime)
         return runtime
+
+    def _alert_key(self) -> str | None:
+        if self.runner_key is not None:
+            return self.runner_key
+        key = self.settings.api.key
+        return None if key is None else key.get_secret_value()
 
     def stop(self, timeout_s: float = 15) -> None:
         """Stop in reverse order, politely then by force, including every grandchild."""

@@ -153,3 +153,13 @@ def test_the_supervisor_restarts_a_dead_child_after_its_backoff_then_gives_up(
         assert len(alerts) == 3
     finally:
         supervisor.stop()
+
+
+def test_without_redis_or_a_key_the_alert_is_the_log_line_alone(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """`m1 up --no-serve` makes no runner key: with no Redis and no M1_API_KEY an alert has no
+    destination, so no forwarding runtime is built (its sends would all be refused)."""
+    supervisor = Supervisor(make_settings(), serve=False)
+    supervisor._alert("warning", "api exited", {"child": "api"})
+    assert supervisor._alerts is None
