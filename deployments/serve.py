@@ -38,7 +38,12 @@ from prefect.states import Crashed
 from prefect.types.entrypoint import EntrypointType
 
 from deployments.prefect_api import prefect_client
-from deployments.prefect_yaml import DeploymentSpec, ScheduleSpec, load_deployment_specs
+from deployments.prefect_yaml import (
+    DeploymentSpec,
+    ScheduleSpec,
+    apply_settings,
+    load_deployment_specs,
+)
 from m1lib.logs import configure_logging
 from m1lib.settings import get_settings
 
@@ -130,8 +135,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--file", type=Path, required=True, help="the prefect.yaml to serve")
     args = parser.parse_args(argv)
     _kill_tree_when_orphaned()
-    configure_logging(get_settings())
-    deployments = [to_runner_deployment(spec) for spec in load_deployment_specs(args.file)]
+    settings = get_settings()
+    configure_logging(settings)
+    specs = apply_settings(load_deployment_specs(args.file), settings)
+    deployments = [to_runner_deployment(spec) for spec in specs]
     crashed = crash_abandoned_runs()
     if crashed:
         logger.warning("%d abandoned flow runs marked crashed", crashed)
