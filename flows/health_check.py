@@ -39,7 +39,7 @@ from pydantic import BaseModel, Field
 from flows.credentials import api_key_from_block
 from flows.shape import FlowReport, apply_unless_dry_run, publish
 from m1lib.db.session import Database
-from m1lib.errors import DatabaseUnavailable
+from m1lib.errors import DatabaseUnavailable, InputError
 from m1lib.metrics import default_runtime, record_event
 from m1lib.ops import incidents
 from m1lib.ops.checks import HEALTH_FLOW_NAME, HealthChecker, run_full_health_check
@@ -161,10 +161,18 @@ class PrefectVariableStore:
         self.name = name
 
     def load(self) -> dict[str, StreakState]:
+        """The kept streaks; none when the Variable is absent or not what :meth:`save` wrote
+        (logged: a hand-edited Variable must not stop every health run)."""
         raw = Variable.get(self.name, default=None)
-        if not isinstance(raw, dict):
+        if raw is None:
             return {}
-        return {str(c): StreakState.from_json(value) for c, value in raw.items()}
+        try:
+            if not isinstance(raw, dict):
+                raise InputError("streak", "is not a JSON object")
+            return {str(c): StreakState.from_json(value) for c, value in raw.items()}
+        except InputError as error:
+            logger.warning("Variable %s ignored: %s", self.name, error)
+            return {}
 
     def save(self, states: Mapping[str, StreakState]) -> None:
         value = {c: state.to_json() for c, state in sorted(states.items())}

@@ -16,6 +16,7 @@ import pytest
 from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+from prefect.variables import Variable
 from sqlalchemy import select
 
 from flows.health_check import (
@@ -302,3 +303,10 @@ def test_database_away_keeps_the_streak_in_the_variable_then_merges_it(
     assert streak_rows(db) == {"database": 4, "redis": 0}
     assert store.load() == {}
     assert start.calls == [("database", None)]  # the 4th is within the cooldown
+
+
+def test_a_variable_not_written_by_the_flow_is_ignored(store: PrefectVariableStore) -> None:
+    Variable.set(store.name, {"redis": {"consecutive_failures": "many"}}, overwrite=True)
+    assert store.load() == {}
+    Variable.set(store.name, [1, 2], overwrite=True)
+    assert store.load() == {}
