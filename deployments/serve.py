@@ -45,7 +45,7 @@ from deployments.prefect_yaml import (
     load_deployment_specs,
 )
 from m1lib.logs import configure_logging
-from m1lib.settings import get_settings
+from m1lib.settings import Settings, get_settings
 
 logger = logging.getLogger("m1.runner")
 M1_TAG = "m1"
@@ -82,6 +82,12 @@ def to_runner_deployment(spec: DeploymentSpec) -> RunnerDeployment:
     assert isinstance(deployment, RunnerDeployment)  # called outside an event loop: not awaitable
     deployment.entrypoint = spec.entrypoint  # as prefect.yaml names it, for workers too
     return deployment
+
+
+def served_deployments(path: Path, settings: Settings) -> list[RunnerDeployment]:
+    """The deployments of ``path`` as this configuration serves them (``apply_settings``: the
+    health check every ``M1_HEALTH_PERIOD_S``)."""
+    return [to_runner_deployment(s) for s in apply_settings(load_deployment_specs(path), settings)]
 
 
 def crash_abandoned_runs(batch: int = 200) -> int:
@@ -137,8 +143,7 @@ def main(argv: list[str] | None = None) -> None:
     _kill_tree_when_orphaned()
     settings = get_settings()
     configure_logging(settings)
-    specs = apply_settings(load_deployment_specs(args.file), settings)
-    deployments = [to_runner_deployment(spec) for spec in specs]
+    deployments = served_deployments(args.file, settings)
     crashed = crash_abandoned_runs()
     if crashed:
         logger.warning("%d abandoned flow runs marked crashed", crashed)

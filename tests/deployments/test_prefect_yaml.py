@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import importlib.util
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -96,13 +97,14 @@ def test_health_check_runs_every_60_s_never_overlapping_and_m1_up_applies_the_pe
     ]
 
 
-def test_the_served_health_deployment_cancels_a_new_run_while_one_runs() -> None:
+def test_m1_up_serves_the_health_check_every_period_cancelling_a_new_run_while_one_runs() -> None:
     from prefect.client.schemas.objects import ConcurrencyLimitStrategy
 
-    from deployments.serve import to_runner_deployment
+    from deployments.serve import served_deployments
 
-    spec = {s.name: s for s in load_deployment_specs()}[HEALTH_DEPLOYMENT]
-    deployment = to_runner_deployment(spec)
+    served = served_deployments(SHIPPED_FILE, Settings(_env_file=None, health={"period_s": 25}))
+    deployment = {d.name: d for d in served}[HEALTH_DEPLOYMENT]
+    assert [s.schedule.interval for s in deployment.schedules] == [timedelta(seconds=25)]
     assert deployment.concurrency_limit == 1
     assert deployment.concurrency_options is not None
     assert deployment.concurrency_options.collision_strategy is ConcurrencyLimitStrategy.CANCEL_NEW
