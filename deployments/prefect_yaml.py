@@ -8,7 +8,7 @@ flows by module path, so an installed M1 serves its deployments from any directo
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ import yaml
 from m1lib.settings import Settings
 
 SHIPPED_FILE = Path(__file__).with_name("prefect.yaml")
+HEALTH_DEPLOYMENT = "health-check"
 _MODULE_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$")
 
 
@@ -121,3 +122,21 @@ def load_deployment_specs(path: Path = SHIPPED_FILE) -> list[DeploymentSpec]:
             )
         )
     return specs
+
+
+def apply_settings(specs: list[DeploymentSpec], settings: Settings) -> list[DeploymentSpec]:
+    """The deployments as `m1 up` serves them: the health check's interval schedules run every
+    ``M1_HEALTH_PERIOD_S`` (prefect.yaml holds the default, 60 s, which workers get)."""
+    period = float(settings.health.period_s)
+    return [
+        replace(
+            spec,
+            schedules=[
+                replace(item, interval_s=period) if item.interval_s is not None else item
+                for item in spec.schedules
+            ],
+        )
+        if spec.name == HEALTH_DEPLOYMENT
+        else spec
+        for spec in specs
+    ]

@@ -38,9 +38,14 @@ from prefect.states import Crashed
 from prefect.types.entrypoint import EntrypointType
 
 from deployments.prefect_api import prefect_client
-from deployments.prefect_yaml import DeploymentSpec, ScheduleSpec, load_deployment_specs
+from deployments.prefect_yaml import (
+    DeploymentSpec,
+    ScheduleSpec,
+    apply_settings,
+    load_deployment_specs,
+)
 from m1lib.logs import configure_logging
-from m1lib.settings import get_settings
+from m1lib.settings import Settings, get_settings
 
 logger = logging.getLogger("m1.runner")
 M1_TAG = "m1"
@@ -77,6 +82,12 @@ def to_runner_deployment(spec: DeploymentSpec) -> RunnerDeployment:
     assert isinstance(deployment, RunnerDeployment)  # called outside an event loop: not awaitable
     deployment.entrypoint = spec.entrypoint  # as prefect.yaml names it, for workers too
     return deployment
+
+
+def served_deployments(path: Path, settings: Settings) -> list[RunnerDeployment]:
+    """The deployments of ``path`` as this configuration serves them (``apply_settings``: the
+    health check every ``M1_HEALTH_PERIOD_S``)."""
+    return [to_runner_deployment(s) for s in apply_settings(load_deployment_specs(path), settings)]
 
 
 def crash_abandoned_runs(batch: int = 200) -> int:
@@ -130,8 +141,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--file", type=Path, required=True, help="the prefect.yaml to serve")
     args = parser.parse_args(argv)
     _kill_tree_when_orphaned()
-    configure_logging(get_settings())
-    deployments = [to_runner_deployment(spec) for spec in load_deployment_specs(args.file)]
+    settings = get_settings()
+    configure_logging(settings)
+    deployments = served_deployments(args.file, settings)
     crashed = crash_abandoned_runs()
     if crashed:
         logger.warning("%d abandoned flow runs marked crashed", crashed)

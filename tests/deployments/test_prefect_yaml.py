@@ -1,13 +1,16 @@
 from __future__ import annotations
 
 import importlib.util
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from deployments.prefect_yaml import (
+    HEALTH_DEPLOYMENT,
     SHIPPED_FILE,
     DeploymentFileError,
+    apply_settings,
     deployments_file,
     load_deployment_specs,
 )
@@ -77,3 +80,32 @@ def test_schedules_are_read(tmp_path: Path) -> None:
     assert spec.schedules[0].interval_s == 60
     assert spec.schedules[1].cron == "0 3 * * *"
     assert spec.schedules[1].timezone == "UTC"
+
+
+def test_health_check_runs_every_60_s_never_overlapping_and_m1_up_applies_the_period() -> None:
+    specs = load_deployment_specs()
+    spec = {s.name: s for s in specs}[HEALTH_DEPLOYMENT]
+    assert spec.entrypoint == "flows.health_check.health_check"
+    assert [s.interval_s for s in spec.schedules] == [60.0]
+    assert (spec.concurrency_limit, spec.collision_strategy) == (1, "CANCEL_NEW")
+    served = apply_settings(specs, Settings(_env_file=None, health={"period_s": 20}))
+    assert [s.interval_s for s in {s.name: s for s in served}[HEALTH_DEPLOYMENT].schedules] == [
+        20.0
+    ]
+    assert [s for s in served if s.name != HEALTH_DEPLOYMENT] == [
+        s for s in specs if s.name != HEALTH_DEPLOYMENT
+    ]
+
+
+def test_m1_up_serves_the_health_check_every_period_cancelling_a_new_run_while_one_runs() -> None:
+    from prefect.client.schemas.objects import ConcurrencyLimitStrategy
+
+    from deployments.serve import served_deployments
+
+    served = served_deployments(SHIPPED_FILE, Settings(_env_file=None, health={"period_s": 25}))
+    deployment = {d.name: d for d in served}[HEALTH_DEPLOYMENT]
+    assert [s.schedule.interval for s in deployment.schedules] == [timedelta(seconds=25)]
+    assert deployment.concurrency_limit == 1
+    assert deployment.concurrency_options is not None
+    assert deployment.concurrency_options.collision_strategy is ConcurrencyLimitStrategy.CANCEL_NEW
+    assert deployment.flow_name == "health-check"
