@@ -242,3 +242,16 @@ def test_dry_run_shows_the_plan_and_changes_nothing(
     assert commands(replica) == 0
     assert incident(replica, incident_id).actions == []
     assert replica.runtime.cache.stats().forced is None
+
+
+def test_the_deployment_the_health_flow_starts_exists_with_these_parameters() -> None:
+    from deployments.prefect_yaml import load_deployment_specs
+
+    (spec,) = [s for s in load_deployment_specs() if s.name == "self-heal"]
+    assert spec.entrypoint == "flows.self_heal.self_heal"
+    assert spec.schedules == []
+    assert (spec.concurrency_limit, spec.collision_strategy) == (1, "ENQUEUE")
+    assert self_heal.name == "self-heal"
+    schema = self_heal.parameters
+    assert list(schema.properties) == ["component", "incident_id", "dry_run"]
+    assert schema.required == ["component"]
