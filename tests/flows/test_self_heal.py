@@ -255,3 +255,35 @@ def test_the_deployment_the_health_flow_starts_exists_with_these_parameters() ->
     schema = self_heal.parameters
     assert list(schema.properties) == ["component", "incident_id", "dry_run"]
     assert schema.required == ["component"]
+
+
+def test_paused_healing_runs_no_step_and_says_who_paused(
+    live: Callable[..., Replica], own_redis: OwnRedis, run_flow: Callable[..., FlowRun]
+) -> None:
+    from m1lib.ops import streaks
+
+    replica = live()
+    incident_id = open_incident(replica, "redis")
+    streaks.pause(replica.runtime.db, "redis", by="ops-admin", reason="working on it")
+    own_redis.stop()
+    run = run_flow(self_heal, component="redis", incident_id=incident_id)
+    assert run.result["verdict"] == "suppressed: healing is paused"
+    assert commands(replica) == 0
+    (recorded,) = incident(replica, incident_id).actions
+    assert recorded["outcome"] == "suppressed"
+    assert "paused by ops-admin" in recorded["detail"]
+
+
+def test_an_api_replica_that_stopped_answering_is_escalated_with_the_runbook(
+    live: Callable[..., Replica], run_flow: Callable[..., FlowRun]
+) -> None:
+    replica = live()
+    incident_id = open_incident(replica, "api")
+    replica.stop()  # its HTTP server is gone; its heartbeat goes on: live, not ready
+    run = run_flow(self_heal, component="api", incident_id=incident_id)
+    (step,) = run.result["actions"]
+    assert (step["step"], step["outcome"]) == ("verify-api", "escalated")
+    found = incident(replica, incident_id)
+    assert found.status == "escalated"
+    assert [a["action"] for a in found.actions] == ["verify-api", "escalate"]
+    assert "docs/runbooks/api.md" in found.actions[-1]["detail"]
