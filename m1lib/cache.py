@@ -70,6 +70,7 @@ class CacheStats:
     backend: Backend
     forced: Backend | None
     memory_entries: int
+    memory_bytes: int  # keys and encoded values held by the memory fallback
 
 
 class _Flight:
@@ -88,9 +89,13 @@ class _MemoryLRU:
     def __init__(self, max_entries: int) -> None:
         self._max_entries = max_entries
         self._entries: OrderedDict[str, tuple[bytes, float, str | None]] = OrderedDict()
+        self.bytes = 0  # len(key) + len(value) of every entry: what clearing frees, roughly
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def _drop(self, key: str, data: bytes) -> None:
+        self.bytes -= len(key) + len(data)
 
     def get(self, key: str, now: float) -> bytes | None:
         entry = self._entries.get(key)
@@ -99,6 +104,7 @@ class _MemoryLRU:
         data, expires_at, _ = entry
         if now >= expires_at:
             del self._entries[key]
+            self._drop(key, data)
             return None
         self._entries.move_to_end(key)
         return data
@@ -107,18 +113,30 @@ class _MemoryLRU:
         self, key: str, data: bytes, expires_at: float, tool: str | None = None
     ) -> list[str | None]:
         """Store one value; returns the tools of the entries evicted to make room."""
+        old = self._entries.get(key)
+        if old is not None:
+            self._drop(key, old[0])
         self._entries[key] = (data, expires_at, tool)
+        self.bytes += len(key) + len(data)
         self._entries.move_to_end(key)
         evicted: list[str | None] = []
         while len(self._entries) > self._max_entries:
-            evicted.append(self._entries.popitem(last=False)[1][2])
+            gone, (gone_data, _, gone_tool) = self._entries.popitem(last=False)
+            self._drop(gone, gone_data)
+            evicted.append(gone_tool)
         return evicted
 
     def delete(self, key: str) -> None:
-        self._entries.pop(key, None)
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self._drop(key, old[0])
 
-    def clear(self) -> None:
+    def clear(self) -> int:
+        """Drop every entry; returns the bytes they held."""
+        freed = self.bytes
         self._entries.clear()
+        self.bytes = 0
+        return freed
 
 
 class Cache:
@@ -275,7 +293,29 @@ class Cache:
                 backend="memory" if self._active_client_locked() is None else "redis",
                 forced=self._forced,
                 memory_entries=len(self._memory),
+                memory_bytes=self._memory.bytes,
             )
+
+    def relieve(self) -> tuple[int, int]:
+        """Drop the memory fallback's entries to free this process's memory: (entries, bytes).
+
+        Redis is shared and left alone. Keys written on memory stay remembered, so a switch back
+        to Redis still deletes them there: dropping entries never makes a later read staler.
+        """
+        with self._lock:
+            entries = len(self._memory)
+            return entries, self._memory.clear()
+
+    def reset_pool(self) -> None:
+        """Close every pooled Redis connection (new ones open on the next call), then probe at
+        once if the breaker is open: a half-dead socket goes, and a Redis back is used again."""
+        client = self._client
+        if client is None:
+            return
+        client.connection_pool.disconnect()
+        with self._lock:
+            self._next_probe = self._clock()
+        self._probe(wait=True)
 
     def probe(self) -> bool:
         """PING Redis now if the breaker is open; True when the cache is on Redis afterwards.

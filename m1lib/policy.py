@@ -144,6 +144,16 @@ class PolicyEngine:
         self._decode = codec.decode
         self._denial = revocation.denial
 
+    def reload_tools(self) -> tuple[int, list[str]]:
+        """Read the tool registry again (the operator edited ``M1_POLICY_TOOLS_FILE``, or a slow
+        engine is being reset): (tools now, names added or removed). A bad file raises and leaves
+        the registry in use unchanged. The swap is one attribute bind each: verify never locks."""
+        tools = load_tool_registry(self.settings.policy.tools_file)
+        changed = sorted(set(tools) ^ set(self.tools))
+        self.tools = tools
+        self._tool_get = tools.get
+        return len(tools), changed
+
     @property
     def revocations(self) -> RevocationCheck:
         """The revocation check every verify consults (fixed at construction)."""

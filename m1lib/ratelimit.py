@@ -55,6 +55,11 @@ class RateLimiter:
         self._redis_down_until = 0.0
 
     @property
+    def redis(self) -> redis.Redis | None:
+        """Its Redis client (the control channel's cache.reset_pool resets its pool)."""
+        return self._redis
+
+    @property
     def backend(self) -> str:
         if self._redis is None or self._clock() < self._redis_down_until:
             return "memory"

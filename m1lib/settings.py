@@ -448,6 +448,29 @@ class HealingSettings(BaseModel):
         ge=1,
         le=100,
     )
+    ack_timeout_s: float = _f(
+        15.0,
+        "How long a self-heal action waits for every live replica to acknowledge its command.",
+        "s",
+        gt=0,
+        le=600,
+    )
+    verify_s: float = _f(
+        15.0,
+        "How long a self-heal action re-runs the component's check until it passes (replicas "
+        "report some figures only with their next heartbeat).",
+        "s",
+        ge=0,
+        le=600,
+    )
+    database_wait_s: float = _f(
+        60.0,
+        "How long self-heal waits, with backoff, for the database to come back (replicas "
+        "reconnect by themselves; the flow verifies and records).",
+        "s",
+        ge=0,
+        le=3600,
+    )
 
 
 class AlertSettings(BaseModel):

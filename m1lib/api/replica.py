@@ -8,6 +8,7 @@ metrics pipeline :class:`m1lib.metrics.MetricsRuntime`.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import threading
@@ -20,7 +21,7 @@ from m1lib.auth import CredentialStore
 from m1lib.cache import Cache
 from m1lib.control import CommandRegistry, ReplicaAgent, ReplicaFigures
 from m1lib.db.session import Database
-from m1lib.errors import UsageError
+from m1lib.errors import M1Error, UsageError
 from m1lib.metrics import MetricsRuntime, install_default, register_metrics_commands
 from m1lib.ops.checks import HealthChecker, ReadinessProbe
 from m1lib.policy import PolicyEngine
@@ -138,7 +139,11 @@ class ReplicaRuntime:
 
 
 def register_builtin_commands(runtime: ReplicaRuntime) -> None:
-    """Commands every replica understands from the start; later modules add their own."""
+    """Commands every replica understands from the start; later modules add their own.
+
+    Each is idempotent and bounded (delivery is at least once) and answers one line for the ack;
+    the self-heal flow (flows/self_heal.py) issues them and docs/contracts.md lists them.
+    """
 
     def evict(_args: dict[str, object]) -> str:
         runtime.cache.clear()
@@ -151,12 +156,52 @@ def register_builtin_commands(runtime: ReplicaRuntime) -> None:
                 f"backend: {wanted!r} is not a cache backend; allowed: redis, memory, null"
             )
         runtime.cache.force_backend(wanted)
+        if wanted is None:  # automatic: probe now rather than at the next call's turn
+            runtime.cache.probe()
         return f"cache backend now {runtime.cache.backend}"
 
+    def reset_pool(_args: dict[str, object]) -> str:
+        clients = [runtime.metrics.redis, runtime.limiter.redis]
+        for client in clients:
+            if client is not None:
+                client.connection_pool.disconnect()
+        runtime.cache.reset_pool()
+        stats = runtime.cache.stats()
+        forced = f", pinned {stats.forced}" if stats.forced else ""
+        return f"redis pools reset; cache backend now {stats.backend}{forced}"
+
     def resync_revocations(_args: dict[str, object]) -> str:
-        runtime.revocations.request_resync()
-        return "revocation resync requested"
+        dropped, added = runtime.revocations.full_resync()
+        status = runtime.revocations.status()
+        return (
+            f"revocations fully reloaded: {added} added, {dropped} dropped, "
+            f"{status.revoked_jtis} revoked jtis, {status.rules} rules"
+        )
+
+    def reload_policy(_args: dict[str, object]) -> str:
+        if runtime.policy is None:
+            return "no policy engine on this replica (no signing key): nothing to reload"
+        count, changed = runtime.policy.reload_tools()
+        shown = ", ".join(changed[:10]) + (" ..." if len(changed) > 10 else "")
+        return f"tool registry reloaded: {count} tools" + (
+            f"; changed: {shown}" if changed else "; unchanged"
+        )
+
+    def relieve_memory(_args: dict[str, object]) -> str:
+        rss_before = psutil.Process(os.getpid()).memory_info().rss
+        entries, freed = runtime.cache.relieve()
+        try:
+            dropped, _added = runtime.revocations.full_resync()
+            revocations = f"{dropped} purged revocations dropped"
+        except M1Error as error:  # the database is away: the rest still frees memory
+            revocations = f"revocations not reloaded ({type(error).__name__})"
+        collected = gc.collect()
+        rss_after = psutil.Process(os.getpid()).memory_info().rss
+        return f"freed {freed} bytes of cache ({entries} entries); {revocations}; gc collected {collected} objects; rss {rss_before} -> {rss_after} bytes"
 
     runtime.registry.register("cache.evict", evict)
     runtime.registry.register("revocation.resync", resync_revocations)
     runtime.registry.register("cache.set_backend", set_backend)
+    runtime.registry.register("cache.reset_pool", reset_pool)
+    runtime.registry.register("policy.reload", reload_policy)
+    runtime.registry.register("memory.relieve", relieve_memory)

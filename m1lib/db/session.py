@@ -8,6 +8,9 @@ URL (user, host, port, database) is none of their business. The log names it, pa
 from __future__ import annotations
 
 import logging
+import math
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +28,7 @@ logger = logging.getLogger("m1.db")
 _REFUSED_DATA = (exc.DataError, exc.IntegrityError)
 # The driver errors every way in (transaction, connect, begin) turns into M1 errors.
 _DRIVER_ERRORS = (exc.OperationalError, exc.InterfaceError, *_REFUSED_DATA)
+_DISPOSE_EVERY_S = 1.0  # an outage fails many calls at once: one disposal serves them all
 
 
 def normalize_url(url: str) -> str:
@@ -80,6 +84,9 @@ class Database:
         self.engine = make_engine(settings, url=url)
         self.url_for_logs = redact_url(self.engine.url.render_as_string(hide_password=True))
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._dispose_lock = threading.Lock()
+        self._disposed_at = -math.inf
+        self.disposals = 0  # pools dropped after failures (the health report, tests)
 
     def __enter__(self) -> Self:
         return self
@@ -116,7 +123,23 @@ class Database:
         try:
             yield
         except _DRIVER_ERRORS as error:
+            if not isinstance(error, _REFUSED_DATA):
+                self._dispose_after_failure()
             raise self.error_for(error) from error
+
+    def _dispose_after_failure(self) -> None:
+        """Drop every pooled connection after an outage-kind failure, at most once per
+        ``_DISPOSE_EVERY_S``: after a database restart or a cut network the pool holds dead
+        sockets, and pre-ping would find them one checkout at a time. The next checkout connects
+        anew; callers retry with their own backoff (loops, task retries, HTTP Retry-After)."""
+        now = time.monotonic()
+        with self._dispose_lock:
+            if now - self._disposed_at < _DISPOSE_EVERY_S:
+                return
+            self._disposed_at = now
+            self.disposals += 1
+        self.engine.dispose()
+        logger.info("database %s: connection pool disposed after a failure", self.url_for_logs)
 
     def error_for(self, error: exc.DBAPIError, *, retry_after_s: int = 2) -> M1Error:
         """The M1 error a driver error becomes, for the caller to raise ``from`` it.

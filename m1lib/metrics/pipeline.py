@@ -200,6 +200,11 @@ class MetricsRuntime:
             self.ingest.start()
         self._loops.start([("maintain", self._maintenance_loop)])
 
+    @property
+    def started(self) -> bool:
+        """Between ``start`` and ``close``."""
+        return self._started
+
     def close(self) -> None:
         """Ingest, publish and persist what is queued, then stop every thread; idempotent."""
         if not self._started:
@@ -488,8 +493,13 @@ def _by_metric(
 # -- the command every replica applies -----------------------------------------------------
 
 
+_RESYNC_WAIT_S = 5.0  # metrics.resync waits this long for the consumer to catch up
+_RESYNC_WAIT_MAX_S = 30.0
+
+
 def register_metrics_commands(registry: CommandRegistry, metrics: MetricsRuntime) -> None:
-    """Register ``metrics.compact``: retention and compaction of this replica's memory."""
+    """Register ``metrics.compact`` (retention and compaction of this replica's memory) and
+    ``metrics.resync`` (catch up with the shared event stream)."""
 
     def compact(_args: dict[str, Any]) -> str:
         report = metrics.compact()
@@ -505,7 +515,32 @@ def register_metrics_commands(registry: CommandRegistry, metrics: MetricsRuntime
             f"1m {points['1m']}, 1h {points['1h']} points"
         )
 
+    def resync(args: dict[str, Any]) -> str:
+        """Catch up with the shared stream: restart the consumer if its thread is gone (from the
+        last applied entry: what it has is kept, nothing is read twice), then wait, bounded, until
+        it has read everything on the stream now. Not a rebuild from scratch: the store keeps its
+        events, and entries trimmed from the stream meanwhile are not recovered."""
+        consumer = metrics.consumer
+        if consumer is None:
+            return "no shared stream (no Redis): nothing to resync"
+        if not metrics.started:
+            return "metrics not started on this replica: nothing to resync"
+        timeout = float(args.get("timeout_s", _RESYNC_WAIT_S))
+        if not 0 < timeout <= _RESYNC_WAIT_MAX_S:
+            raise ValueError(f"timeout_s: {timeout!r}; allowed: > 0, <= {_RESYNC_WAIT_MAX_S}")
+        lag_before = consumer.lag_s
+        restarted = not consumer.running
+        if restarted:
+            consumer.start()
+        caught_up = metrics.sync(timeout)
+        return (
+            f"event stream {'caught up' if caught_up else 'NOT caught up'} at {consumer.last_id}"
+            f" (consumer {'restarted' if restarted else 'running'}); lag {lag_before:.1f} s"
+            f" -> {consumer.lag_s:.1f} s; {consumer.skipped_entries} entries skipped so far"
+        )
+
     registry.register("metrics.compact", compact)
+    registry.register("metrics.resync", resync)
 
 
 # -- the process-wide default ----------------------------------------------------------------

@@ -182,6 +182,10 @@ class StreamConsumer:
     def close(self) -> None:
         self._loops.stop()
 
+    @property
+    def running(self) -> bool:
+        return self._loops.running
+
     def read_once(self, block_ms: int | None = _READ_BLOCK_MS) -> int:
         """Read and apply the next entries; returns how many were read."""
         answer: Any = self.client.xread(

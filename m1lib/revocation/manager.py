@@ -153,6 +153,11 @@ class RevocationManager:
         """Run the count-and-hash reconciliation now; True when it had to reload."""
         return self._sync.reconcile_now()
 
+    def full_resync(self) -> tuple[int, int]:
+        """Reload everything from the database now, on this thread: (jtis dropped, jtis added).
+        Raises DatabaseUnavailable; the state stays as it was then."""
+        return self._sync.full_reload()
+
     def request_resync(self) -> None:
         """Ask the sync thread to resync now (a control command's handler, say)."""
         self._sync.wake()

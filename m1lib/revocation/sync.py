@@ -168,11 +168,17 @@ class Synchronizer:
                 return True
             return self._reconcile()
 
-    def _full_load(self) -> None:
+    def full_reload(self) -> tuple[int, int]:
+        """Replace the state with the database's now: (jtis dropped, jtis added). Drops what was
+        purged from the database (expired records), which a resync never sees disappear."""
+        with self._sync_lock:
+            return self._full_load()
+
+    def _full_load(self) -> tuple[int, int]:
         began = time.monotonic()
         snapshot = self._store.snapshot()
         keep_since = to_us(snapshot.db_now - self._overlap)
-        self._state.replace(snapshot.jtis, snapshot.rules, keep_since_us=keep_since)
+        changed = self._state.replace(snapshot.jtis, snapshot.rules, keep_since_us=keep_since)
         self._token_cursor = max(self._token_cursor, snapshot.max_token_id)
         self._rule_cursor = max(self._rule_cursor, snapshot.max_rule_id)
         self._since = snapshot.db_now - self._overlap
@@ -186,6 +192,7 @@ class Synchronizer:
                 len(snapshot.rules),
                 (time.monotonic() - began) * 1000,
             )
+        return changed
 
     def _resync(self) -> None:
         began = time.monotonic()

@@ -618,3 +618,61 @@ def test_force_backend_redis_without_a_redis_url_is_rejected(memory_cache: Cache
 def test_force_backend_rejects_an_unknown_backend(memory_cache: Cache) -> None:
     with pytest.raises(InputError, match="'disk' is not a cache backend"):
         memory_cache.force_backend("disk")  # type: ignore[arg-type]
+
+
+# -- accounting, relieve and reset_pool (the self-heal commands) --------------------------------
+
+
+def test_memory_bytes_follow_sets_replacements_deletes_and_evictions(
+    make_settings: Callable[..., Settings], clock: FakeClock
+) -> None:
+    cache = Cache(make_settings(cache={"max_entries": 2}), clock=clock)
+    cache.set("a", "x" * 10)  # key 1 byte, value '"xxxxxxxxxx"' 12 bytes
+    assert cache.stats().memory_bytes == 13
+    cache.set("a", "y")  # replaced: 1 + 3
+    assert cache.stats().memory_bytes == 4
+    cache.set("bb", [1, 2])  # 2 + 5
+    assert cache.stats().memory_bytes == 11
+    cache.set("c", 7)  # evicts "a": 7 + 2
+    assert cache.stats().memory_bytes == 9
+    cache.delete("bb")
+    assert cache.stats().memory_bytes == 2
+    clock.advance(10_000)
+    assert cache.get("c") is None  # expired on read: its bytes go too
+    assert cache.stats().memory_bytes == 0
+
+
+def test_relieve_frees_the_memory_fallback_and_reports_the_bytes(memory_cache: Cache) -> None:
+    for index in range(50):
+        memory_cache.set(f"k{index}", "v" * 100)
+    held = memory_cache.stats().memory_bytes
+    assert held > 5000
+    assert memory_cache.relieve() == (50, held)
+    assert (memory_cache.stats().memory_entries, memory_cache.stats().memory_bytes) == (0, 0)
+    assert memory_cache.relieve() == (0, 0)
+
+
+def test_relieve_on_memory_still_drops_outage_writes_in_redis_on_recovery(
+    breaker_cache: Cache, own_redis: OwnRedis, own_raw: Callable[[], redis_lib.Redis]
+) -> None:
+    breaker_cache.set("k", "old")
+    go_down(breaker_cache, own_redis)
+    breaker_cache.set("k", "new")  # on memory: "k" is now stale in Redis (were it alive)
+    breaker_cache.relieve()
+    own_redis.start()  # the same port, empty; put the stale value back as if it survived
+    own_raw().set("m1t:cache:k", b'"old"')
+    assert breaker_cache.probe() is True
+    assert breaker_cache.get("k") is None  # the stale value was deleted, not served
+
+
+def test_reset_pool_closes_connections_and_moves_back_to_a_redis_that_returned(
+    breaker_cache: Cache, own_redis: OwnRedis
+) -> None:
+    breaker_cache.set("k", "v")
+    go_down(breaker_cache, own_redis)
+    breaker_cache.reset_pool()  # Redis still down: stays on memory, no error
+    assert breaker_cache.backend == "memory"
+    own_redis.start()
+    breaker_cache.reset_pool()  # probes at once, whatever the probe interval
+    assert breaker_cache.stats().backend == "redis"
+    assert breaker_cache.stats().breaker_closes == 1

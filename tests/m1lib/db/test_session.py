@@ -137,3 +137,46 @@ def test_database_as_a_context_manager_disposes_its_engine(
     with pytest.raises(RuntimeError, match="disposed all the same"):
         fail_inside()
     assert pooled(failing) == 0
+
+
+@pytest.mark.postgres
+def test_an_outage_disposes_the_pool_and_the_next_call_reconnects(
+    make_db: Callable[..., Database], pg_url: str
+) -> None:
+    """Cut the network under pooled connections: the failure drops the pool (once, however many
+    calls fail together), and after the cut is restored the next call works without a restart."""
+    from sqlalchemy.engine import make_url
+
+    from tests.m1lib.revocation.revocation_proc import TcpProxy
+
+    url = make_url(pg_url)
+    proxy = TcpProxy(int(url.port or 5432))
+    proxy.start()
+    try:
+        db = make_db(url.set(port=proxy.port).render_as_string(hide_password=False))
+        with db.connect() as connection:
+            assert connection.execute(text("SELECT 1")).scalar() == 1
+        pool = db.engine.pool
+        assert pool.checkedin() == 1  # type: ignore[attr-defined]  # QueuePool's count
+        proxy.cut()
+        for _ in range(3):
+            with pytest.raises(DatabaseUnavailable), db.connect() as connection:
+                connection.execute(text("SELECT 1"))
+        assert db.disposals == 1
+        assert db.engine.pool is not pool  # the dead connections went with the old pool
+        proxy.restore()
+        with db.connect() as connection:
+            assert connection.execute(text("SELECT 1")).scalar() == 1
+    finally:
+        proxy.cut()
+
+
+def test_refused_data_keeps_the_pool(make_db: Callable[..., Database]) -> None:
+    db = make_db()
+    with db.begin() as connection:
+        connection.execute(text("CREATE TABLE t (x INTEGER NOT NULL)"))
+    pool = db.engine.pool
+    with pytest.raises(DatabaseRefused), db.begin() as connection:
+        connection.execute(text("INSERT INTO t (x) VALUES (NULL)"))
+    assert db.disposals == 0
+    assert db.engine.pool is pool
