@@ -35,14 +35,18 @@ from prefect.exceptions import ObjectNotFound
 from prefect.settings import get_current_settings
 from prefect.variables import Variable
 from pydantic import BaseModel, Field
+from sqlalchemy import select
 
 from flows.credentials import api_key_from_block
 from flows.shape import FlowReport, apply_unless_dry_run, publish
+from m1lib import control
+from m1lib.db.models import Incident
 from m1lib.db.session import Database
 from m1lib.errors import DatabaseUnavailable, InputError
 from m1lib.metrics import default_runtime, record_event
-from m1lib.ops import incidents
+from m1lib.ops import incidents, streaks
 from m1lib.ops.checks import HEALTH_FLOW_NAME, HealthChecker, run_full_health_check
+from m1lib.ops.remediation import BACK_TO_REDIS, plan
 from m1lib.ops.report import COMPONENTS, CheckResult, HealthReport, Status, runbook
 from m1lib.ops.streaks import (
     Action,
@@ -76,6 +80,8 @@ ARTIFACT_KEY: Final = "health-check"
 STREAKS_VARIABLE: Final = "m1-health-streaks"
 SELF_HEAL_FLOW: Final = "self-heal"
 SELF_HEAL_DEPLOYMENT: Final = f"{SELF_HEAL_FLOW}/self-heal"
+# the Redis plan's step that pins every cache to memory (its name as the incident records it)
+PIN_TO_MEMORY_STEP: Final = next(s.name for s in plan("redis") if s.args.get("backend") == "memory")
 # a self-heal run in one of these states is "running" for the at-most-one rule (Late is SCHEDULED)
 ACTIVE: Final = [
     StateType.SCHEDULED,
@@ -241,14 +247,79 @@ def _heal(db: Database | None, outcome: Outcome, start: StartSelfHeal, offline: 
         f"m1-self-heal:{component}:{started_at.isoformat() if started_at else '-'}:"
         f"{outcome.state.heals_in_streak}"
     )
+    started = _start(db, component, incident_id, key, start)
+    return f"heal {started.outcome}: {started.detail}"
+
+
+def _start(
+    db: Database | None, component: str, incident_id: int | None, key: str, start: StartSelfHeal
+) -> HealStart:
+    """Start a self-heal run through ``start``; a failure to start is an outcome, not an error.
+    The start is appended to ``incident_id`` when there is one."""
     try:
         started = start(component, incident_id, key)
     except Exception as error:  # Prefect unreachable: the incident says so, the run goes on
         started = HealStart(None, "failed", f"self-heal not started ({type(error).__name__})")
-    logger.info("%s: heal %s: %s", component, started.outcome, started.detail)
+    logger.info("%s: self-heal %s: %s", component, started.outcome, started.detail)
     if db is not None and incident_id is not None:
         incidents.append_action(db, incident_id, "self-heal", started.outcome, started.detail)
-    return f"heal {started.outcome}: {started.detail}"
+    return started
+
+
+def _replicas_on_memory(db: Database) -> list[str]:
+    """Live replicas whose last heartbeat reports their cache on memory (the figure does not say
+    whether pinned or by the breaker; either way a back-to-redis step is what takes it back)."""
+    within = 3 * db.settings.replica.heartbeat_s
+    return [r.id for r in control.live_replicas(db, within) if r.cache_backend == "memory"]
+
+
+def _pinning_incident(db: Database) -> int | None:
+    """The newest Redis incident whose heal pinned the caches to memory (a ``cache-to-memory``
+    step) and has not recorded them back since: the move back belongs on it, resolved or not."""
+    with db.transaction() as session:
+        row = session.scalars(
+            select(Incident)
+            .where(Incident.component == "redis")
+            .order_by(Incident.id.desc())
+            .limit(1)
+        ).first()
+        if row is None:
+            return None
+        steps = [str(action.get("action")) for action in row.actions or []]
+        pinned = max((i for i, s in enumerate(steps) if s == PIN_TO_MEMORY_STEP), default=-1)
+        unpinned = max((i for i, s in enumerate(steps) if s == BACK_TO_REDIS.name), default=-1)
+        return int(row.id) if pinned > unpinned else None
+
+
+def _back_to_redis(
+    db: Database, report: HealthReport, outcome: Outcome | None, start: StartSelfHeal
+) -> str | None:
+    """Redis passes while live replicas' caches sit on memory: start self-heal for redis, which
+    then only moves them back (flows/self_heal.py ``choose_steps``). Nothing moves a cache pinned
+    by a heal otherwise. None when there is nothing to do; same one-run-per-component guard as a
+    heal (``start``); suppressed while Redis healing is paused."""
+    status = report.by_component().get("redis")
+    if status is None or status.failing or outcome is None or not outcome.counted:
+        return None
+    if db.settings.redis_url is None:  # no Redis configured: memory is where the cache belongs
+        return None
+    try:
+        on_memory = _replicas_on_memory(db)
+        if not on_memory:
+            return None
+        paused = streaks.paused_by(db, "redis")
+        if paused is not None:
+            return f"suppressed: caches of {', '.join(on_memory)} on memory, healing paused by {paused}"
+        incident_id = _pinning_incident(db)
+    except DatabaseUnavailable as error:  # gone since the count: the next run sees it again
+        logger.warning("redis: caches on memory not looked at (%s)", error)
+        return None
+    key = f"m1-self-heal:redis:back-to-redis:{report.time.isoformat()}"
+    started = _start(db, "redis", incident_id, key, start)
+    return (
+        f"back to redis {started.outcome}: caches of {', '.join(on_memory)} on memory; "
+        f"{started.detail}"
+    )
 
 
 def _escalate_offline(outcome: Outcome, settings: Settings, at: datetime) -> str:
@@ -288,7 +359,8 @@ def count_and_act(
     written), the report counted (:func:`record_report`, which also sends its escalations), and
     the kept copy cleared only then. Without it (``DatabaseUnavailable``): the kept copy is
     advanced by the same pure rule and saved back; pauses cannot be read then, so none applies.
-    Each due heal starts a self-heal run through ``start``.
+    Each due heal starts a self-heal run through ``start``; so does Redis passing while live
+    replicas' caches are still on memory (:func:`_back_to_redis`).
     """
     at = now or report.time
     kept_store = store or PrefectVariableStore()
@@ -321,6 +393,10 @@ def count_and_act(
             )
         elif action is Action.SUPPRESSED:
             actions[component] = f"suppressed: {outcome.decision.reason}"
+    if not offline and "redis" not in actions:
+        back = _back_to_redis(db, report, outcomes.get("redis"), start)
+        if back is not None:
+            actions["redis"] = back
     return StreakStep(outcomes=outcomes, offline=offline, merged=merged, actions=actions)
 
 

@@ -35,8 +35,9 @@ from m1lib.db.models import HealthStreak, Incident
 from m1lib.db.session import Database
 from m1lib.metrics import MetricsRuntime, install_default
 from m1lib.ops.checks import HEALTH_FLOW_NAME
+from m1lib.ops.incidents import append_action
 from m1lib.ops.report import COMPONENTS, CheckResult, HealthReport, Status
-from m1lib.ops.streaks import HealingPolicy
+from m1lib.ops.streaks import HealingPolicy, pause
 from m1lib.settings import Settings, get_settings
 from tests.conftest import free_port
 from tests.fake_http import FakeHttp, Routes, fake_http_servers
@@ -310,3 +311,80 @@ def test_a_variable_not_written_by_the_flow_is_ignored(store: PrefectVariableSto
     assert store.load() == {}
     Variable.set(store.name, [1, 2], overwrite=True)
     assert store.load() == {}
+
+
+# -- Redis back while caches sit on memory ---------------------------------------------------------
+
+
+def migrated(settings: Settings) -> Database:
+    database = Database(settings)
+    upgrade(database)
+    return database
+
+
+@pytest.fixture
+def redis_db(make_settings: Callable[..., Settings]) -> Iterator[Database]:
+    """SQLite migrated, with a Redis configured (never called here: the reports are given)."""
+    with migrated(make_settings(redis={"url": f"redis://127.0.0.1:{free_port()}/0"})) as database:
+        yield database
+
+
+def beat(db: Database, replica_id: str, backend: str) -> None:
+    """One heartbeat of ``replica_id`` reporting its cache on ``backend``."""
+    own = db.settings.model_copy(
+        update={"replica": db.settings.replica.model_copy(update={"id": replica_id})}
+    )
+    figures = ReplicaFigures(cache_backend=backend)
+    ReplicaAgent(own, db=db, registry=CommandRegistry(), figures=lambda: figures).heartbeat()
+
+
+def pinned_incident(db: Database, store: PrefectVariableStore, start: Recorder) -> int:
+    """Three failing rounds, then the heal's step that pinned the caches to memory (as the
+    self-heal flow records it); the incident's id."""
+    assert run_rounds(db, store, start, [F, F, F]) == [3]
+    (incident,) = incident_rows(db)
+    append_action(db, incident.id, "cache-to-memory", "mitigated", "command 1: 2 ok")
+    return int(incident.id)
+
+
+def test_redis_passing_with_caches_on_memory_starts_the_move_back_on_the_pinning_incident(
+    redis_db: Database, store: PrefectVariableStore
+) -> None:
+    """The heal pinned the caches; Redis answers again: the passing check resolves the incident
+    and starts self-heal for redis (which only moves them back) with that incident, once per
+    round; after the move back is recorded, a replica still on memory starts it without one."""
+    start = Recorder()
+    incident_id = pinned_incident(redis_db, store, start)
+    beat(redis_db, "r1", "memory")
+    beat(redis_db, "r2", "redis")
+    step = count_and_act(redis_db, report(T0 + timedelta(minutes=3), redis=P), POLICY,
+                         start=start, store=store)  # fmt: skip
+    assert start.calls == [("redis", incident_id), ("redis", incident_id)]
+    assert step.actions["redis"].startswith("back to redis started: caches of r1 on memory")
+    (incident,) = incident_rows(redis_db)
+    assert incident.resolved_at is not None
+    assert [(a["action"], a["outcome"]) for a in incident.actions][-2:] == [
+        ("resolve", "resolved"), ("self-heal", "started")
+    ]  # fmt: skip
+    append_action(redis_db, incident_id, "cache-back-to-redis", "healed", "now redis")
+    count_and_act(redis_db, report(T0 + timedelta(minutes=4), redis=P), POLICY,
+                  start=start, store=store)  # fmt: skip
+    assert start.calls[-1] == ("redis", None)
+    assert len(start.calls) == 3
+
+
+@pytest.mark.parametrize("case", ["caches on redis", "redis failing", "paused", "no redis"])
+def test_no_move_back_when_nothing_is_on_memory_redis_fails_healing_is_paused_or_no_redis(
+    case: str, make_settings: Callable[..., Settings], store: PrefectVariableStore
+) -> None:
+    redis = None if case == "no redis" else f"redis://127.0.0.1:{free_port()}/0"
+    with migrated(make_settings(redis={"url": redis})) as target:
+        beat(target, "r1", "redis" if case == "caches on redis" else "memory")
+        if case == "paused":
+            pause(target, "redis", "ops@example.com")
+        start = Recorder()
+        status = F if case == "redis failing" else P
+        step = count_and_act(target, report(T0, redis=status), POLICY, start=start, store=store)
+    assert start.calls == []
+    expected = "suppressed: caches of r1 on memory, healing paused by ops@example.com"
+    assert step.actions.get("redis") == (expected if case == "paused" else None)
