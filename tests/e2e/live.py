@@ -40,6 +40,7 @@ class LiveM1:
     dotenv: bool = True  # configuration in <workdir>/.env, else in the environment
     m1: list[str] = field(default_factory=lambda: [sys.executable, "-m", "m1lib.cli"])
     up_args: list[str] = field(default_factory=list)
+    extra_settings: dict[str, str] = field(default_factory=dict)  # more M1_* of a test's own
     api_port: int = field(default_factory=free_port)
     prefect_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
@@ -82,6 +83,7 @@ class LiveM1:
             values["M1_REDIS_URL"] = self.redis_url
         if self.redis_prefix:
             values["M1_REDIS_PREFIX"] = self.redis_prefix
+        values.update(self.extra_settings)
         return values
 
     def environment(self) -> dict[str, str]:
