@@ -3,8 +3,8 @@
 Its own `m1 up` (a PostgreSQL database and a redis-server of the test's own, which it kills and
 restarts on the same port), never the shared one. The health deployment runs on its real schedule
 every 20 s (the least that leaves a flow run room here) and heals at the 2nd consecutive failure
-(``M1_HEALING_THRESHOLD=2``, not the default 3: one period less, ~20 s, keeps this test near two
-minutes; the 3-in-a-row rule itself is tested on the flow functions in tests/flows). A self-heal
+(``M1_HEALING_THRESHOLD=2``, not the default 3: one period less keeps this test near 80 s instead of
+100 s; the 3-in-a-row rule itself is tested on the flow functions in tests/flows). A self-heal
 step verifies for 5 s (``M1_HEALING_VERIFY_S``) instead of 15 s, for the same reason.
 
 The chain: scheduled health runs see Redis unhealthy; the 2nd starts a real `self-heal` flow run
