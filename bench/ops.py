@@ -451,9 +451,11 @@ class Fault:
     component: str
     inject: Callable[[Stack], None]
     verified: Callable[[Stack, HealRun], bool]  # remediation verified by this heal run
-    restore: Callable[[Stack], None] | None = None  # what a person or supervisor puts back
-    restore_after_heal: bool = False  # the outside service comes back once a heal started
-    by_design_escalated: bool = False
+    restore: Callable[[Stack], None] | None = None  # put back by the bench after the fault
+    restore_after_heal_s: float | None = None  # the outside service returns this long after
+    # the first heal started (the database: its self-heal then sees the recovery it waits for)
+    env: dict[str, str] = field(default_factory=dict)  # settings changed for the fault
+    by_design_escalated: bool = False  # M1 cannot repair it: a person is told (not counted)
 
 
 def _healed(_: Stack, run: HealRun) -> bool:
@@ -461,90 +463,167 @@ def _healed(_: Stack, run: HealRun) -> bool:
 
 
 def _redis_mitigated(built: Stack, run: HealRun) -> bool:
-    """Redis cannot be restarted by M1: remediation is the cache moved to memory, the API up."""
+    """M1 cannot restart Redis: remediation is the cache moved to memory and the API up."""
     actions = (run.result or {}).get("actions", [])
     moved = any(a["outcome"] in ("mitigated", "healed") for a in actions)
     return moved and built.runtime.cache.backend == "memory" and built.ready() == 200
 
 
 def _stale_revocations(built: Stack) -> None:
-    built.runtime.revocations._sync.stop()  # the sync thread dies: the state goes stale
+    built.runtime.revocations._sync.stop()  # the sync threads die: the state goes stale
+
+
+def _restart_revocation_sync(built: Stack) -> None:
+    built.runtime.revocations._sync.start()
+
+
+def _fill_cache(built: Stack) -> None:
+    """Something for memory relief to free: 300 entries of 1 kB in the replica's memory cache."""
+    cache = built.runtime.cache
+    cache.force_backend("memory")
+    for index in range(300):
+        cache.set(f"bench-memory-{index}", "v" * 1000)
+
+
+def _unforce_cache(built: Stack) -> None:
+    built.runtime.cache.force_backend(None)
 
 
 def fault_set() -> list[Fault]:
     return [
         Fault("redis_killed", "redis", lambda b: b.redis.kill(), _redis_mitigated),
-        Fault("revocation_stale", "revocation_sync", _stale_revocations, _healed),
+        Fault(
+            "revocation_stale",
+            "revocation_sync",
+            _stale_revocations,
+            _healed,
+            restore=_restart_revocation_sync,
+        ),
         Fault(
             "database_cut",
             "database",
             lambda b: b.proxy.cut(),
             _healed,
             restore=lambda b: b.proxy.restore(),
-            restore_after_heal=True,
+            restore_after_heal_s=float(PERIOD_S),
+        ),
+        Fault(
+            "memory_forced_low",
+            "memory",
+            _fill_cache,
+            _healed,
+            restore=_unforce_cache,
+            env={
+                "M1_HEALTH_MEMORY_DEGRADED_PCT": "0.001",
+                "M1_HEALTH_MEMORY_UNHEALTHY_PCT": "0.002",
+            },
+            by_design_escalated=True,
         ),
         Fault("api_replica_gone", "api", lambda b: b.stop_api(), _healed, by_design_escalated=True),
     ]
 
 
-def run_fault(built: Stack, fault: Fault) -> dict[str, Any]:
-    """Inject ``fault``, run the health step every period until a heal run verifies it."""
-    from flows.health_check import count_and_act
-    from m1lib.ops.checks import HealthChecker, run_full_health_check
-    from m1lib.ops.streaks import HealingPolicy
+def _checker(built: Stack) -> Any:
+    from m1lib.ops.checks import HealthChecker
     from m1lib.redis_conn import make_redis
     from m1lib.settings import get_settings
 
     settings = get_settings()
-    policy = HealingPolicy.from_settings(settings)
-    checker = HealthChecker(settings=settings, db=built.runtime.db,
-                            redis_client=make_redis(settings), metrics=built.runtime.metrics,
-                            prefect_api_url=built.prefect.url)  # fmt: skip
-    healer = Healer()
-    store = MemoryStore()
-    entry: dict[str, Any] = {"fault": fault.name, "component": fault.component}
-    checks: list[str] = []
-    injected = time.monotonic()
-    fault.inject(built)
-    restored_at: float | None = None
-    detected_after: int | None = None
-    verified_run: HealRun | None = None
-    tick = injected
+    return HealthChecker(settings=settings, db=built.runtime.db,
+                         redis_client=make_redis(settings), metrics=built.runtime.metrics,
+                         prefect_api_url=built.prefect.url)  # fmt: skip
+
+
+def settle(built: Stack, timeout_s: float = 40.0) -> dict[str, Any]:
+    """Before a fault: every component healthy again (the previous fault's streaks ended)."""
+    from m1lib.ops.checks import run_full_health_check
+
+    checker = _checker(built)
+    started = time.monotonic()
     try:
-        while time.monotonic() - injected < FAULT_DEADLINE_S:
+        while True:
             report = run_full_health_check(checker)
-            status = report.by_component().get(fault.component)
-            checks.append(status.value if status else "missing")
-            if detected_after is None and status is not None and status.failing:
-                detected_after = len(checks)
-            count_and_act(built.runtime.db, report, policy, now=datetime.now(UTC),
-                          start=healer, store=store)  # type: ignore[arg-type]  # fmt: skip
-            if fault.restore and fault.restore_after_heal and healer.runs and restored_at is None:
-                fault.restore(built)
-                restored_at = time.monotonic()
-            done = [
-                r for r in healer.runs if r.ended is not None and r.component == fault.component
-            ]
-            verified_run = next((r for r in done if fault.verified(built, r)), None)
-            if verified_run is not None:
-                break
-            if fault.by_design_escalated and any(
-                r.result and "escalat" in str(r.result.get("verdict")) for r in done
-            ):
-                break
-            tick += PERIOD_S
-            deadline = tick
-            while time.monotonic() < deadline:  # the next period, or earlier when a heal ends
-                if any(r.ended is not None and r not in done for r in healer.runs):
-                    break
-                time.sleep(0.05)
+            failing = sorted(c for c, s in report.by_component().items() if s.failing)
+            if not failing or time.monotonic() - started > timeout_s:
+                return {"settled_s": round(time.monotonic() - started, 3), "failing": failing}
+            time.sleep(0.5)
     finally:
-        healer.join()
         checker.close()
+
+
+def run_fault(built: Stack, fault: Fault) -> dict[str, Any]:
+    """Inject ``fault``, run the health step every period until a heal run verifies it (or,
+    for a fault escalated by design, until it is escalated)."""
+    from flows.health_check import count_and_act
+    from m1lib.ops.checks import run_full_health_check
+    from m1lib.ops.streaks import HealingPolicy
+    from m1lib.settings import get_settings
+
+    entry: dict[str, Any] = {"fault": fault.name, "component": fault.component}
+    entry["before"] = settle(built)
+    with environment(fault.env):
+        policy = HealingPolicy.from_settings(get_settings())
+        checker = _checker(built)
+        healer = Healer()
+        store = MemoryStore()
+        checks: list[str] = []
+        actions: list[str] = []
+        timers: list[threading.Timer] = []
+        restored_at: list[float] = []
+
+        def restore() -> None:
+            assert fault.restore is not None
+            fault.restore(built)
+            restored_at.append(time.monotonic())
+
+        injected = time.monotonic()
+        fault.inject(built)
+        detected_after: int | None = None
+        verified_run: HealRun | None = None
+        escalated_at: float | None = None
+        tick = injected
+        try:
+            while time.monotonic() - injected < FAULT_DEADLINE_S:
+                report = run_full_health_check(checker)
+                status = report.by_component().get(fault.component)
+                checks.append(status.value if status else "missing")
+                if detected_after is None and status is not None and status.failing:
+                    detected_after = len(checks)
+                step = count_and_act(built.runtime.db, report, policy, now=datetime.now(UTC),
+                                     start=healer, store=store)  # type: ignore[arg-type]  # fmt: skip
+                action = step.actions.get(fault.component)
+                if action:
+                    actions.append(f"check {len(checks)}: {action}")
+                mine = [r for r in healer.runs if r.component == fault.component]
+                if fault.restore_after_heal_s is not None and mine and not timers:
+                    timers.append(threading.Timer(fault.restore_after_heal_s, restore))
+                    timers[0].start()
+                done = [r for r in mine if r.ended is not None]
+                verified_run = next((r for r in done if fault.verified(built, r)), None)
+                if verified_run is not None:
+                    break
+                if escalated_at is None and (
+                    (action or "").startswith("escalated")
+                    or any("escalat" in str((r.result or {}).get("verdict")) for r in done)
+                ):
+                    escalated_at = time.monotonic()
+                if escalated_at is not None and fault.by_design_escalated:
+                    break
+                tick += PERIOD_S
+                while time.monotonic() < tick:  # the next period, or earlier when a heal ends
+                    if any(r.ended is not None and r not in done for r in mine):
+                        break
+                    time.sleep(0.05)
+        finally:
+            for timer in timers:
+                timer.join()
+            healer.join()
+            checker.close()
+        if fault.restore is not None and not restored_at:
+            restore()
     mine = [r for r in healer.runs if r.component == fault.component]
     first = mine[0] if mine else None
     total = (verified_run.ended - injected) if verified_run and verified_run.ended else None
-    escalated = any(r.result and "escalat" in str(r.result.get("verdict")) for r in healer.runs)
     entry.update(
         checks=checks,
         detected_after_checks=detected_after,
@@ -555,15 +634,19 @@ def run_fault(built: Stack, fault: Fault) -> dict[str, Any]:
                 "ended_s": round(r.ended - injected, 3) if r.ended else None,
                 "verdict": (r.result or {}).get("verdict"),
                 "error": r.error,
-                "actions": [(a["step"], a["outcome"]) for a in (r.result or {}).get("actions", [])],
+                "actions": [
+                    (a["step"], a["outcome"], a["acks"])
+                    for a in (r.result or {}).get("actions", [])
+                ],
             }
-            for r in healer.runs
+            for r in mine
         ],
-        restored_by_bench_s=round(restored_at - injected, 3) if restored_at else None,
+        health_step_actions=actions,
+        restored_by_bench_s=round(restored_at[0] - injected, 3) if restored_at else None,
         verified_s=round(total, 3) if total is not None else None,
         periods=round(total / PERIOD_S, 2) if total is not None else None,
         healed_without_person=total is not None,
-        escalated=escalated,
+        escalated_s=round(escalated_at - injected, 3) if escalated_at else None,
         escalated_by_design=fault.by_design_escalated,
         within_target=total is not None and total <= 3 * PERIOD_S + 10,
     )
@@ -571,21 +654,43 @@ def run_fault(built: Stack, fault: Fault) -> dict[str, Any]:
 
 
 def after_redis(built: Stack) -> dict[str, Any]:
-    """Redis restarted (by the bench, as a service manager would): does M1 return to it alone?"""
+    """Redis restarted (by the bench, as a service manager would), the health step running every
+    period: does M1 move its cache back to Redis by itself? Else a self-heal run by hand does."""
+    from flows.health_check import count_and_act
+    from flows.self_heal import self_heal
+    from m1lib.ops.checks import run_full_health_check
+    from m1lib.ops.streaks import HealingPolicy
+    from m1lib.settings import get_settings
+
     built.redis.start()
     restarted = time.monotonic()
+    checker = _checker(built)
+    healer = Healer()
     back = None
-    while time.monotonic() - restarted < 4 * PERIOD_S:
-        if built.runtime.cache.backend == "redis":
-            back = time.monotonic() - restarted
-            break
-        time.sleep(0.1)
-    if back is None:  # pinned to memory: the self-heal run by hand moves it back
-        from flows.self_heal import self_heal
-
-        self_heal(component="redis")
+    seen: list[str] = []
+    try:
+        for _ in range(4):
+            report = run_full_health_check(checker)
+            seen.append(report.by_component()["redis"].value)
+            count_and_act(built.runtime.db, report, HealingPolicy.from_settings(get_settings()),
+                          now=datetime.now(UTC), start=healer, store=MemoryStore())  # type: ignore[arg-type]  # fmt: skip
+            deadline = time.monotonic() + PERIOD_S
+            while time.monotonic() < deadline and built.runtime.cache.backend != "redis":
+                time.sleep(0.05)
+            if built.runtime.cache.backend == "redis":
+                back = time.monotonic() - restarted
+                break
+    finally:
+        healer.join()
+        checker.close()
+    by_hand = None
+    if back is None:
+        by_hand = self_heal(component="redis").get("verdict")
     return {
+        "redis_checks_after_restart": seen,
+        "heals_started_after_restart": len(healer.runs),
         "back_on_redis_by_itself_s": round(back, 3) if back is not None else None,
+        "self_heal_by_hand": by_hand,
         "cache_backend_after": built.runtime.cache.backend,
     }
 
@@ -593,7 +698,7 @@ def after_redis(built: Stack) -> dict[str, Any]:
 # -- the run -------------------------------------------------------------------------------------
 
 
-def measure_with(smoke: bool, results: dict[str, Any] | None = None) -> Measured:
+def measure_with(smoke: bool) -> Measured:
     """Everything, in a Prefect context the caller provides (a harness or a server)."""
     runs = SMOKE_RUNS if smoke else HEALTHY_RUNS
     faults = [f for f in fault_set() if not smoke or f.name == "redis_killed"]
@@ -604,8 +709,6 @@ def measure_with(smoke: bool, results: dict[str, Any] | None = None) -> Measured
             fault_results.append(run_fault(built, fault))
             if fault.name == "redis_killed":
                 fault_results[-1]["after_restart"] = after_redis(built)
-            if fault.restore and fault_results[-1]["restored_by_bench_s"] is None:
-                fault.restore(built)
     counted = [f for f in fault_results if not f["escalated_by_design"]]
     healed = [f for f in counted if f["healed_without_person"]]
     share = 100.0 * len(healed) / len(counted) if counted else 0.0
@@ -639,8 +742,6 @@ def measure_with(smoke: bool, results: dict[str, Any] | None = None) -> Measured
         "target_fault_to_verified_s": target_s,
         "faults": fault_results,
         "not_run": {
-            "memory_forced_low": "a threshold forced below the floor cannot be met by any "
-            "eviction: self-heal frees bytes but cannot verify healthy (tests/flows cover it)",
             "policy_engine_slow": "no way to slow the decision p99 from outside without "
             "writing events; not measured",
         },

@@ -48,5 +48,8 @@ def test_ops_bench_smoke(tmp_path: Path, prefect_harness: None) -> None:
     assert fault["healed_without_person"] is True, fault
     assert fault["heal_runs"][0]["actions"][0][0] == "reset-redis-pools", fault
     assert fault["periods"] > 0
-    assert fault["after_restart"]["cache_backend_after"] == "redis", fault
+    assert fault["before"]["failing"] == [], fault
+    after = fault["after_restart"]
+    assert after["cache_backend_after"] == "redis", after
+    assert set(after["redis_checks_after_restart"]) <= {"healthy", "degraded"}, after
     assert figures["healed_without_person_pct"]["value"] == 100.0
