@@ -46,6 +46,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/revocation.py
 	$(BIN)/python bench/instrumentation.py
 	$(BIN)/python bench/stream.py
+	$(BIN)/python bench/ops.py
 	$(BIN)/python bench/readme_table.py
 
 lint: $(VENV)/.installed-dev
