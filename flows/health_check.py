@@ -248,6 +248,8 @@ def _heal(db: Database | None, outcome: Outcome, start: StartSelfHeal, offline: 
         f"{outcome.state.heals_in_streak}"
     )
     started = _start(db, component, incident_id, key, start)
+    if started.outcome == "skipped" and db is not None:
+        streaks.uncount_heal(db, outcome)  # not run: it does not count toward escalation
     return f"heal {started.outcome}: {started.detail}"
 
 

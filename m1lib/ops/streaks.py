@@ -305,6 +305,25 @@ def _write_state(session: Session, state: StreakState, now: datetime) -> None:
     )
 
 
+def uncount_heal(db: Database, outcome: Outcome) -> bool:
+    """Take back the heal ``outcome`` counted when the trigger did not start it (a self-heal of
+    that component was still running): escalation counts heals that ran, not heals decided.
+    Only while the row still holds that count (a later check's write wins); True when taken back."""
+    state, previous = outcome.state, outcome.previous
+    if previous is None or outcome.decision.action is not Action.HEAL:
+        return False
+    with db.transaction() as session:
+        done = session.execute(
+            update(HealthStreak)
+            .where(
+                HealthStreak.component == state.component,
+                HealthStreak.heals_in_streak == state.heals_in_streak,
+            )
+            .values(heals_in_streak=previous.heals_in_streak, last_heal_at=previous.last_heal_at)
+        )
+        return bool(getattr(done, "rowcount", 0))
+
+
 def _paused_lookup(session: Session) -> Callable[[str], str | None]:
     paused = {
         row.component: row.by

@@ -269,6 +269,36 @@ def test_three_failures_in_a_row_start_one_heal_with_the_incident(
     ]
 
 
+class StillRunning(Recorder):
+    """The first heal starts; every later one finds it still running (a slow heal)."""
+
+    def __call__(self, component: str, incident_id: int | None, key: str) -> HealStart:
+        if self.calls:
+            self.calls.append((component, incident_id))
+            return HealStart(None, "skipped", f"self-heal run run-1 of {component} still active")
+        return super().__call__(component, incident_id, key)
+
+
+def test_a_heal_skipped_while_one_runs_does_not_count_toward_escalation(
+    db: Database, store: PrefectVariableStore
+) -> None:
+    """Past the cooldown every minute a heal is due; while the first still runs none starts, so
+    the count of heals stays 1 and nothing escalates, however long the streak."""
+    policy = HealingPolicy(threshold=3, cooldown_s=60, max_attempts=2, min_interval_s=30)
+    start = StillRunning()
+    for index in range(8):
+        count_and_act(
+            db, report(T0 + timedelta(minutes=index), redis=Status.UNHEALTHY), policy,
+            start=start, store=store,
+        )  # fmt: skip
+    assert len(start.calls) == 6  # rounds 3..8: one started, five skipped
+    with db.transaction() as session:
+        row = session.scalars(select(HealthStreak)).one()
+        assert (row.heals_in_streak, row.escalated_at) == (1, None)
+    (incident,) = incident_rows(db)
+    assert incident.escalated_at is None
+
+
 def test_fail_fail_pass_fail_fail_starts_nothing(db: Database, store: PrefectVariableStore) -> None:
     start = Recorder()
     assert run_rounds(db, store, start, [F, F, P, F, F]) == []
