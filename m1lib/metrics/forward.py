@@ -24,6 +24,7 @@ import json
 import logging
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
@@ -116,7 +117,7 @@ class _Refused(Exception):
         self.items = items
 
 
-class Forwarder:
+class Forwarder(ABC):
     """The outbox of a forwarding process and the thread that empties it, in order.
 
     Subclasses turn a batch into outbox items (:meth:`_items`) and send a prefix of the outbox
@@ -265,12 +266,13 @@ class Forwarder:
 
     # -- what subclasses provide -----------------------------------------------------------
 
-    def _items(self, batch: Batch) -> list[tuple[Any, int]]:
-        raise NotImplementedError
+    @abstractmethod
+    def _items(self, batch: Batch) -> list[tuple[Any, int]]: ...
 
-    def _send(self, items: list[Any]) -> int:
-        raise NotImplementedError
+    @abstractmethod
+    def _send(self, items: list[Any]) -> int: ...
 
+    @abstractmethod
     def _close(self) -> None:
         """Release the connection (after the last send)."""
 
