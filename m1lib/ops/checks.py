@@ -185,6 +185,22 @@ class HealthChecker:
 
     # -- building results ------------------------------------------------------------------
 
+    def _round_trip_failed(
+        self, component: str, what: str, started: float, error: BaseException
+    ) -> CheckResult:
+        """The round trip (``what``) started at ``started`` failed: unhealthy, counted in the
+        component's error window."""
+        return self.result(
+            component,
+            "responseTime",
+            Status.UNHEALTHY,
+            latency_ms=_ms_since(started),
+            value=None,
+            unit="ms",
+            message=f"{what} failed: {_error_text(error)}",
+            error_rate=self._windows[component].add(True),
+        )
+
     def result(
         self,
         component: str,
@@ -266,20 +282,7 @@ class HealthChecker:
             with self.db.connect() as connection:
                 connection.execute(text("SELECT 1"))
         except Exception as error:  # any failure of the round trip is the finding
-            latency = _ms_since(started)
-            rate = window.add(True)
-            return [
-                self.result(
-                    "database",
-                    "responseTime",
-                    Status.UNHEALTHY,
-                    latency_ms=latency,
-                    value=None,
-                    unit="ms",
-                    message=f"SELECT 1 failed: {_error_text(error)}",
-                    error_rate=rate,
-                )
-            ]
+            return [self._round_trip_failed("database", "SELECT 1", started, error)]
         latency = _ms_since(started)
         rate = window.add(False)
         status = worst((self._latency_status(latency), self._rate_status(rate)))
@@ -337,20 +340,7 @@ class HealthChecker:
             latency = _ms_since(started)
             memory: dict[str, Any] = self.redis.info("memory")
         except (redis.RedisError, OSError) as error:
-            latency = _ms_since(started)
-            rate = window.add(True)
-            return [
-                self.result(
-                    "redis",
-                    "responseTime",
-                    Status.UNHEALTHY,
-                    latency_ms=latency,
-                    value=None,
-                    unit="ms",
-                    message=f"PING failed: {_error_text(error)}",
-                    error_rate=rate,
-                )
-            ]
+            return [self._round_trip_failed("redis", "PING", started, error)]
         rate = window.add(False)
         status = worst((self._latency_status(latency), self._rate_status(rate)))
         results = [
