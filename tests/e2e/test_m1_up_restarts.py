@@ -35,13 +35,20 @@ def own_m1(tmp_path: Path) -> Iterator[LiveM1]:
         live.kill_everything_left()
 
 
-def _child(live: LiveM1, module: str) -> psutil.Process:
-    """The supervisor's direct child running ``module``, once there is exactly one alive."""
+def _child(live: LiveM1, module: str, *, replacing: psutil.Process | None = None) -> psutil.Process:
+    """The supervisor's direct child running ``module``, once there is exactly one alive (and,
+    after a kill, it is not the killed one: a SIGKILLed process can still read as running for a
+    moment before the kernel and the supervisor are done with it)."""
     assert live.process is not None
+    gone = replacing.pid if replacing is not None else None
 
     def found() -> list[psutil.Process]:
         children = psutil.Process(live.process.pid).children()  # type: ignore[union-attr]
-        return [p for p in children if module in p.cmdline() and p.status() != psutil.STATUS_ZOMBIE]
+        return [
+            p
+            for p in children
+            if p.pid != gone and module in p.cmdline() and p.status() != psutil.STATUS_ZOMBIE
+        ]
 
     (child,) = wait_for(
         found,
@@ -65,7 +72,7 @@ def test_killed_runner_and_api_come_back_with_a_log_line_and_an_alert(own_m1: Li
     credential = runner.environ()["M1_API_KEY"]
     runner_killed_at = live.started_at = datetime.now(UTC)  # served again: polled after it
     runner.kill()
-    restarted = _child(live, "deployments.serve")
+    restarted = _child(live, "deployments.serve", replacing=runner)
     assert restarted.pid != runner.pid
     assert restarted.environ()["M1_API_KEY"] == credential  # this start's service key, still
     wait_for(
@@ -92,7 +99,7 @@ def test_killed_runner_and_api_come_back_with_a_log_line_and_an_alert(own_m1: Li
     api = _child(live, "m1lib.api")
     api_killed_at = datetime.now(UTC)
     api.send_signal(signal.SIGKILL)
-    back = _child(live, "m1lib.api")
+    back = _child(live, "m1lib.api", replacing=api)
     assert back.pid != api.pid
     wait_for(
         lambda: httpx.get(f"{live.api_url}/health/live", timeout=5).status_code,
