@@ -296,7 +296,9 @@ class StreamHub:
         next_tick_ms = (int(self.clock() * 1000) // tick_ms + 1) * tick_ms
         while True:
             now = self.clock()
-            wait = min(next_tick_ms / 1000 - now, ALERT_POLL_S)
+            # the heartbeat is due on time even when ticks and polls are further apart than it
+            heartbeat_in = next_heartbeat - time.monotonic()
+            wait = min(next_tick_ms / 1000 - now, ALERT_POLL_S, heartbeat_in)
             if wait > 0 and not self._arrived.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._arrived.wait(), wait)

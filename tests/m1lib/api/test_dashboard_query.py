@@ -170,7 +170,7 @@ BODIES = st.recursive(
         ),
     )
 )
-def test_no_body_gets_a_500(client: TestClient, body: Any) -> None:  # fmt: skip
+def test_no_query_body_of_any_shape_gets_a_500(client: TestClient, body: Any) -> None:  # fmt: skip
     response = client.post(QUERY, json=body)
     assert response.status_code in (200, 400, 422), response.text
     if response.status_code != 200:

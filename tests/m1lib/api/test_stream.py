@@ -455,6 +455,18 @@ def test_heartbeat_comment(serve: Callable[..., Replica]) -> None:
     assert {beat.data for beat in beats} == {"heartbeat"}
 
 
+def test_heartbeat_keeps_its_period_when_ticks_and_polls_are_far_apart(
+    serve: Callable[..., Replica], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The heartbeat is how a proxy keeps the connection and how the server notices a client that
+    left: it must not wait for the next tick or alert poll (it used to, up to a whole tick)."""
+    monkeypatch.setattr(hub_module, "ALERT_POLL_S", 3600.0)
+    replica = serve(stream={"tick_ms": 60_000, "heartbeat_s": 0.2})
+    with reader(replica, "?types=error_alert") as client:
+        beats = wait_kind(client, "comment", 3, timeout_s=20)
+    assert {beat.data for beat in beats} == {"heartbeat"}
+
+
 def test_stream_needs_a_viewer_credential_401_403(serve: Callable[..., Replica]) -> None:
     replica = serve()
     for headers in ({}, {"Authorization": "Bearer m1_unknown"}, {"Authorization": "Basic x"}):
