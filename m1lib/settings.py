@@ -159,7 +159,11 @@ class PrefectSettings(BaseModel):
         "duration",
     )
     runner_poll_s: int = _f(
-        10, "How often the deployment runner polls for scheduled runs.", "s", ge=1
+        3,
+        "How often the deployment runner polls for runs to start: a self-heal run started by the "
+        "health check waits up to this long to begin (Prefect's own default is 10).",
+        "s",
+        ge=1,
     )
     deployments_file: OptionalPath = _f(
         None,
