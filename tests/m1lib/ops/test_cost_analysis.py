@@ -55,7 +55,10 @@ def test_days_left_are_exact_in_months_of_28_29_30_and_31_days(
 ) -> None:
     periods = Periods(now, 7)
     assert periods.days_left_in_month == days_left
-    assert month_bounds(now) == (datetime(*month_start, tzinfo=UTC), datetime(*next_month, tzinfo=UTC))
+    assert month_bounds(now) == (
+        datetime(*month_start, tzinfo=UTC),
+        datetime(*next_month, tzinfo=UTC),
+    )
 
 
 def test_periods_take_another_zone_as_utc_and_refuse_naive_times() -> None:
@@ -69,7 +72,9 @@ def test_periods_take_another_zone_as_utc_and_refuse_naive_times() -> None:
         Periods(datetime(2026, 12, 1, tzinfo=UTC), 0)
 
 
-NOW = datetime(2028, 2, 10, 12, 0, tzinfo=UTC)  # leap February: 0.5 + 19 (11th..29th) = 19.5 days left
+NOW = datetime(
+    2028, 2, 10, 12, 0, tzinfo=UTC
+)  # leap February: 0.5 + 19 (11th..29th) = 19.5 days left
 
 
 def test_projection_is_month_to_date_plus_the_history_rate_times_the_days_left() -> None:
@@ -149,8 +154,13 @@ def test_the_trend_counts_days_without_spend_as_zero() -> None:
 
 def test_no_spend_at_all_is_a_report_of_zeros() -> None:
     analysis = analyse([], Periods(NOW, 7))
-    assert (analysis.today_micros, analysis.month_micros, analysis.projected_month_micros) == (0, 0, 0)
-    assert analysis.by_model == [] and analysis.peaks.hours == ()
+    assert (analysis.today_micros, analysis.month_micros, analysis.projected_month_micros) == (
+        0,
+        0,
+        0,
+    )
+    assert analysis.by_model == []
+    assert analysis.peaks.hours == ()
     assert analysis.trend.direction == "flat"
 
 

@@ -32,7 +32,9 @@ DAY = datetime(2026, 12, 3, tzinfo=UTC)
 NOW = DAY + timedelta(hours=15)
 
 
-def day(spent: int, budget: int = 10_000_000, ratio: str = "0.8", start: datetime = DAY) -> BudgetStatus:
+def day(
+    spent: int, budget: int = 10_000_000, ratio: str = "0.8", start: datetime = DAY
+) -> BudgetStatus:
     return BudgetStatus("day", start, budget, Fraction(ratio), spent, None)
 
 
@@ -111,7 +113,7 @@ def test_each_level_is_raised_once_per_period_at_the_moment_it_is_crossed(
     assert [(level, source) for level, source, _m, _d in alerts.raised] == [
         ("warning", ALERT_SOURCE), ("critical", ALERT_SOURCE)
     ]  # fmt: skip
-    level, _source, message, metadata = alerts.raised[1]
+    _level, _source, message, metadata = alerts.raised[1]
     assert message == (
         "daily cost budget reached: $12.000000 spent of $10.000000 (120 %) in the day from "
         "2026-12-03T00:00:00+00:00"
@@ -121,9 +123,14 @@ def test_each_level_is_raised_once_per_period_at_the_moment_it_is_crossed(
     # the next day is a new period; crossing both levels at once raises both, soft first
     tomorrow = DAY + timedelta(days=1)
     again = raise_budget_alerts(db, [day(10_000_000, start=tomorrow)], now=NOW, alert=alerts)
-    assert [(a.period_start, a.level) for a in again] == [(tomorrow, Level.SOFT), (tomorrow, Level.HARD)]
+    assert [(a.period_start, a.level) for a in again] == [
+        (tomorrow, Level.SOFT),
+        (tomorrow, Level.HARD),
+    ]
     month = BudgetStatus("month", datetime(2026, 12, 1, tzinfo=UTC), 100, Fraction(4, 5), 80, 200)
-    assert [a.level for a in raise_budget_alerts(db, [month], now=NOW, alert=alerts)] == [Level.SOFT]
+    assert [a.level for a in raise_budget_alerts(db, [month], now=NOW, alert=alerts)] == [
+        Level.SOFT
+    ]
     with db.transaction() as session:
         assert session.scalar(select(func.count()).select_from(CostBudgetAlert)) == 5
 
