@@ -11,9 +11,14 @@ from flows.credentials import api_key_from_block
 from flows.shape import FlowReport, apply_unless_dry_run, publish
 from m1lib.ops.cost.budgets import RaisedAlert
 from m1lib.ops.cost.peaks import PEAK_K
-from m1lib.ops.cost.recommend import recommend
 from m1lib.ops.cost.report import CostReport
-from tasks.cost import analysis_time, check_budgets, raise_budget_alerts, read_spend
+from tasks.cost import (
+    analysis_time,
+    check_budgets,
+    raise_budget_alerts,
+    read_spend,
+    recommend_savings,
+)
 
 ARTIFACT_KEY = "optimize-cost"
 
@@ -60,14 +65,20 @@ def optimize_cost(params: OptimizeCostParams | None = None) -> dict[str, Any]:
     now = analysis_time()
     analysis = read_spend(now, params.lookback_days, params.top, params.peak_k)
     statuses = check_budgets(analysis)
-    print(f"{len(statuses)} budgets on; crossed: {[(s.period, s.crossed) for s in statuses]}")
+    print(
+        "; ".join(
+            f"{s.period} budget {s.used_pct:g} % used, crossed: {', '.join(s.crossed) or 'none'}"
+            for s in statuses
+        )
+        or "no budget set (M1_COST_BUDGET_DAILY_USD, M1_COST_BUDGET_MONTHLY_USD)"
+    )
     # The apply side: budget alerts now; TTL changes of the cost policy join here later.
     raised: list[RaisedAlert] | None = apply_unless_dry_run(
         params.dry_run,
         apply=lambda: raise_budget_alerts(statuses, now),
         rehearse=lambda: None,
     )
-    recommendations = recommend(analysis, statuses, switch_share=params.switch_share)
+    recommendations = recommend_savings(analysis, statuses, params.switch_share)
     report = CostReport(analysis, statuses, recommendations, raised, dry_run=params.dry_run)
     return publish(cost_report(report))
 

@@ -7,24 +7,19 @@ the figures are the replicas' events. Both I/O tasks retry on an outage only (``
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
 
 from prefect import task
 
 from m1lib.metrics import run_query
-from m1lib.metrics.result import QueryResult
 from m1lib.ops.cost import budgets
 from m1lib.ops.cost.analysis import CostAnalysis, fetch_analysis
 from m1lib.ops.cost.budgets import BudgetPolicy, BudgetStatus, RaisedAlert
+from m1lib.ops.cost.recommend import Recommendation, recommend
 from m1lib.settings import get_settings
 from tasks.resources import database
 from tasks.retry import io_task
-
-
-def _query(query: Mapping[str, Any]) -> QueryResult:
-    return run_query(query)
 
 
 @task(name="cost-analysis-time")
@@ -36,7 +31,7 @@ def analysis_time() -> datetime:
 @io_task("read-spend")
 def read_spend(now: datetime, lookback_days: int, top: int, peak_k: float) -> CostAnalysis:
     """Hourly spend cells from the month's (or history's) start to ``now``, analysed."""
-    return fetch_analysis(_query, now, lookback_days=lookback_days, top=top, peak_k=peak_k)
+    return fetch_analysis(run_query, now, lookback_days=lookback_days, top=top, peak_k=peak_k)
 
 
 @task(name="check-budgets")
@@ -50,3 +45,11 @@ def raise_budget_alerts(statuses: Sequence[BudgetStatus], now: datetime) -> list
     """Raise each crossed level whose (period, level) row this run inserts; once per period."""
     with database() as db:
         return budgets.raise_budget_alerts(db, statuses, now=now)
+
+
+@task(name="recommend-savings")
+def recommend_savings(
+    analysis: CostAnalysis, statuses: Sequence[BudgetStatus], switch_share: float
+) -> list[Recommendation]:
+    """Model switches and budget cuts, each saving computed from the history's cells."""
+    return recommend(analysis, statuses, switch_share=switch_share)
