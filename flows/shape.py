@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from prefect.artifacts import create_table_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 T = TypeVar("T")
 
@@ -36,6 +36,7 @@ class FlowReport:
     description: str  # the artifact's markdown
     log: str  # one line for the run's log
     result: dict[str, Any]  # the flow's return value
+    markdown: str | None = None  # a full report, as its own markdown artifact `<key>-report`
 
 
 def apply_unless_dry_run(dry_run: bool, *, apply: Callable[[], T], rehearse: Callable[[], T]) -> T:
@@ -49,9 +50,16 @@ def apply_unless_dry_run(dry_run: bool, *, apply: Callable[[], T], rehearse: Cal
 
 
 def publish(report: FlowReport) -> dict[str, Any]:
-    """Log the report's line, create its table artifact, and return the run's result."""
+    """Log the report's line, create its table artifact (and markdown one, when the report has
+    it), and return the run's result."""
     print(report.log)
     create_table_artifact(
         key=report.artifact_key, table=report.table, description=report.description
     )
+    if report.markdown is not None:
+        create_markdown_artifact(
+            key=f"{report.artifact_key}-report",
+            markdown=report.markdown,
+            description=report.description,
+        )
     return report.result

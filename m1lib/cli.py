@@ -128,6 +128,39 @@ def _query(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cost(settings: Settings, args: argparse.Namespace) -> int:
+    """`m1 cost report`: the optimize-cost flow's report, read from the API as `m1 query` reads;
+    budgets are shown against M1_COST_BUDGET_*, no alert is raised and nothing is written."""
+    import json
+    from collections.abc import Mapping
+    from datetime import UTC, datetime
+    from typing import Any
+
+    from m1lib.client import ApiClient
+    from m1lib.metrics.pipeline import query_json
+    from m1lib.metrics.query import parse_query
+    from m1lib.metrics.result import QueryResult
+    from m1lib.ops.cost.analysis import fetch_analysis
+    from m1lib.ops.cost.budgets import BudgetPolicy, budget_statuses
+    from m1lib.ops.cost.recommend import recommend
+    from m1lib.ops.cost.report import CostReport
+
+    with ApiClient.from_settings(settings) as api:
+
+        def ask(query: Mapping[str, Any]) -> QueryResult:
+            return QueryResult.from_dict(api.query(query_json(parse_query(query))))
+
+        analysis = fetch_analysis(
+            ask, datetime.now(UTC), lookback_days=args.days, top=args.top, peak_k=args.peak_k
+        )
+    statuses = budget_statuses(analysis, BudgetPolicy.from_settings(settings))
+    report = CostReport(analysis, statuses, recommend(analysis, statuses), None)
+    print(json.dumps(report.to_json(), indent=2) if args.json else report.markdown(), end="")
+    if args.json:
+        print()
+    return 0
+
+
 def _operator() -> str:
     """The actor recorded for CLI actions: the operating-system user at the terminal."""
     import getpass
@@ -342,6 +375,21 @@ _TOKEN_ACTIONS: dict[str, Callable[[RevocationManager, argparse.Namespace], int]
 }
 
 
+def _bounded_int(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: an integer from ``low`` to ``high``, else argparse's usage error."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is out of range; allowed: {low}-{high}")
+        return value
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="m1", description="M1 control plane for AI agents' tool calls"
@@ -402,6 +450,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     from m1lib.demo import add_arguments as add_demo_arguments  # light: no HTTP client imported
 
+    cost = verbs.add_parser("cost", help="spend: the optimize-cost report")
+    cost_verbs = cost.add_subparsers(dest="action", required=True)
+    report = cost_verbs.add_parser(
+        "report",
+        help="spend, budgets, peaks and recommendations from the API (M1_API_URL, M1_API_KEY)",
+    )
+    report.add_argument("--json", action="store_true", help="the report as JSON")
+    report.add_argument(
+        "--days", type=_bounded_int(1, 60), default=7, help="complete days of history (1-60)"
+    )
+    report.add_argument(
+        "--top", type=_bounded_int(1, 100), default=10, help="highest-cost operations (1-100)"
+    )
+    report.add_argument(
+        "--peak-k", type=float, default=3.0, help="k of the peak-hour rule (default 3)"
+    )
+    report.set_defaults(handler=_cost)
     demo = verbs.add_parser(
         "demo",
         help="a synthetic workload against a running API, for the dashboard (make run first)",

@@ -15,6 +15,7 @@ import socket
 import warnings
 from collections.abc import Iterator, Mapping
 from datetime import timedelta
+from decimal import Decimal
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
@@ -70,6 +71,7 @@ Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 OptionalSecret = Annotated[SecretStr | None, BeforeValidator(_empty_as_none)]
 OptionalPath = Annotated[Path | None, BeforeValidator(_empty_as_none)]
 OptionalStr = Annotated[str | None, BeforeValidator(_empty_as_none)]
+OptionalDecimal = Annotated[Decimal | None, BeforeValidator(_empty_as_none)]
 
 
 def _f(default: Any, description: str, unit: str = "", **kwargs: Any) -> Any:
@@ -553,6 +555,33 @@ class HousekeepingSettings(BaseModel):
     )
 
 
+class CostSettings(BaseModel):
+    """Spend budgets the optimize-cost flow checks (m1lib/ops/cost/budgets.py)."""
+
+    budget_daily_usd: OptionalDecimal = _f(
+        None,
+        "Spend allowed per UTC day in USD (at most 6 decimals); empty: no daily budget.",
+        "USD",
+        gt=0,
+        decimal_places=6,
+    )
+    budget_monthly_usd: OptionalDecimal = _f(
+        None,
+        "Spend allowed per UTC calendar month in USD (at most 6 decimals); empty: no monthly "
+        "budget.",
+        "USD",
+        gt=0,
+        decimal_places=6,
+    )
+    budget_soft_ratio: float = _f(
+        0.8,
+        "Share of a budget whose spending raises the soft (warning) alert; the whole budget "
+        "raises the hard (critical) one. Each once per period.",
+        gt=0,
+        lt=1,
+    )
+
+
 class UpSettings(BaseModel):
     """How `m1 up` restarts a child that died (deployments/restarts.py)."""
 
@@ -640,6 +669,7 @@ class Settings(BaseSettings):
     control: ControlSettings = ControlSettings()
     replica: ReplicaSettings = ReplicaSettings()
     housekeeping: HousekeepingSettings = HousekeepingSettings()
+    cost: CostSettings = CostSettings()
     up: UpSettings = UpSettings()
     auth: AuthSettings = AuthSettings()
     ratelimit: RatelimitSettings = RatelimitSettings()

@@ -227,3 +227,20 @@ class HealingOverride(Base):
     by: Mapped[str] = mapped_column(String(128))
     at: Mapped[datetime]
     reason: Mapped[str] = mapped_column(String(500), default="")
+
+
+class CostBudgetAlert(Base):
+    """One row per budget alert raised: (period kind, period start, level) is raised once.
+
+    Written by the optimize-cost flow (m1lib.ops.cost.budgets) with insert-if-absent: the run whose
+    insert lands raises the alert, so concurrent runs raise it once per period; read by nobody else.
+    """
+
+    __tablename__ = "cost_budget_alerts"
+
+    period_kind: Mapped[str] = mapped_column(String(8), primary_key=True)  # day, month
+    period_start: Mapped[datetime] = mapped_column(primary_key=True)
+    level: Mapped[str] = mapped_column(String(8), primary_key=True)  # soft, hard
+    raised_at: Mapped[datetime]
+    spent_micros: Mapped[int] = mapped_column(BigInteger)
+    budget_micros: Mapped[int] = mapped_column(BigInteger)

@@ -54,3 +54,26 @@ def test_publish_creates_the_table_artifact_and_returns_the_result(
     assert run.table("shape-test") == REPORT.table
     assert run.description("shape-test") == "**2** records"
     assert "2 records" in [r.getMessage() for r in caplog.records if r.name == "prefect.flow_runs"]
+
+
+@flow(name="shape-markdown-test", log_prints=True)
+def publishing_markdown_flow() -> dict[str, Any]:
+    return publish(
+        FlowReport(
+            artifact_key="shape-md-test",
+            table=[{"n": 1}],
+            description="one",
+            log="one",
+            result={"n": 1},
+            markdown="# One\n",
+        )
+    )
+
+
+def test_a_report_with_markdown_publishes_it_as_the_key_report_artifact(
+    run_flow: Callable[..., FlowRun],
+) -> None:
+    run = run_flow(publishing_markdown_flow)
+    assert run.table("shape-md-test") == [{"n": 1}]
+    assert run.artifacts["shape-md-test-report"].data == "# One\n"
+    assert run.description("shape-md-test-report") == "one"

@@ -23,6 +23,7 @@ EXPECTED = {
     "health_streaks",
     "incidents",
     "healing_overrides",
+    "cost_budget_alerts",
 }
 
 

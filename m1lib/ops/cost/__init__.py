@@ -1,0 +1,1 @@
+"""Cost tracking and optimisation: prices, recording, analysis, budgets and recommendations."""
