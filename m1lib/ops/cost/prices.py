@@ -41,6 +41,7 @@ from m1lib.errors import InputError, SettingsError
 from m1lib.text import TOOL_MAX, text_problem
 
 __all__ = [
+    "BUILT_IN",
     "DEFAULT_MODEL_PRICES",
     "DEFAULT_TOOL_PRICES",
     "MAX_PRICE_USD",
@@ -345,7 +346,7 @@ def _usd(source: str, where: str, value: Any, places: int) -> Decimal:
 def _shown(value: object) -> str:
     """``repr`` for a message, shortened (an int of thousands of digits cannot even be printed)."""
     try:
-        text = repr(value if not isinstance(value, Decimal) else str(value))
+        text = str(value) if isinstance(value, Decimal) else repr(value)
     except ValueError:
         return "an integer too long to show"
     return text if len(text) <= 100 else text[:97] + "..."
