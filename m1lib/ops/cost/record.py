@@ -91,7 +91,9 @@ def record_cost(
     Raises InputError (nothing recorded): ``model`` without a price (the message lists the models
     that have one; never a silent zero), token counts that are not ints from 0 to
     :data:`MAX_TOKENS` (bools refused), ``tool_name`` or ``component`` not 1-128 characters of text
-    without control characters. Never blocks: a full queue drops the event and counts it.
+    without control characters. SettingsError on the first call of a process whose
+    ``M1_COST_PRICES_FILE`` is bad (an API replica refuses to start instead). Never blocks: a full
+    queue drops the event and counts it.
     """
     table = _prices._table_in_use or _prices.default_prices()
     try:

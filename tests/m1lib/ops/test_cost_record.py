@@ -4,7 +4,7 @@ rounded half-even to the micro-dollar, bad input is an InputError naming the fie
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any
@@ -14,12 +14,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import m1lib
-from m1lib.errors import InputError
+from m1lib.errors import InputError, SettingsError
 from m1lib.metrics import METRICS, MetricsRuntime
 from m1lib.ops.cost import prices
 from m1lib.ops.cost.prices import PriceTable, load_prices
 from m1lib.ops.cost.record import EVENT_FIELDS, MAX_TOKENS, CostRecord, record_cost, total_usd
 from m1lib.policy import PolicyEngine
+from m1lib.settings import Settings
 from tests.m1lib.test_attacks import SUBJECT, TOOL, forge
 from tests.m1lib.test_tool_call import engine, revocations  # noqa: F401  (fixtures)
 
@@ -247,3 +248,14 @@ def test_load_prices_default_matches_the_installed_defaults() -> None:
     assert load_prices().per_token == {HAIKU: (1_000_000, 5_000_000),
                                        OPUS: (5_000_000, 25_000_000),
                                        SONNET: (3_000_000, 15_000_000)}  # fmt: skip
+
+
+def test_an_api_replica_refuses_to_start_with_a_bad_price_file(
+    tmp_path: Any, make_settings: Callable[..., Settings]
+) -> None:
+    from m1lib.api.replica import ReplicaRuntime
+
+    path = tmp_path / "prices.toml"
+    path.write_text('[tools]\nweb = "-0.01"\n')
+    with pytest.raises(SettingsError, match=r"tools\.web: '-0\.01' is out of range"):
+        ReplicaRuntime.from_settings(make_settings(cost={"prices_file": path}))
