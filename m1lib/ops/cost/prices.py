@@ -53,6 +53,7 @@ __all__ = [
     "ModelPrice",
     "PriceTable",
     "default_prices",
+    "event_micro_usd",
     "hit_saving",
     "install_prices",
     "load_prices",
@@ -118,6 +119,13 @@ def round_micro(pusd: int) -> int:
     if twice > _PICO_PER_MICRO or (twice == _PICO_PER_MICRO and quotient & 1):
         quotient += 1
     return quotient
+
+
+def event_micro_usd(cost_usd: float) -> int:
+    """The whole micro-dollars a ``cost_updates`` event's ``costUsd`` stands for: a report sums
+    these integers (exact) rather than the floats. Exact for every cost up to 2**52 micro-dollars
+    (about 4.5 billion USD), which an event's float holds to within far less than half a unit."""
+    return round(cost_usd * MICRO_PER_USD)
 
 
 # -- the table -----------------------------------------------------------------------------------

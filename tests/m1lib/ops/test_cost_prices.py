@@ -15,6 +15,7 @@ from m1lib.errors import InputError, SettingsError
 from m1lib.ops.cost.prices import (
     DEFAULT_MODEL_PRICES,
     PriceTable,
+    event_micro_usd,
     load_prices,
     micro_to_usd,
     pusd_to_usd,
@@ -104,6 +105,12 @@ def test_round_micro_is_decimal_half_even(pusd: int) -> None:
 def test_money_conversions_are_exact(units: int) -> None:
     assert Fraction(pusd_to_usd(units)) == Fraction(units, 10**12)
     assert Fraction(micro_to_usd(units)) == Fraction(units, 10**6)
+
+
+@settings(deadline=None, max_examples=300)
+@given(st.integers(min_value=0, max_value=2**52))
+def test_an_event_s_float_gives_its_micro_dollars_back(micro: int) -> None:
+    assert event_micro_usd(micro / 1e6) == micro
 
 
 # -- unknown models, tools --------------------------------------------------------------------
