@@ -15,6 +15,7 @@ micro-dollar, as a float (the nearest one to that decimal).
 
 from __future__ import annotations
 
+import numbers
 import time
 from collections.abc import Iterable
 from decimal import Decimal
@@ -90,7 +91,7 @@ def record_cost(
 
     Raises InputError (nothing recorded): ``model`` without a price (the message lists the models
     that have one; never a silent zero), token counts that are not ints from 0 to
-    :data:`MAX_TOKENS` (bools refused), ``tool_name`` or ``component`` not 1-128 characters of text
+    :data:`MAX_TOKENS` (bools refused; numpy integers taken as ints), ``tool_name`` or ``component`` not 1-128 characters of text
     without control characters. SettingsError on the first call of a process whose
     ``M1_COST_PRICES_FILE`` is bad (an API replica refuses to start instead). Never blocks: a full
     queue drops the event and counts it.
@@ -103,9 +104,9 @@ def record_cost(
             check_text("model", model, _prices.MODEL_MAX, required=True)
         raise table.unknown_model(model) from None
     if type(input_tokens) is not int or not 0 <= input_tokens <= MAX_TOKENS:
-        _bad_tokens("input_tokens", input_tokens)
+        input_tokens = _tokens("input_tokens", input_tokens)
     if type(output_tokens) is not int or not 0 <= output_tokens <= MAX_TOKENS:
-        _bad_tokens("output_tokens", output_tokens)
+        output_tokens = _tokens("output_tokens", output_tokens)
     try:
         checked = tool_name in _CHECKED_NAMES and component in _CHECKED_NAMES
     except TypeError:  # unhashable: not text, _check_names says so
@@ -135,12 +136,16 @@ def total_usd(records: Iterable[CostRecord]) -> Decimal:
     return pusd_to_usd(sum(record.cost_pusd for record in records))
 
 
-def _bad_tokens(path: str, value: Any) -> None:
-    if type(value) is int or isinstance(value, bool):
-        problem = f"{_prices._shown(value)} is out of range" if type(value) is int else "is a bool"
-    else:
-        problem = f"{type(value).__name__} is not an int"
-    raise InputError(path, problem, _TOKENS_ALLOWED)
+def _tokens(path: str, value: Any) -> int:
+    """What the fast check let through: another integer type (numpy's) as an int, else the error."""
+    if isinstance(value, bool):
+        raise InputError(path, "is a bool", _TOKENS_ALLOWED)
+    if not isinstance(value, numbers.Integral):
+        raise InputError(path, f"{type(value).__name__} is not an int", _TOKENS_ALLOWED)
+    count = int(value)
+    if not 0 <= count <= MAX_TOKENS:
+        raise InputError(path, f"{_prices._shown(count)} is out of range", _TOKENS_ALLOWED)
+    return count
 
 
 def _check_names(tool_name: Any, component: Any) -> None:

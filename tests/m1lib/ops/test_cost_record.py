@@ -133,6 +133,13 @@ def test_bad_input_names_the_field_and_records_nothing(
     assert cost_events(metrics) == []
 
 
+def test_numpy_integers_count_as_ints(table: PriceTable, metrics: MetricsRuntime) -> None:
+    numpy = pytest.importorskip("numpy")
+    record = record_cost(HAIKU, numpy.int64(1000), numpy.uint32(0), tool_name="t", component="c")
+    assert (type(record.input_tokens), record.cost_micro_usd) == (int, 1000)
+    assert cost_events(metrics)[0]["inputTokens"] == 1000
+
+
 def test_the_most_tokens_allowed_are_recorded(table: PriceTable, metrics: MetricsRuntime) -> None:
     record = record_cost(OPUS, MAX_TOKENS, MAX_TOKENS, tool_name="t", component="c")
     assert record.cost_usd == Decimal(30_000_000)  # 1e6 millions at 5 + 25 USD
