@@ -16,6 +16,10 @@ into the runtime. Side by side, in one run:
   because between two verifies (which allocate and touch much memory) the event's queue append
   costs more than in a tight loop (cache misses), as the engine's own decision event does.
   Target: at most 2 us added.
+- ``record_cost``: ``m1lib.record_cost(model, in, out, tool_name=..., component=...)`` (price it
+  exactly, record a ``cost_updates`` event) against an empty loop: the whole call is what recording
+  a cost costs. And ``call.cost(model, in, out)`` on an entered ``tool_call`` handle, the same way.
+  Target: at most 2 us each.
 
 Each sample is a batch of calls; bare and instrumented batches alternate, so background load hits
 both alike, and the added cost is the median of the paired per-call differences. The targets are
@@ -40,6 +44,7 @@ import m1lib
 from m1lib import process_cache, process_engine
 from m1lib.cache import Cache
 from m1lib.metrics import MetricsRuntime, install_default
+from m1lib.ops.cost import prices
 from m1lib.policy import PolicyDecision, PolicyEngine, Reason, Scope
 from m1lib.settings import Settings
 from m1lib.tokens import TokenCodec
@@ -73,11 +78,14 @@ def measure(smoke: bool) -> Measured:
         previous_engine = process_engine.install_engine(engine)
         cache = Cache(settings, recorder=metrics.recorder.record_trusted)
         previous_cache = process_cache.install_cache(cache)
+        previous_prices = prices.install_prices(prices.load_prices())  # the built-in table
         try:
             cached = cached_call_costs(settings, size["batches"])
             tools = tool_call_costs(engine, size["batches"])
+            costs = record_cost_costs(engine, size["batches"])
             dropped = metrics.dropped_events
         finally:
+            prices.install_prices(previous_prices)
             process_cache.install_cache(previous_cache)
             process_engine.install_engine(previous_engine)
             install_default(previous_metrics)
@@ -104,6 +112,10 @@ def measure(smoke: bool) -> Measured:
         Figure("tool_call_added_us", round(tools["added"], 3), "us", target=2.0),
         Figure("tool_call_added_wall_us", round(tools["added_wall"], 3), "us"),
         Figure("tool_call_added_real_us", round(tools["added_real"], 3), "us"),
+        Figure("record_cost_us", round(costs["record"]["added"], 3), "us", target=2.0),
+        Figure("record_cost_wall_us", round(costs["record"]["added_wall"], 3), "us"),
+        Figure("tool_call_cost_us", round(costs["handle"]["added"], 3), "us", target=2.0),
+        Figure("tool_call_cost_wall_us", round(costs["handle"]["added_wall"], 3), "us"),
     ]
     return Measured(figures=figures, parameters={**size, "dropped_events": dropped})
 
@@ -204,6 +216,33 @@ def tool_call_costs(engine: PolicyEngine, batches: int) -> dict[str, float]:
         "instrumented": real["instrumented"],
         "added_real": real["added"],
     }
+
+
+def record_cost_costs(engine: PolicyEngine, batches: int) -> dict[str, dict[str, float]]:
+    """``record_cost`` and ``tool_call(...).cost`` per call, each against an empty loop."""
+    record_cost = m1lib.record_cost
+    model, tokens_in, tokens_out = "claude-sonnet-4-5", 1234, 567
+
+    def empty() -> None:
+        for _ in range(BATCH):
+            pass
+
+    def recorded() -> None:
+        for _ in range(BATCH):
+            record_cost(model, tokens_in, tokens_out, tool_name=TOOL, component="bench")
+
+    token = engine.issue_token(TOOL, SCOPE, subject=SUBJECT)
+    with m1lib.tool_call(TOOL, SCOPE, token=token, subject=SUBJECT, component="bench") as call:
+        cost = call.cost
+
+        def handle() -> None:
+            for _ in range(BATCH):
+                cost(model, tokens_in, tokens_out)
+
+        return {
+            "record": paired(empty, recorded, batches),
+            "handle": paired(empty, handle, batches),
+        }
 
 
 if __name__ == "__main__":

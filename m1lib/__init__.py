@@ -14,6 +14,11 @@ Instrumented calls record those events themselves (``tool_executions``, ``cache_
     with m1lib.tool_call("web_search", "read", token=token, subject="agent-7"):  # or async with
         hits = m1lib.cached_call("web_search", query, lambda: search(query), ttl=60)
     m1lib.raise_alert("warning", "search", "slow upstream", metadata={"p99Ms": 950})
+
+Model calls are priced exactly and recorded as ``cost_updates`` (``CostRecord.cost_usd``)::
+
+    m1lib.record_cost("claude-sonnet-4-5", 1234, 567, tool_name="web_search",
+                      component="research-agent")  # or call.cost(model, 1234, 567) in a tool_call
 """
 
 from __future__ import annotations
@@ -25,16 +30,19 @@ if TYPE_CHECKING:
     from m1lib.alerts import raise_alert
     from m1lib.errors import ToolDenied
     from m1lib.metrics import record_event, record_events, run_query
+    from m1lib.ops.cost.record import CostRecord, record_cost
     from m1lib.process_cache import cached_call
     from m1lib.process_engine import is_revoked, issue_token, revoke_token, verify
     from m1lib.tool_calls import tool_call
 
 __all__ = [
+    "CostRecord",
     "ToolDenied",
     "cached_call",
     "is_revoked",
     "issue_token",
     "raise_alert",
+    "record_cost",
     "record_event",
     "record_events",
     "revoke_token",
@@ -44,6 +52,8 @@ __all__ = [
 ]
 
 _HOME = {
+    "CostRecord": "m1lib.ops.cost.record",
+    "record_cost": "m1lib.ops.cost.record",
     "ToolDenied": "m1lib.errors",
     "cached_call": "m1lib.process_cache",
     "raise_alert": "m1lib.alerts",

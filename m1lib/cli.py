@@ -366,6 +366,23 @@ def _demo(settings: Settings, args: argparse.Namespace) -> int:
     return demo.main(settings, args)
 
 
+def _cost(settings: Settings, args: argparse.Namespace) -> int:
+    from m1lib.ops.cost.prices import BUILT_IN, load_prices
+
+    table = load_prices(settings.cost.prices_file)  # a bad file: SettingsError, exit 2
+    print("prices: built-in" + ("" if table.source == BUILT_IN else f", with {table.source}"))
+    print(f"{'model':40} {'input USD/Mtok':>16} {'output USD/Mtok':>16}")
+    for price in table.models.values():
+        print(f"{price.model:40} {price.input_usd_per_mtok:>16} {price.output_usd_per_mtok:>16}")
+    if table.tools:
+        print(f"{'paid tool':40} {'USD per call':>16}")
+        for tool, per_call in table.tools.items():
+            print(f"{tool:40} {per_call:>16}")
+    else:
+        print("no paid tools (add them under [tools] in M1_COST_PRICES_FILE)")
+    return 0
+
+
 _TOKEN_ACTIONS: dict[str, Callable[[RevocationManager, argparse.Namespace], int]] = {
     "revoke": _tokens_revoke,
     "revoke-all": _tokens_revoke_all,
@@ -447,6 +464,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_tokens_parser(verbs)
     _add_healing_parsers(verbs)
+
+    cost = verbs.add_parser("cost", help="cost tracking: the effective price table")
+    cost_actions = cost.add_subparsers(dest="action", required=True)
+    cost_actions.add_parser(
+        "prices",
+        help="model prices (USD per million tokens) and paid tools (USD per call): built-in "
+        "plus M1_COST_PRICES_FILE",
+    )
+    cost.set_defaults(handler=_cost)
 
     from m1lib.demo import add_arguments as add_demo_arguments  # light: no HTTP client imported
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Final, TextIO
 
+from m1lib.ops.cost.prices import DEFAULT_MODEL_PRICES, PriceTable, round_micro
 from m1lib.settings import RatelimitSettings, parse_duration
 from m1lib.vocabulary import Reason
 
@@ -83,12 +84,8 @@ FAILURES: Final = (
     ("PermissionError", 1),
     ("KeyError", 1),
 )
-# USD per million tokens (input, output): the cost issue's default price table.
-MODELS: Final = {
-    "claude-haiku-4-5": (1.00, 5.00),
-    "claude-sonnet-4-5": (3.00, 15.00),
-    "claude-opus-4-5": (5.00, 25.00),
-}
+# The models of the built-in price table (m1lib.ops.cost.prices), priced as record_cost does.
+MODELS: Final = tuple(DEFAULT_MODEL_PRICES)
 COMPONENTS: Final = ("support-bot", "research-agent", "code-assistant", "ops-copilot")
 DENIAL_REASONS: Final = tuple(reason.value for reason in Reason if reason is not Reason.OK)
 # Common denials more often than forged tokens; every reason appears.
@@ -338,6 +335,7 @@ class Workload:
         self.agents = [f"demo-agent-{index:04d}" for index in range(1, agents + 1)]
         self.rng = rng
         self._cached_call = cached_call
+        self._prices = PriceTable(models=DEFAULT_MODEL_PRICES)
         # A few tools dominate, reads most (agents look things up more than they change them).
         self._weights = [
             (3.0 if tool.cached else 1.0) / (rank + 1) for rank, tool in enumerate(self.tools)
@@ -455,11 +453,10 @@ class Workload:
 
     def _cost(self, agent: str, tool: ToolProfile) -> dict[str, Any]:
         rng = self.rng
-        model = rng.choice(list(MODELS))
-        price_in, price_out = MODELS[model]
+        model = rng.choice(MODELS)
         input_tokens = max(1, int(rng.lognormvariate(math.log(1200), 0.7)))
         output_tokens = max(1, int(rng.lognormvariate(math.log(300), 0.8)))
-        cost = (input_tokens * price_in + output_tokens * price_out) / 1_000_000
+        cost_pusd = self._prices.cost_pusd(model, input_tokens, output_tokens)
         return {
             "metric": "cost_updates",
             "model": model,
@@ -467,7 +464,7 @@ class Workload:
             "component": self.component(agent),
             "inputTokens": input_tokens,
             "outputTokens": output_tokens,
-            "costUsd": round(cost, 8),
+            "costUsd": round_micro(cost_pusd) / 1e6,  # as record_cost's events: half-even to 1e-6
         }
 
     def alerts(self, window_s: float) -> list[dict[str, Any]]:

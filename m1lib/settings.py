@@ -609,6 +609,17 @@ class AuthSettings(BaseModel):
     )
 
 
+class CostSettings(BaseModel):
+    """What model tokens and paid tool calls cost (m1lib/ops/cost/prices.py)."""
+
+    prices_file: OptionalPath = _f(
+        None,
+        "TOML or JSON file (by its .toml/.json suffix) of model prices (USD per million input and "
+        "output tokens) and paid tools' prices (USD per call); it overrides and adds to the "
+        "built-in table (claude-haiku-4-5 1/5, claude-sonnet-4-5 3/15, claude-opus-4-5 5/25).",
+    )
+
+
 class RatelimitSettings(BaseModel):
     read_per_min: int = _f(
         600, "GET requests per minute, per credential and per client address.", ge=1
@@ -673,6 +684,7 @@ class Settings(BaseSettings):
     up: UpSettings = UpSettings()
     auth: AuthSettings = AuthSettings()
     ratelimit: RatelimitSettings = RatelimitSettings()
+    cost: CostSettings = CostSettings()
 
     @model_validator(mode="after")
     def _check_secrets(self) -> Settings:

@@ -12,6 +12,9 @@ run (the engine has recorded the ``policy_decisions`` event; no ``tool_execution
 Leaving times the block and records ``tool_executions``: success, durationMs, and on failure the
 exception's class name in ``error`` (never its message, which may hold secrets); the exception
 goes on unchanged. Both sides do no I/O: the event is one append to the recorder's queue.
+
+``call.cost(model, input_tokens, output_tokens)`` prices a model call made for this tool call and
+records it (:func:`m1lib.record_cost` under the call's tool and ``component``).
 """
 
 from __future__ import annotations
@@ -23,9 +26,11 @@ from typing import TYPE_CHECKING, Final
 from m1lib import process_engine as _engine
 from m1lib.errors import ToolDenied, UsageError
 from m1lib.metrics import pipeline as _pipeline
+from m1lib.ops.cost.record import DEFAULT_COMPONENT, record_cost
 from m1lib.vocabulary import Scope
 
 if TYPE_CHECKING:
+    from m1lib.ops.cost.record import CostRecord
     from m1lib.policy import PolicyDecision
 
 __all__ = ["ToolCall", "tool_call"]
@@ -40,8 +45,9 @@ class ToolCall:
     """One tool call: the policy decision, then the block's timing and outcome.
 
     ``m1lib.tool_call(...)`` makes one; a context manager, sync or async, entered once. After the
-    block: ``success``, ``duration_ms`` and ``error`` (the exception's class name, or None). The
-    cost issue adds ``cost(...)``, which prices model calls made for this tool call (``component``).
+    block: ``success``, ``duration_ms`` and ``error`` (the exception's class name, or None).
+    ``cost(model, input_tokens, output_tokens)`` prices a model call made for this tool call and
+    records it under its tool and ``component``.
     """
 
     __slots__ = (
@@ -123,6 +129,20 @@ class ToolCall:
             (_TOOL_EXECUTIONS, row)
         )
 
+    def cost(self, model: str, input_tokens: int, output_tokens: int) -> CostRecord:
+        """Price a model call made for this tool call and record its ``cost_updates`` event:
+        :func:`m1lib.record_cost` with this call's ``tool_name`` and ``component`` (or
+        ``"unattributed"`` when ``tool_call`` was given none). Callable inside the block or after
+        it (the tokens were spent either way); the same InputErrors as ``record_cost``.
+        """
+        return record_cost(
+            model,
+            input_tokens,
+            output_tokens,
+            tool_name=self.tool_name,
+            component=self.component or DEFAULT_COMPONENT,
+        )
+
     async def __aenter__(self) -> ToolCall:
         return self.__enter__()  # verify does no I/O: nothing to await
 
@@ -141,5 +161,6 @@ tool_call = ToolCall
 
 Raises (on entering) :class:`~m1lib.errors.ToolDenied` with ``.decision`` when the policy engine
 denies ``token`` for ``tool_name`` at ``scope`` (for ``subject``), InputError for a ``scope`` that
-is not one. ``component`` names the calling part, for the cost records.
+is not one. ``component`` names the calling part (an agent or service: a few names, not one per
+caller) for the cost records of :meth:`ToolCall.cost`; None records them as ``"unattributed"``.
 """

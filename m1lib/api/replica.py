@@ -24,6 +24,7 @@ from m1lib.db.session import Database
 from m1lib.errors import M1Error, UsageError
 from m1lib.metrics import MetricsRuntime, install_default, register_metrics_commands
 from m1lib.ops.checks import HealthChecker, ReadinessProbe
+from m1lib.ops.cost.prices import PriceTable, install_prices, load_prices
 from m1lib.policy import PolicyEngine
 from m1lib.process_cache import install_cache
 from m1lib.process_engine import install_engine
@@ -49,6 +50,7 @@ class ReplicaRuntime:
     revocations: RevocationManager
     metrics: MetricsRuntime
     policy: PolicyEngine | None  # None: no signing key yet, so no token can be issued or read
+    prices: PriceTable  # m1lib.record_cost in this process prices with it
     registry: CommandRegistry = field(default_factory=CommandRegistry)
     agent: ReplicaAgent | None = None
     health: HealthChecker | None = None  # built by the first GET /api/m1/health
@@ -56,6 +58,7 @@ class ReplicaRuntime:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ReplicaRuntime:
+        prices = load_prices(settings.cost.prices_file)  # a bad file stops startup, named
         db = Database(settings)
         revocations = RevocationManager(settings=settings, db=db)
         metrics = MetricsRuntime(
@@ -79,6 +82,7 @@ class ReplicaRuntime:
             revocations=revocations,
             metrics=metrics,
             policy=policy,
+            prices=prices,
         )
         register_builtin_commands(runtime)
         register_metrics_commands(runtime.registry, metrics)
@@ -118,6 +122,7 @@ class ReplicaRuntime:
         if self.policy is not None:  # and m1lib.verify decides with this replica's engine
             install_engine(self.policy)
         install_cache(self.cache)  # and m1lib.cached_call caches in this replica's cache
+        install_prices(self.prices)  # and m1lib.record_cost prices with this replica's settings
         self.agent = ReplicaAgent(
             self.settings, db=self.db, registry=self.registry, figures=self.figures
         )
@@ -129,6 +134,7 @@ class ReplicaRuntime:
         if self.policy is not None:
             install_engine(None)
         install_cache(None)
+        install_prices(None)
         self.revocations.close()
         install_default(None)
         self.metrics.close()  # persists closed chunks, so it goes before the database

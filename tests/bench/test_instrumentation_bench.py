@@ -18,6 +18,10 @@ FIGURES = {
     "tool_call_added_us": 2.0,
     "tool_call_added_wall_us": None,
     "tool_call_added_real_us": None,
+    "record_cost_us": 2.0,
+    "record_cost_wall_us": None,
+    "tool_call_cost_us": 2.0,
+    "tool_call_cost_wall_us": None,
 }
 
 
