@@ -128,7 +128,7 @@ def _query(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _cost(settings: Settings, args: argparse.Namespace) -> int:
+def _cost_report(settings: Settings, args: argparse.Namespace) -> int:
     """`m1 cost report`: the optimize-cost flow's report, read from the API as `m1 query` reads;
     budgets are shown against M1_COST_BUDGET_*, no alert is raised and nothing is written."""
     import json
@@ -142,7 +142,8 @@ def _cost(settings: Settings, args: argparse.Namespace) -> int:
     from m1lib.metrics.result import QueryResult
     from m1lib.ops.cost.analysis import fetch_analysis
     from m1lib.ops.cost.budgets import BudgetPolicy, budget_statuses
-    from m1lib.ops.cost.recommend import recommend
+    from m1lib.ops.cost.prices import load_prices
+    from m1lib.ops.cost.recommend import rates_of, recommend
     from m1lib.ops.cost.report import CostReport
 
     with ApiClient.from_settings(settings) as api:
@@ -154,7 +155,8 @@ def _cost(settings: Settings, args: argparse.Namespace) -> int:
             ask, datetime.now(UTC), lookback_days=args.days, top=args.top, peak_k=args.peak_k
         )
     statuses = budget_statuses(analysis, BudgetPolicy.from_settings(settings))
-    report = CostReport(analysis, statuses, recommend(analysis, statuses), None)
+    rates = rates_of(load_prices(settings.cost.prices_file))
+    report = CostReport(analysis, statuses, recommend(analysis, statuses, rates=rates), None)
     print(json.dumps(report.to_json(), indent=2) if args.json else report.markdown(), end="")
     if args.json:
         print()
@@ -366,7 +368,8 @@ def _demo(settings: Settings, args: argparse.Namespace) -> int:
     return demo.main(settings, args)
 
 
-def _cost(settings: Settings, args: argparse.Namespace) -> int:
+def _cost_prices(settings: Settings, args: argparse.Namespace) -> int:
+    """`m1 cost prices`: the effective price table (built-in plus M1_COST_PRICES_FILE)."""
     from m1lib.ops.cost.prices import BUILT_IN, load_prices
 
     table = load_prices(settings.cost.prices_file)  # a bad file: SettingsError, exit 2
@@ -465,19 +468,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tokens_parser(verbs)
     _add_healing_parsers(verbs)
 
-    cost = verbs.add_parser("cost", help="cost tracking: the effective price table")
-    cost_actions = cost.add_subparsers(dest="action", required=True)
-    cost_actions.add_parser(
+    from m1lib.demo import add_arguments as add_demo_arguments  # light: no HTTP client imported
+
+    cost = verbs.add_parser("cost", help="cost tracking: prices and the optimize-cost report")
+    cost_verbs = cost.add_subparsers(dest="action", required=True)
+    prices = cost_verbs.add_parser(
         "prices",
         help="model prices (USD per million tokens) and paid tools (USD per call): built-in "
         "plus M1_COST_PRICES_FILE",
     )
-    cost.set_defaults(handler=_cost)
-
-    from m1lib.demo import add_arguments as add_demo_arguments  # light: no HTTP client imported
-
-    cost = verbs.add_parser("cost", help="spend: the optimize-cost report")
-    cost_verbs = cost.add_subparsers(dest="action", required=True)
+    prices.set_defaults(handler=_cost_prices)
     report = cost_verbs.add_parser(
         "report",
         help="spend, budgets, peaks and recommendations from the API (M1_API_URL, M1_API_KEY)",
@@ -492,7 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--peak-k", type=float, default=3.0, help="k of the peak-hour rule (default 3)"
     )
-    report.set_defaults(handler=_cost)
+    report.set_defaults(handler=_cost_report)
     demo = verbs.add_parser(
         "demo",
         help="a synthetic workload against a running API, for the dashboard (make run first)",

@@ -556,8 +556,15 @@ class HousekeepingSettings(BaseModel):
 
 
 class CostSettings(BaseModel):
-    """Spend budgets the optimize-cost flow checks (m1lib/ops/cost/budgets.py)."""
+    """What model tokens and paid tool calls cost (m1lib/ops/cost/prices.py) and the spend budgets
+    the optimize-cost flow checks (m1lib/ops/cost/budgets.py)."""
 
+    prices_file: OptionalPath = _f(
+        None,
+        "TOML or JSON file (by its .toml/.json suffix) of model prices (USD per million input and "
+        "output tokens) and paid tools' prices (USD per call); it overrides and adds to the "
+        "built-in table (claude-haiku-4-5 1/5, claude-sonnet-4-5 3/15, claude-opus-4-5 5/25).",
+    )
     budget_daily_usd: OptionalDecimal = _f(
         None,
         "Spend allowed per UTC day in USD (at most 6 decimals); empty: no daily budget.",
@@ -606,17 +613,6 @@ class AuthSettings(BaseModel):
     )
     session_ttl_s: int = _f(
         8 * 3600, "Lifetime of a browser session cookie.", "s", ge=60, le=7 * 86400
-    )
-
-
-class CostSettings(BaseModel):
-    """What model tokens and paid tool calls cost (m1lib/ops/cost/prices.py)."""
-
-    prices_file: OptionalPath = _f(
-        None,
-        "TOML or JSON file (by its .toml/.json suffix) of model prices (USD per million input and "
-        "output tokens) and paid tools' prices (USD per call); it overrides and adds to the "
-        "built-in table (claude-haiku-4-5 1/5, claude-sonnet-4-5 3/15, claude-opus-4-5 5/25).",
     )
 
 
@@ -684,7 +680,6 @@ class Settings(BaseSettings):
     up: UpSettings = UpSettings()
     auth: AuthSettings = AuthSettings()
     ratelimit: RatelimitSettings = RatelimitSettings()
-    cost: CostSettings = CostSettings()
 
     @model_validator(mode="after")
     def _check_secrets(self) -> Settings:

@@ -16,7 +16,8 @@ from m1lib.metrics import run_query
 from m1lib.ops.cost import budgets
 from m1lib.ops.cost.analysis import CostAnalysis, fetch_analysis
 from m1lib.ops.cost.budgets import BudgetPolicy, BudgetStatus, RaisedAlert
-from m1lib.ops.cost.recommend import Recommendation, recommend
+from m1lib.ops.cost.prices import default_prices
+from m1lib.ops.cost.recommend import Recommendation, rates_of, recommend
 from m1lib.settings import get_settings
 from tasks.resources import database
 from tasks.retry import io_task
@@ -52,4 +53,5 @@ def recommend_savings(
     analysis: CostAnalysis, statuses: Sequence[BudgetStatus], switch_share: float
 ) -> list[Recommendation]:
     """Model switches and budget cuts, each saving computed from the history's cells."""
-    return recommend(analysis, statuses, switch_share=switch_share)
+    rates = rates_of(default_prices())  # the table record_cost priced the events with
+    return recommend(analysis, statuses, switch_share=switch_share, rates=rates)

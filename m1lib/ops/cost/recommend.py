@@ -26,8 +26,9 @@ from typing import Any, Final
 
 from m1lib.ops.cost.analysis import CostAnalysis, CostCell, usd, usd_text
 from m1lib.ops.cost.budgets import BudgetStatus
+from m1lib.ops.cost.prices import PriceTable
 
-__all__ = ["Rates", "Recommendation", "fitted_rates", "recommend"]
+__all__ = ["Rates", "Recommendation", "fitted_rates", "rates_of", "recommend"]
 
 MAX_SWITCHES: Final = 5
 
@@ -61,6 +62,14 @@ class Recommendation:
             "per30DaysUsd": str(usd(self.per_30_days_micros)),
             "evidence": self.evidence,
         }
+
+
+def rates_of(table: PriceTable) -> dict[str, Rates]:
+    """The price table's rates: USD per million tokens is exactly micro-dollars per token."""
+    return {
+        price.model: Rates(Fraction(price.input_usd_per_mtok), Fraction(price.output_usd_per_mtok))
+        for price in table.models.values()
+    }
 
 
 def fitted_rates(cells: Iterable[CostCell]) -> dict[str, Rates]:

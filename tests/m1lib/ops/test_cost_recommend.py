@@ -88,3 +88,14 @@ def test_the_report_carries_the_recommendations_in_every_form() -> None:
     assert report.to_json()["alertsRaised"] is None
     operations = [row for row in report.table() if row["breakdown"] == "operation"]
     assert operations[0]["name"] == f"{OPUS} / web_search / agent"
+
+
+def test_the_price_tables_rates_are_micro_dollars_per_token() -> None:
+    """USD per million tokens is micro-dollars per token: sonnet 3/15 prices 1,234 in and 567
+    out at 12,207 micro-dollars, as record_cost does."""
+    from m1lib.ops.cost.prices import PriceTable
+    from m1lib.ops.cost.recommend import rates_of
+
+    rates = rates_of(PriceTable(models={"claude-sonnet-4-5": ("3", "15"), "m": ("0.25", "1.5")}))
+    assert rates["claude-sonnet-4-5"].cost(1234, 567) == 12_207
+    assert rates["m"].cost(4, 2) == Fraction(4)
