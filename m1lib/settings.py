@@ -607,9 +607,9 @@ class SloSettings(BaseModel):
 class ValidationSettings(BaseModel):
     admin_key: OptionalSecret = _f(
         None,
-        "Admin key the production-validation suite probes the API with; empty: M1_API_KEY, "
-        "else the Secret block M1_VALIDATION_SECRET_BLOCK (flow runs), else the data "
-        "directory's generated admin key.",
+        "Admin key the production-validation suite probes the API with; empty: the Secret "
+        "block M1_VALIDATION_SECRET_BLOCK (flow runs), else the admin key `m1 up` generated "
+        "in the data directory, else M1_API_KEY.",
     )
     database_password: OptionalSecret = _f(
         None,

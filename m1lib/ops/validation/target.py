@@ -140,19 +140,21 @@ class Credentials:
 
     @classmethod
     def from_settings(cls, settings: Settings, block: dict[str, Any] | None = None) -> Credentials:
-        """From a Secret block's JSON object (a flow run), else ``M1_VALIDATION_*``, else
-        ``M1_API_KEY``, else the generated admin key in the data directory (`m1 up`'s)."""
+        """From ``M1_VALIDATION_*``, else a Secret block's JSON object (a flow run's); the admin
+        key else the one `m1 up` generated in the data directory, else ``M1_API_KEY``."""
         values = block or {}
 
         def pick(name: str, configured: SecretStr | None) -> SecretStr | None:
             given = values.get(name)
-            if isinstance(given, str) and given:
+            if configured is None and isinstance(given, str) and given:
                 return SecretStr(given)
             return configured
 
-        admin = pick("admin_key", settings.validation.admin_key) or settings.api.key
-        if admin is None:
-            admin = _generated_admin_key(settings)
+        admin = (
+            pick("admin_key", settings.validation.admin_key)
+            or _generated_admin_key(settings)
+            or settings.api.key  # last: a flow run's own key is a service key, not admin
+        )
         return cls(
             admin_key=admin,
             database_password=pick("database_password", settings.validation.database_password),

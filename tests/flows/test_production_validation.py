@@ -1,0 +1,38 @@
+"""production-validation: the pure report (the flow's run is in tests/e2e)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from flows.production_validation import ARTIFACT_KEY, validation_report
+from m1lib.ops.validation.scenario import Outcome, Result, Scenario, Status
+from m1lib.ops.validation.suite import SuiteReport
+
+
+def _report(*found: Status) -> SuiteReport:
+    results = []
+    for i, status in enumerate(found):
+        outcome = Outcome(status, f"{i} ms", "<= 9 ms", "m")
+        scenario = Scenario(f"api.s{i}", "api", f"s{i}", lambda _c, o=outcome: o)
+        results.append(Result(scenario, outcome, 1.0))
+    return SuiteReport(
+        target={"profile": "production", "apiUrl": "https://m1.example"},
+        slo_source="m1lib/ops/validation/slo.yaml",
+        started_at=datetime(2026, 12, 3, tzinfo=UTC),
+        results=tuple(results),
+    )
+
+
+def test_the_report_is_a_table_of_every_scenario_with_the_summary_as_description() -> None:
+    flow_report = validation_report(_report(Status.PASS, Status.FAIL))
+    assert flow_report.artifact_key == ARTIFACT_KEY
+    assert [row["status"] for row in flow_report.table] == ["pass", "fail"]
+    assert set(flow_report.table[0]) >= {"id", "status", "observed", "threshold", "message"}
+    assert "**fail**" in flow_report.description
+    assert flow_report.result["exitStatus"] == 1
+    assert flow_report.log == "production validation fail: 1 pass, 0 warn, 1 fail"
+
+
+def test_strict_makes_a_warn_close_the_gate() -> None:
+    assert validation_report(_report(Status.WARN)).result["exitStatus"] == 0
+    assert validation_report(_report(Status.WARN), strict=True).result["exitStatus"] == 1
