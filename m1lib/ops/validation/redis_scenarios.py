@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Final
 
 import redis
+from redis.client import PubSub
 
 from m1lib.ops.validation.scenario import Context, Outcome, Scenario, Status, p99, timed_ms
 from m1lib.ops.validation.target import Profile
@@ -68,25 +69,32 @@ def set_get_expire(context: Context) -> Outcome:
     return Outcome(Status.PASS, f"read back, ttl {ttl} ms", threshold)
 
 
+def _next_message(subscriber: PubSub, kind: str, within_s: float) -> bool:
+    """Whether a message of ``kind`` (subscribe, message) arrives within ``within_s``."""
+    deadline = time.perf_counter() + within_s
+    while time.perf_counter() < deadline:
+        message = subscriber.get_message(timeout=0.05)
+        if message is not None and message.get("type") == kind:
+            return True
+    return False
+
+
 def pubsub(context: Context) -> Outcome:
+    """Publish on a subscribed probe channel (after the server confirmed the subscription)."""
     channel = context.probe_key(f"channel:{uuid.uuid4().hex}")
     limit_ms = context.slo.redis.pubsub_ms
-    subscriber = context.redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+    subscriber = context.redis.pubsub()  # type: ignore[no-untyped-call]
     try:
         subscriber.subscribe(channel)
-        deadline = time.monotonic() + 2.0
-        while subscriber.get_message(timeout=0.05) is None and not subscriber.subscribed:
-            if time.monotonic() > deadline:
-                break
+        if not _next_message(subscriber, "subscribe", context.settings.redis.timeout_s):
+            return Outcome(Status.FAIL, "no subscription", "subscribes", "SUBSCRIBE not confirmed")
         started = time.perf_counter()
         context.redis.publish(channel, b"probe")
-        received = None
-        while received is None and (time.perf_counter() - started) * 1000 < limit_ms * 4:
-            received = subscriber.get_message(timeout=0.05)
+        received = _next_message(subscriber, "message", limit_ms * 4 / 1000.0)
         ms = (time.perf_counter() - started) * 1000.0
     finally:
         subscriber.close()
-    if received is None:
+    if not received:
         return Outcome(
             Status.FAIL, f"nothing in {ms:.0f} ms", f"<= {limit_ms:g} ms", "message not delivered"
         )
