@@ -13,7 +13,7 @@ from typing import Final
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from m1lib.ops.validation.scenario import Context, Outcome, Scenario, Status, p99, timed_ms
+from m1lib.ops.validation.scenario import Context, Outcome, Scenario, Status, percentile, timed_ms
 from m1lib.ops.validation.target import Profile
 
 __all__ = ["SCENARIOS"]
@@ -84,11 +84,11 @@ def latency(context: Context) -> Outcome:
             timed_ms(lambda: connection.execute(query).scalar_one()) for _ in range(slo.samples)
         ]
     return Outcome.graded(
-        p99(samples),
-        slo.select_p99_ms,
+        percentile(samples, 95),
+        slo.select_p95_ms,
         context.slo.warn_at,
         unit="ms",
-        what=f"p99 of {len(samples)} SELECT 1",
+        what=f"p95 of {len(samples)} SELECT 1",
     )
 
 
@@ -134,6 +134,6 @@ SCENARIOS: Final[list[Scenario]] = [
     Scenario("database.connect", "database", "connect", connect),
     Scenario("database.migrations", "database", "migrations current", migrations),
     Scenario("database.round_trip", "database", "write, read, roll back", round_trip),
-    Scenario("database.latency", "database", "SELECT 1 latency p99", latency),
+    Scenario("database.latency", "database", "SELECT 1 latency p95", latency),
     Scenario("database.pool", "database", "pool checkouts", pool),
 ]

@@ -38,6 +38,7 @@ __all__ = [
     "Scenario",
     "Status",
     "p99",
+    "percentile",
     "run_scenarios",
 ]
 
@@ -226,10 +227,14 @@ def run_scenarios(scenarios: Sequence[Scenario], context: Context) -> list[Resul
     return [run_one(scenario, context) for scenario in scenarios]
 
 
-def p99(samples: Sequence[float]) -> float:
-    """The 99th percentile (nearest rank) of at least one sample."""
+def percentile(samples: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (nearest rank) of at least one sample."""
     ordered = sorted(samples)
-    return ordered[max(0, math.ceil(0.99 * len(ordered)) - 1)]
+    return ordered[max(0, math.ceil(q / 100.0 * len(ordered)) - 1)]
+
+
+def p99(samples: Sequence[float]) -> float:
+    return percentile(samples, 99)
 
 
 def timed_ms(call: Callable[[], object]) -> float:

@@ -27,13 +27,13 @@ class _Strict(BaseModel):
 
 
 class DatabaseSlo(_Strict):
-    select_p99_ms: float = Field(gt=0)
+    select_p95_ms: float = Field(gt=0)
     samples: int = Field(ge=5, le=1000)
     pool_checkout_s: float = Field(gt=0)
 
 
 class RedisSlo(_Strict):
-    ping_p99_ms: float = Field(gt=0)
+    ping_p95_ms: float = Field(gt=0)
     samples: int = Field(ge=5, le=1000)
     pubsub_ms: float = Field(gt=0)
 

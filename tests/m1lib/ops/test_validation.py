@@ -77,12 +77,12 @@ def test_an_slo_file_with_an_unknown_key_is_refused_naming_it(
 ) -> None:
     shipped = load_slo(make_settings())
     document = shipped.model_dump(exclude={"source"})
-    document["database"]["select_p99_msec"] = 5
+    document["database"]["select_p95_msec"] = 5
     path = tmp_path / "slo.yaml"
     import yaml
 
     path.write_text(yaml.safe_dump(document))
-    with pytest.raises(SettingsError, match=r"M1_SLO_FILE .*database\.select_p99_msec"):
+    with pytest.raises(SettingsError, match=r"M1_SLO_FILE .*database\.select_p95_msec"):
         load_slo(make_settings(slo={"file": path}))
 
 
