@@ -242,8 +242,16 @@ def test_a_stopped_redis_fails_redis_ping(own_redis: OwnRedis, make_settings: Ma
     assert found["redis.ping"] is Status.FAIL
 
 
-def _certificate(path: Path, not_after: datetime) -> Path:
+def _certificate(path: Path, not_after: datetime, key_path: Path | None = None) -> Path:
     key = ec.generate_private_key(ec.SECP256R1())
+    if key_path is not None:
+        key_path.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "m1.test")])
     certificate = (
         x509.CertificateBuilder()
@@ -269,6 +277,43 @@ def test_an_expired_certificate_fails_security_tls(
     target = Target(api_url="https://m1.test", tls_cert_file=cert)
     report = run_suite(target, Credentials(), make_settings(), scenarios=only("security.tls"))
     assert report.by_id()["security.tls"].outcome.status is expected
+
+
+def test_an_https_api_serving_an_expired_certificate_fails_security_tls(
+    tmp_path: Path, make_settings: MakeSettings
+) -> None:
+    """No certificate file given: the scenario reads the one the API's https port serves."""
+    import socket
+    import ssl
+    import threading
+
+    cert = _certificate(
+        tmp_path / "cert.pem", datetime.now(UTC) - timedelta(days=1), tmp_path / "key.pem"
+    )
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(cert, tmp_path / "key.pem")
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve_one() -> None:
+        connection, _ = listener.accept()
+        try:
+            with server_context.wrap_socket(connection, server_side=True):
+                pass
+        except (OSError, ssl.SSLError):
+            pass  # the client hangs up after reading the certificate
+
+    thread = threading.Thread(target=serve_one, daemon=True)
+    thread.start()
+    try:
+        target = Target(api_url=f"https://127.0.0.1:{port}")
+        report = run_suite(target, Credentials(), make_settings(), scenarios=only("security.tls"))
+    finally:
+        thread.join(10)
+        listener.close()
+    outcome = report.by_id()["security.tls"].outcome
+    assert outcome.status is Status.FAIL
+    assert "served by the API" in outcome.observed
 
 
 def test_plain_http_fails_security_tls_in_production_only(make_settings: MakeSettings) -> None:
