@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 from flows.production_validation import ARTIFACT_KEY, validation_report
 from m1lib.ops.validation.scenario import Outcome, Result, Scenario, Status
 from m1lib.ops.validation.suite import SuiteReport
+from tests.conftest import free_port
 
 
 def _report(*found: Status) -> SuiteReport:
@@ -36,3 +40,32 @@ def test_the_report_is_a_table_of_every_scenario_with_the_summary_as_description
 def test_strict_makes_a_warn_close_the_gate() -> None:
     assert validation_report(_report(Status.WARN)).result["exitStatus"] == 0
     assert validation_report(_report(Status.WARN), strict=True).result["exitStatus"] == 1
+
+
+def test_the_flow_reads_its_admin_key_from_the_secret_block_and_publishes_both_artifacts(
+    run_flow: Callable[..., Any], task_settings: Path
+) -> None:
+    """An API nobody serves: scenarios that need the admin key fail instead of warning that
+    none was given, so the key came from the block (it is never a parameter)."""
+    from prefect.blocks.system import Secret
+
+    from flows.production_validation import (
+        SUMMARY_KEY,
+        ProductionValidationParams,
+        production_validation,
+    )
+
+    Secret(value={"admin_key": "m1_key_from_the_block"}).save("m1-validation", overwrite=True)
+    try:
+        params = ProductionValidationParams(api_url=f"http://127.0.0.1:{free_port()}")
+        run = run_flow(production_validation, params)
+    finally:
+        Secret.delete("m1-validation")
+    rows = {row["id"]: row for row in run.table(ARTIFACT_KEY)}
+    assert len(rows) == 29
+    assert rows["api.query"]["status"] == "fail"
+    assert rows["api.query"]["observed"] != "no admin key"
+    assert run.result["verdict"] == "fail"
+    assert run.result["exitStatus"] == 1
+    assert SUMMARY_KEY in run.artifacts
+    assert "m1_key_from_the_block" not in str(run.result)
