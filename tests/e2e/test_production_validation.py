@@ -60,7 +60,7 @@ def test_the_production_validation_deployment_reports_as_artifacts(live_m1: Live
     artifacts = {a.key: a for a in prefect_api.artifacts_of(live_m1.prefect_api_url, run_id)}
     assert {"production-validation", "production-validation-summary"} <= set(artifacts)
     table = artifacts["production-validation"]
-    rows = json.loads(table.data) if isinstance(table.data, str) else table.data
+    rows: list[dict[str, Any]] = json.loads(str(table.data))
     assert table.type == "table"
     assert artifacts["production-validation-summary"].type == "markdown"
     assert not [row for row in rows if row["status"] == "fail"], _table(rows)

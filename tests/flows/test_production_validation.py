@@ -1,34 +1,20 @@
-"""production-validation: the pure report (the flow's run is in tests/e2e)."""
+"""production-validation: the pure report, and a run under Prefect reading the Secret block
+(the deployment against a live `m1 up` is in tests/e2e)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from flows.production_validation import ARTIFACT_KEY, validation_report
-from m1lib.ops.validation.scenario import Outcome, Result, Scenario, Status
-from m1lib.ops.validation.suite import SuiteReport
+from m1lib.ops.validation.scenario import Status
 from tests.conftest import free_port
-
-
-def _report(*found: Status) -> SuiteReport:
-    results = []
-    for i, status in enumerate(found):
-        outcome = Outcome(status, f"{i} ms", "<= 9 ms", "m")
-        scenario = Scenario(f"api.s{i}", "api", f"s{i}", lambda _c, o=outcome: o)
-        results.append(Result(scenario, outcome, 1.0))
-    return SuiteReport(
-        target={"profile": "production", "apiUrl": "https://m1.example"},
-        slo_source="m1lib/ops/validation/slo.yaml",
-        started_at=datetime(2026, 12, 3, tzinfo=UTC),
-        results=tuple(results),
-    )
+from tests.validation_reports import make_report
 
 
 def test_the_report_is_a_table_of_every_scenario_with_the_summary_as_description() -> None:
-    flow_report = validation_report(_report(Status.PASS, Status.FAIL))
+    flow_report = validation_report(make_report(Status.PASS, Status.FAIL))
     assert flow_report.artifact_key == ARTIFACT_KEY
     assert [row["status"] for row in flow_report.table] == ["pass", "fail"]
     assert set(flow_report.table[0]) >= {"id", "status", "observed", "threshold", "message"}
@@ -38,8 +24,8 @@ def test_the_report_is_a_table_of_every_scenario_with_the_summary_as_description
 
 
 def test_strict_makes_a_warn_close_the_gate() -> None:
-    assert validation_report(_report(Status.WARN)).result["exitStatus"] == 0
-    assert validation_report(_report(Status.WARN), strict=True).result["exitStatus"] == 1
+    assert validation_report(make_report(Status.WARN)).result["exitStatus"] == 0
+    assert validation_report(make_report(Status.WARN), strict=True).result["exitStatus"] == 1
 
 
 def test_the_flow_reads_its_admin_key_from_the_secret_block_and_publishes_both_artifacts(

@@ -27,14 +27,14 @@ from m1lib.ops.validation import (
     config_scenarios,
     database_scenarios,
     redis_scenarios,
-    security_scenarios,
 )
-from m1lib.ops.validation.scenario import Outcome, Scenario, Status
+from m1lib.ops.validation.scenario import PROBE_TOOL, Outcome, Scenario, Status
 from m1lib.ops.validation.slo import load_slo
 from m1lib.ops.validation.suite import GROUPS, SCENARIOS, SuiteReport, run_suite
 from m1lib.ops.validation.target import Credentials, Profile, Target, with_password
 from m1lib.settings import Settings
 from tests.conftest import OwnPostgres, OwnRedis
+from tests.validation_reports import make_report
 
 MakeSettings = Callable[..., Settings]
 
@@ -137,29 +137,14 @@ def test_a_figure_is_graded_against_its_target_and_the_warn_fraction(
     assert outcome.threshold == "<= 100 ms"
 
 
-def _report(*found: Status) -> SuiteReport:
-    scenarios = [
-        Scenario(f"g.s{i}", "g", f"s{i}", lambda _c, s=s: Outcome(s, "x", "y"))
-        for i, s in enumerate(found)
-    ]
-    from m1lib.ops.validation.scenario import Result
-
-    return SuiteReport(
-        target={"profile": "local", "apiUrl": "http://a"},
-        slo_source="slo.yaml",
-        started_at=datetime.now(UTC),
-        results=tuple(Result(s, s.run(None), 1.0) for s in scenarios),  # type: ignore[arg-type]
-    )
-
-
 def test_exit_status_is_a_gate_on_fail_and_strict_counts_warn() -> None:
-    assert _report(Status.PASS, Status.WARN).exit_status() == 0
-    assert _report(Status.PASS, Status.WARN).exit_status(strict=True) == 1
-    failed = _report(Status.PASS, Status.FAIL)
+    assert make_report(Status.PASS, Status.WARN).exit_status() == 0
+    assert make_report(Status.PASS, Status.WARN).exit_status(strict=True) == 1
+    failed = make_report(Status.PASS, Status.FAIL)
     assert failed.exit_status() == 1
     assert failed.to_json()["verdict"] == "fail"
     assert failed.to_json()["counts"] == {"pass": 1, "warn": 0, "fail": 1}
-    assert "| g.s1 | fail |" in failed.markdown()
+    assert "| api.s1 | fail |" in failed.markdown()
 
 
 # -- configuration: adapters over the validator ------------------------------------------------
@@ -345,7 +330,7 @@ def test_no_admin_credential_fails_config_admin_credential(
 def test_the_security_module_names_its_probe_tool_in_the_registry() -> None:
     from m1lib.policy import load_tool_registry
 
-    assert security_scenarios.PROBE_TOOL in load_tool_registry()
+    assert PROBE_TOOL in load_tool_registry()
 
 
 # -- the command ---------------------------------------------------------------------------------
