@@ -386,6 +386,77 @@ def _cost_prices(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _validate_production(settings: Settings, args: argparse.Namespace) -> int:
+    """The production-validation suite against the target; exit 0 no fail, 1 a fail (--strict:
+    or a warn), 2 a bad target."""
+    import json
+
+    from pydantic import ValidationError
+
+    from m1lib.ops.validation.suite import run_suite
+    from m1lib.ops.validation.target import Credentials, Target
+
+    try:
+        target = Target(
+            profile=args.profile,
+            api_url=args.api_url,
+            database_url=args.database_url,
+            redis_url=args.redis_url,
+            prefect_url=args.prefect_url,
+            tls_cert_file=args.tls_cert_file,
+        )
+    except ValidationError as error:
+        first = error.errors()[0]
+        flag = "--" + str(first["loc"][0]).replace("_", "-") if first["loc"] else "target"
+        print(f"m1 validate production: {flag}: {first['msg']}", file=sys.stderr)
+        return 2
+    report = run_suite(target, Credentials.from_settings(settings), settings)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        for row in report.rows():
+            print(
+                f"{row['status']:4}  {row['id']:28} {row['observed'][:40]:40} "
+                f"{row['threshold'][:36]:36} {row['message']}".rstrip()
+            )
+        counts = report.counts()
+        print(
+            f"verdict {report.verdict.value}: {counts['pass']} pass, {counts['warn']} warn, "
+            f"{counts['fail']} fail (SLO file {report.slo_source})"
+        )
+    return report.exit_status(strict=args.strict)
+
+
+def _add_validate_parser(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`m1 validate` groups the deployment checks: `production` here (`config` beside it)."""
+    validate = verbs.add_parser("validate", help="check a deployment: production readiness")
+    checks = validate.add_subparsers(dest="check", required=True)
+    production = checks.add_parser(
+        "production",
+        help="29 scenarios against a deployment: config, database, Redis, API, security, SLOs",
+        description="Secrets come from the environment (M1_VALIDATION_ADMIN_KEY, "
+        "M1_VALIDATION_DATABASE_PASSWORD, M1_API_KEY, the configured URLs), never flags. "
+        "Exit codes: 0 no scenario failed; 1 one failed (--strict: or warned); 2 bad usage.",
+    )
+    production.add_argument(
+        "--profile", choices=["local", "staging", "production"], default="local"
+    )
+    production.add_argument("--api-url", help="M1 API base URL (default: M1_API_URL or own)")
+    production.add_argument(
+        "--database-url", help="database URL without password (default: M1_DATABASE_URL)"
+    )
+    production.add_argument(
+        "--redis-url", help="Redis URL without password (default: M1_REDIS_URL)"
+    )
+    production.add_argument("--prefect-url", help="Prefect API URL (reported)")
+    production.add_argument(
+        "--tls-cert-file", type=Path, help="PEM certificate the API serves (M1_TLS_CERT_FILE)"
+    )
+    production.add_argument("--json", action="store_true", help="print the report as JSON")
+    production.add_argument("--strict", action="store_true", help="a warn fails the gate too")
+    production.set_defaults(handler=_validate_production)
+
+
 _TOKEN_ACTIONS: dict[str, Callable[[RevocationManager, argparse.Namespace], int]] = {
     "revoke": _tokens_revoke,
     "revoke-all": _tokens_revoke_all,
@@ -467,6 +538,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_tokens_parser(verbs)
     _add_healing_parsers(verbs)
+    _add_validate_parser(verbs)
 
     from m1lib.demo import add_arguments as add_demo_arguments  # light: no HTTP client imported
 

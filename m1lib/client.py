@@ -12,7 +12,8 @@ never into a message.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
 
@@ -123,18 +124,23 @@ class ApiClient:
         *,
         json: Any = None,
         params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        check: bool = True,
     ) -> httpx.Response:
         """A successful response, after waiting out 429/503 ``Retry-After`` within
-        ``max_wait_s``; any other failure raises the matching M1 error."""
+        ``max_wait_s``; any other failure raises the matching M1 error. ``check=False``
+        answers any response as it came (a probe of what the API refuses)."""
         waited = 0.0
         while True:
             try:
-                response = self._http.request(method, path, json=json, params=params)
+                response = self._http.request(
+                    method, path, json=json, params=params, headers=headers
+                )
             except httpx.TransportError as exc:
                 raise UnavailableError(
                     f"the M1 API at {self.base_url} did not answer ({type(exc).__name__})"
                 ) from None
-            if response.is_success:
+            if response.is_success or not check:
                 return response
             if response.status_code in _RETRIED:
                 pause = _retry_after_s(response)
@@ -143,6 +149,30 @@ class ApiClient:
                     waited += pause
                     continue
             raise error_from_response(response)
+
+    @contextmanager
+    def stream(
+        self, path: str, *, params: Mapping[str, str] | None = None, read_timeout_s: float = 5.0
+    ) -> Iterator[httpx.Response]:
+        """``GET path`` held open (Server-Sent Events): the response, its body unread; a
+        refusal raises the matching M1 error. A read that waits ``read_timeout_s`` for a byte
+        raises ``httpx.ReadTimeout``."""
+        timeout = httpx.Timeout(self._http.timeout.connect, read=read_timeout_s)
+        headers = {"Accept": "text/event-stream"}
+        try:
+            with self._http.stream(
+                "GET", path, params=params, headers=headers, timeout=timeout
+            ) as response:
+                if not response.is_success:
+                    response.read()
+                    raise error_from_response(response)
+                yield response
+        except httpx.TransportError as exc:
+            if isinstance(exc, httpx.ReadTimeout):
+                raise
+            raise UnavailableError(
+                f"the M1 API at {self.base_url} did not answer ({type(exc).__name__})"
+            ) from None
 
     def get_json(self, path: str, *, params: Mapping[str, str] | None = None) -> Any:
         return self.request("GET", path, params=params).json()

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Final, TextIO
 
 from m1lib.ops.cost.prices import DEFAULT_MODEL_PRICES, PriceTable, round_micro
 from m1lib.settings import RatelimitSettings, parse_duration
-from m1lib.vocabulary import Reason
+from m1lib.vocabulary import VALIDATION_PROBE_TOOL, Reason
 
 if TYPE_CHECKING:
     import httpx
@@ -563,7 +563,7 @@ def connect(client: ApiClient, scopes: Mapping[str, str]) -> Access:
         raise DemoError(f"the API refused the token probe: {error}") from None
     if not names:
         names = sorted(scopes)  # no listing from the API: this configuration's registry
-    tools = [(name, scopes.get(name, "execute")) for name in names]
+    tools = [(name, scopes.get(name, "execute")) for name in names if name != VALIDATION_PROBE_TOOL]
     return Access(tools=tools, issue_tokens=issue, skipped=skipped)
 
 

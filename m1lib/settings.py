@@ -636,6 +636,36 @@ class RatelimitSettings(BaseModel):
     )
 
 
+class SloSettings(BaseModel):
+    file: OptionalPath = _f(
+        None,
+        "The SLO file the production-validation suite grades against (docs/contracts.md); "
+        "empty: the one shipped with M1 (m1lib/ops/validation/slo.yaml).",
+    )
+
+
+class ValidationSettings(BaseModel):
+    admin_key: OptionalSecret = _f(
+        None,
+        "Admin key the production-validation suite probes the API with; empty: the Secret "
+        "block M1_VALIDATION_SECRET_BLOCK (flow runs), else the admin key `m1 up` generated "
+        "in the data directory, else M1_API_KEY.",
+    )
+    database_password: OptionalSecret = _f(
+        None,
+        "Password the production-validation suite puts into a database URL given without one.",
+    )
+    redis_password: OptionalSecret = _f(
+        None, "Password the production-validation suite puts into a Redis URL given without one."
+    )
+    secret_block: str = _f(
+        "m1-validation",
+        "Prefect Secret block a production-validation flow run reads its secrets from: a JSON "
+        "object with admin_key, database_password, redis_password (any may be missing).",
+        pattern=r"^[a-z0-9][a-z0-9-]{0,63}$",
+    )
+
+
 class Settings(BaseSettings):
     """Everything M1 can be told, read once from ``M1_*`` variables and an optional ``.env``."""
 
@@ -680,6 +710,8 @@ class Settings(BaseSettings):
     up: UpSettings = UpSettings()
     auth: AuthSettings = AuthSettings()
     ratelimit: RatelimitSettings = RatelimitSettings()
+    slo: SloSettings = SloSettings()
+    validation: ValidationSettings = ValidationSettings()
 
     @model_validator(mode="after")
     def _check_secrets(self) -> Settings:

@@ -10,7 +10,11 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Final
 
-__all__ = ["SCOPE_RANK", "Reason", "Scope"]
+__all__ = ["SCOPE_RANK", "VALIDATION_PROBE_TOOL", "Reason", "Scope"]
+
+VALIDATION_PROBE_TOOL: Final = "m1_validation_probe"
+"""The built-in tool that marks the production-validation suite's probe tokens: it guards
+nothing, and workloads (``m1 demo``) leave it alone."""
 
 
 class Scope(StrEnum):

@@ -247,3 +247,73 @@ def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
     server.start()
     yield server
     server.stop()
+
+
+class OwnPostgres:
+    """A PostgreSQL server of the tests' own, on a free port, that asks for a password
+    (scram-sha-256): the shared one trusts every local user, so a wrong password shows only here.
+
+    ``initdb`` refuses to run as root, so the server runs as the ``postgres`` user, in a
+    directory of its own under /tmp.
+    """
+
+    PASSWORD = "m1-test-scram-password"
+
+    def __init__(self) -> None:
+        import tempfile
+
+        self.port = free_port()
+        self.root = Path(tempfile.mkdtemp(prefix="m1-own-pg-"))
+        self.data = self.root / "data"
+
+    def url(self, *, password: str | None = None) -> str:
+        auth = f"postgres:{password}" if password is not None else "postgres"
+        return f"postgresql+psycopg://{auth}@127.0.0.1:{self.port}/postgres"
+
+    def _as_postgres(self, *args: str) -> None:
+        subprocess.run(
+            ["runuser", "-u", "postgres", "--", *args],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+
+    def start(self) -> None:
+        for binary in ("initdb", "pg_ctl", "runuser"):
+            if shutil.which(binary) is None:
+                _unavailable(f"{binary} binary", FileNotFoundError(binary))
+        password_file = self.root / "pwfile"
+        password_file.write_text(self.PASSWORD + "\n")
+        shutil.chown(self.root, "postgres")
+        shutil.chown(password_file, "postgres")
+        self._as_postgres(
+            "initdb", "-D", str(self.data), "--auth=scram-sha-256", "--username=postgres",
+            f"--pwfile={password_file}", "--encoding=UTF8", "--no-sync",
+        )  # fmt: skip
+        options = (
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
+            "-c max_connections=40"
+        )
+        self._as_postgres(
+            "pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.root / "log"),
+            "-w", "-t", "60", "start",
+        )  # fmt: skip
+
+    def stop(self) -> None:
+        try:
+            self._as_postgres("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def own_postgres() -> Iterator[OwnPostgres]:
+    """:class:`OwnPostgres`, started once per session (initdb takes a few seconds)."""
+    server = OwnPostgres()
+    try:
+        server.start()
+    except subprocess.CalledProcessError as error:
+        shutil.rmtree(server.root, ignore_errors=True)
+        _unavailable("a PostgreSQL of the tests' own", RuntimeError(error.stderr))
+    yield server
+    server.stop()

@@ -256,13 +256,14 @@ def test_verify_accepts_scopes_as_plain_text(engine: PolicyEngine) -> None:
 # -- the registry ---------------------------------------------------------------------------------
 
 
-def test_builtin_registry_holds_the_four_tools() -> None:
+def test_builtin_registry_holds_the_four_tools_and_the_validation_probe() -> None:
     tools = load_tool_registry()
     assert {name: (tool.scope, tool.requires_approval) for name, tool in tools.items()} == {
         "tool_registry_list": (Scope.READ, False),
         "tool_policy_check": (Scope.READ, False),
         "request_approval": (Scope.EXECUTE, True),
         "log_agent_run": (Scope.WRITE, True),
+        "m1_validation_probe": (Scope.READ, True),  # marks the validation suite's probe tokens
     }
 
 
