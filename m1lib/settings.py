@@ -897,8 +897,9 @@ def masked_values(settings: Settings) -> dict[str, str]:
 
 
 def redact_url(url: str) -> str:
-    """``postgresql://u:pw@h/db`` -> ``postgresql://u:***@h/db``: URLs in messages never carry passwords."""
-    return re.sub(r"(//[^:/@]+:)[^@]+@", r"\1***@", url)
+    """``postgresql://u:pw@h/db`` -> ``postgresql://u:***@h/db`` (``redis://:pw@h`` too): URLs in
+    messages never carry passwords."""
+    return re.sub(r"(//[^:/@\s]*:)[^@\s]+@", r"\1***@", url)
 
 
 def _environment_text(value: Any) -> str:

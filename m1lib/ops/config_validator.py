@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -170,9 +170,7 @@ class ConfigReport:
 
     def mask(self, text: str) -> str:
         """``text`` with every secret value of the configuration replaced by ``***``."""
-        for secret in sorted(self._secrets, key=len, reverse=True):
-            text = text.replace(secret, MASK)
-        return text
+        return _mask(text, self._secrets)
 
     def _masked_row(self, row: Mapping[str, str]) -> dict[str, str]:
         return {key: self.mask(value) for key, value in row.items()}
@@ -186,6 +184,24 @@ class ConfigReport:
 
 
 _COLUMNS: Final = ("severity", "rule", "variable", "problem", "remediation")
+
+
+def _mask(text: str, secrets: Iterable[str]) -> str:
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, MASK)
+    return text
+
+
+def _masked(findings: Iterable[Finding], secrets: frozenset[str]) -> list[Finding]:
+    """Findings with every secret value masked: no consumer of a finding ever sees one."""
+    return [
+        replace(
+            finding,
+            problem=_mask(finding.problem, secrets),
+            remediation=_mask(finding.remediation, secrets),
+        )
+        for finding in findings
+    ]
 
 
 def _rules(layer: Layer, profile: Profile) -> list[Rule]:
@@ -214,7 +230,7 @@ def static_findings(
     context = _context(settings, profile, raw=raw)
     if raw is not None:
         _, context.schema_hits, context.unknown = settings_from_raw(raw)
-    return _static(context)
+    return _masked(_static(context), _secret_values(settings, raw))
 
 
 def _static(context: Context) -> list[Finding]:
@@ -233,9 +249,10 @@ def live_findings(
     context = _context(settings, profile)
     context.timeout_s = timeout_s
     findings = _live(context)
+    secrets = _secret_values(settings, None)
     if facts is not None:
-        facts.update(context.facts)
-    return findings
+        facts.update({key: _mask(value, secrets) for key, value in context.facts.items()})
+    return _masked(findings, secrets)
 
 
 def _live(context: Context) -> list[Finding]:
@@ -272,20 +289,21 @@ def validate_config(
         built, schema_hits, unknown = settings, [], []
     context = _context(built, profile, raw=raw)
     context.schema_hits, context.unknown, context.timeout_s = schema_hits, unknown, timeout_s
-    findings = _static(context) + (_live(context) if live else [])
+    secrets = _secret_values(built, raw)
+    findings = _masked(_static(context) + (_live(context) if live else []), secrets)
     layers = {Layer.STATIC, Layer.LIVE} if live else {Layer.STATIC}
     return ConfigReport(
         profile=context.profile,
         live=live,
         findings=tuple(sorted(findings, key=lambda f: (f.severity.rank, f.rule, f.variable))),
-        facts=dict(context.facts),
+        facts={key: _mask(value, secrets) for key, value in context.facts.items()},
         variables_checked=len(VARIABLES),
         rules_checked=sum(
             1
             for rule in RULES.values()
             if rule.layer in layers and rule.severity_in(context.profile)
         ),
-        _secrets=_secret_values(built, raw),
+        _secrets=secrets,
     )
 
 
