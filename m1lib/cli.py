@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from m1lib.errors import M1Error
-from m1lib.settings import Settings, load_settings, masked_values
+from m1lib.settings import Settings, load_settings, masked_values, use_env_file
 
 # m1lib.auth.Role's values (auth is imported when a verb needs it; a test keeps the two equal)
 ROLE_CHOICES = ("viewer", "agent", "service", "admin")
@@ -327,6 +327,24 @@ def _incidents(settings: Settings, args: argparse.Namespace) -> int:
         db.dispose()
 
 
+def _validate(args: argparse.Namespace) -> int:
+    """`m1 validate config`: every finding at once; the exit status is the gate's answer.
+
+    Reads the raw variables (environment, env file), not loaded settings: a configuration the
+    loader refuses is exactly what this command must describe, value by value.
+    """
+    import json
+
+    from m1lib.ops.config_validator import validate_config
+
+    report = validate_config(profile=args.profile, live=not args.offline, timeout_s=args.timeout_s)
+    if args.json:
+        print(json.dumps(report.to_json(args.strict, args.dry_run), indent=2))
+    else:
+        print(report.to_text(args.strict, args.dry_run))
+    return report.exit_code(args.strict, args.dry_run)
+
+
 def _demo(settings: Settings, args: argparse.Namespace) -> int:
     from m1lib import demo
 
@@ -345,6 +363,12 @@ _TOKEN_ACTIONS: dict[str, Callable[[RevocationManager, argparse.Namespace], int]
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="m1", description="M1 control plane for AI agents' tool calls"
+    )
+    parser.add_argument(
+        "--env-file",
+        metavar="PATH",
+        help="read the configuration from this dotenv file instead of ./.env (sets M1_ENV_FILE "
+        "for this command and every process it starts; the environment still wins)",
     )
     verbs = parser.add_subparsers(dest="verb", required=True)
 
@@ -399,6 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_tokens_parser(verbs)
     _add_healing_parsers(verbs)
+    _add_validate_parser(verbs)
 
     from m1lib.demo import add_arguments as add_demo_arguments  # light: no HTTP client imported
 
@@ -409,6 +434,37 @@ def build_parser() -> argparse.ArgumentParser:
     add_demo_arguments(demo)
     demo.set_defaults(handler=_demo)
     return parser
+
+
+def _add_validate_parser(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    validate = verbs.add_parser(
+        "validate",
+        help="validate this configuration for its environment (exit 1 when it fails: a gate)",
+        description="Exit codes: 0 pass (or any dry run), 1 findings at a failing severity.",
+    )
+    validate.add_argument("what", choices=["config"])
+    validate.add_argument(
+        "--profile",
+        choices=["local", "staging", "production"],
+        help="which rules apply (default from M1_ENV: development is local)",
+    )
+    validate.add_argument(
+        "--strict",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="fail on critical or high findings (default); --no-strict fails on critical only",
+    )
+    validate.add_argument(
+        "--dry-run", action="store_true", help="report everything, never fail (exit 0)"
+    )
+    validate.add_argument(
+        "--offline", action="store_true", help="static checks only: connect to nothing"
+    )
+    validate.add_argument("--json", action="store_true", help="the report as JSON")
+    validate.add_argument(
+        "--timeout-s", type=float, default=3.0, help="time allowed to each live probe (s)"
+    )
+    validate.set_defaults(handler=None, raw_handler=_validate)
 
 
 def _add_healing_parsers(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -475,8 +531,13 @@ def _add_tokens_parser(verbs: argparse._SubParsersAction[argparse.ArgumentParser
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handler: Callable[[Settings, argparse.Namespace], int] = args.handler
+    if args.env_file:
+        use_env_file(Path(args.env_file))
+    raw_handler: Callable[[argparse.Namespace], int] | None = getattr(args, "raw_handler", None)
     try:
+        if raw_handler is not None:  # judges the raw configuration itself
+            return raw_handler(args)
+        handler: Callable[[Settings, argparse.Namespace], int] = args.handler
         settings = load_settings()
         return handler(settings, args)
     except M1Error as error:
