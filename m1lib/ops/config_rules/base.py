@@ -175,7 +175,7 @@ class Rule:
 
 
 RULES: dict[str, Rule] = {}
-"""Every rule by id, in registration order (static first, then live)."""
+"""Every rule by id, in registration order (module by module)."""
 
 
 def _severities(spec: str) -> dict[Profile, Severity]:
