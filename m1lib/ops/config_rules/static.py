@@ -292,36 +292,70 @@ def _proxies(context: Context) -> Iterator[Hit]:
 # -- secrets -----------------------------------------------------------------------------------
 
 
-def _weak(secret: str) -> str | None:
-    """Why a secret is weak, or None."""
-    size = len(secret.encode())
-    if size < MIN_SECRET_BYTES:
-        return f"{size} bytes, fewer than {MIN_SECRET_BYTES}"
-    if len(set(secret)) < _MIN_DISTINCT_CHARS:
-        return f"only {len(set(secret))} distinct characters"
-    return None
+def _repetitive(secret: str) -> bool:
+    """Long enough for the codec but made of few characters: guessable all the same."""
+    return len(set(secret)) < _MIN_DISTINCT_CHARS
 
 
-@static_rule("jwt.secret_weak", "MHC", "A token-signing secret that is short or repetitive")
+@static_rule("jwt.secret_weak", "MHC", "A token-signing secret made of few distinct characters")
 def _secret_weak(context: Context) -> Iterator[Hit]:
     jwt = context.settings.jwt
-    if jwt.algorithm == "HS256" and jwt.secret is not None:
-        reason = _weak(jwt.secret.get_secret_value())
-        if reason:
-            yield Hit(
-                "M1_JWT_SECRET",
-                f"the signing secret is weak ({reason}): tokens can be forged by guessing it",
-                "generate one: python -c 'import secrets; print(secrets.token_urlsafe(48))'",
-            )
+    secret = jwt.secret.get_secret_value() if jwt.secret is not None else None
+    long_enough = secret is not None and len(secret.encode()) >= MIN_SECRET_BYTES
+    if jwt.algorithm == "HS256" and secret and long_enough and _repetitive(secret):
+        yield Hit(
+            "M1_JWT_SECRET",
+            f"the signing secret has only {len(set(secret))} distinct characters: tokens can "
+            "be forged by guessing it",
+            "generate one: python -c 'import secrets; print(secrets.token_urlsafe(48))'",
+        )
     if jwt.verify_keys is not None:
         for number, entry in enumerate(jwt.verify_keys.get_secret_value().split(","), start=1):
             kid, _, value = (part.strip() for part in entry.partition("="))
-            if value and not value.startswith("file:") and _weak(value):
+            secret_entry = len(value.encode()) >= MIN_SECRET_BYTES and not value.startswith("file:")
+            if secret_entry and _repetitive(value):
                 yield Hit(
                     "M1_JWT_VERIFY_KEYS",
-                    f"entry {number} (kid {kid[:64]!r}) is a weak HS256 secret ({_weak(value)})",
+                    f"entry {number} (kid {kid[:64]!r}) is an HS256 secret of few distinct "
+                    "characters",
                     "retire the entry, or rotate to a secret of 32 random bytes or more",
                 )
+
+
+_STAND_IN_SECRET = "stand-in secret: only the other keys are judged here"  # noqa: S105
+
+
+@static_rule("jwt.keys_unusable", "CCC", "Signing or verification keys token signing refuses")
+def _keys_unusable(context: Context) -> Iterator[Hit]:
+    """What :meth:`TokenCodec.from_settings` refuses (a short secret, a malformed or short
+    M1_JWT_VERIFY_KEYS entry, a key file of the wrong kind): every process that signs or
+    verifies stops on it. Rules beside this one report a missing secret or key file."""
+    from m1lib.errors import M1Error
+    from m1lib.tokens import TokenCodec
+
+    settings, jwt = context.settings, context.settings.jwt
+    if (jwt.algorithm == "HS256") == (jwt.private_key_file is not None):
+        return  # jwt.key_missing
+    if jwt.private_key_file is not None and not jwt.private_key_file.is_file():
+        return  # files.missing
+    if jwt.algorithm == "HS256" and jwt.secret is None:  # jwt.secret_generated's business
+        stand_in = jwt.model_copy(update={"secret": SecretStr(_STAND_IN_SECRET * 2)})
+        settings = settings.model_copy(update={"jwt": stand_in})
+    try:
+        TokenCodec.from_settings(settings)
+    except M1Error as error:
+        text = str(error)
+        variable = text.split(":", 1)[0].split(" ", 1)[0]
+        yield Hit(
+            variable if variable in _JWT_VARIABLES else "M1_JWT_SECRET",
+            f"{text} (every process that signs or verifies tokens stops on it)",
+            "fix the value named; M1_JWT_* are described in the README's configuration table",
+        )
+
+
+_JWT_VARIABLES = frozenset(
+    {"M1_JWT_SECRET", "M1_JWT_VERIFY_KEYS", "M1_JWT_PRIVATE_KEY_FILE", "M1_JWT_KID"}
+)
 
 
 def _generated_record(context: Context) -> dict[str, object]:

@@ -151,6 +151,7 @@ STATIC_CASES: dict[str, Overrides] = {
     "retention.order": lambda k: {"M1_ROLLUP_RETENTION_1M": "120d"},
     "proxies.too_broad": lambda k: {"M1_TRUSTED_PROXIES": "10.0.0.0/8,0.0.0.0/0"},
     "jwt.secret_weak": lambda k: {"M1_JWT_SECRET": "ab" * 20},
+    "jwt.keys_unusable": lambda k: {"M1_JWT_VERIFY_KEYS": f"old={WEBHOOK_TOKEN}"},  # too short
     "jwt.secret_generated": lambda k: {"M1_JWT_SECRET": None},
     "auth.admin_generated": _generated,
     "env.mismatch": lambda k: {"M1_ENV": "staging"},
@@ -337,11 +338,11 @@ def test_secrets_never_appear_in_any_output(
 ) -> None:
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     values = _worst(tmp_path)
-    values["M1_JWT_SECRET"] = JWT[:20]  # weak: a finding about the secret itself
+    values["M1_JWT_SECRET"] = JWT[:20]  # too short: a finding about the secret itself
     values["M1_ALERT_WEBHOOK_URL"] = f"ftp://{WEBHOOK_TOKEN}"  # a bad URL is reported too
     report = validate_config(values, timeout_s=1.0)
     rules = {finding.rule for finding in report.findings}
-    assert {"jwt.secret_weak", "database.unreachable", "redis.unreachable", "url.format"} <= rules
+    assert {"jwt.keys_unusable", "database.unreachable", "redis.unreachable", "url.format"} <= rules
     _assert_no_secret(report)
     for secret in (JWT[:20], DB_PASSWORD, REDIS_PASSWORD, WEBHOOK_TOKEN):
         assert secret not in report.to_text()
