@@ -21,7 +21,7 @@ from flows.validate_config import (
 from m1lib.settings import get_settings
 from tests.flow_runs import FlowRun
 
-SECRET = "S3cr3t-" + "x" * 12  # weak (a finding about it) and recognisable
+SECRET = "S3cr3t-" + "x" * 12  # too short (a finding about it) and recognisable
 
 
 @pytest.fixture
@@ -41,7 +41,7 @@ def test_a_dry_run_reports_every_finding_and_completes(
     assert run.result["verdict"]["mode"] == "dry-run"
     assert run.result["verdict"]["passed"] is True
     rules = {row["rule"] for row in run.table(ARTIFACT_KEY)}
-    assert {"database.sqlite", "revocation.fail_open", "jwt.secret_weak"} <= rules
+    assert {"database.sqlite", "revocation.fail_open", "jwt.keys_unusable"} <= rules
     assert "DRY RUN (would fail strict" in run.description(ARTIFACT_KEY)
     markdown = run.artifacts[MARKDOWN_KEY].data
     assert "| critical | database.sqlite |" in markdown
