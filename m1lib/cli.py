@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from m1lib.errors import M1Error
-from m1lib.settings import Settings, load_settings, masked_values
+from m1lib.settings import Settings, load_settings, masked_values, use_env_file
 
 # m1lib.auth.Role's values (auth is imported when a verb needs it; a test keeps the two equal)
 ROLE_CHOICES = ("viewer", "agent", "service", "admin")
@@ -362,6 +362,24 @@ def _incidents(settings: Settings, args: argparse.Namespace) -> int:
         db.dispose()
 
 
+def _validate(args: argparse.Namespace) -> int:
+    """`m1 validate config`: every finding at once; the exit status is the gate's answer.
+
+    Reads the raw variables (environment, env file), not loaded settings: a configuration the
+    loader refuses is exactly what this command must describe, value by value.
+    """
+    import json
+
+    from m1lib.ops.config_validator import validate_config
+
+    report = validate_config(profile=args.profile, live=not args.offline, timeout_s=args.timeout_s)
+    if args.json:
+        print(json.dumps(report.to_json(args.strict, args.dry_run), indent=2))
+    else:
+        print(report.to_text(args.strict, args.dry_run))
+    return report.exit_code(args.strict, args.dry_run)
+
+
 def _demo(settings: Settings, args: argparse.Namespace) -> int:
     from m1lib import demo
 
@@ -428,9 +446,39 @@ def _validate_production(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _add_validate_parser(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """`m1 validate` groups the deployment checks: `production` here (`config` beside it)."""
-    validate = verbs.add_parser("validate", help="check a deployment: production readiness")
-    checks = validate.add_subparsers(dest="check", required=True)
+    """`m1 validate config` (this configuration's rules) and `m1 validate production` (scenarios
+    against a running deployment); both exit 1 when they fail, so either can gate a pipeline."""
+    validate = verbs.add_parser(
+        "validate", help="check a deployment: its configuration, or production readiness"
+    )
+    checks = validate.add_subparsers(dest="what", required=True)
+    config = checks.add_parser(
+        "config",
+        help="validate this configuration for its environment (exit 1 when it fails: a gate)",
+        description="Exit codes: 0 pass (or any dry run), 1 findings at a failing severity.",
+    )
+    config.add_argument(
+        "--profile",
+        choices=["local", "staging", "production"],
+        help="which rules apply (default from M1_ENV: development is local)",
+    )
+    config.add_argument(
+        "--strict",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="fail on critical or high findings (default); --no-strict fails on critical only",
+    )
+    config.add_argument(
+        "--dry-run", action="store_true", help="report everything, never fail (exit 0)"
+    )
+    config.add_argument(
+        "--offline", action="store_true", help="static checks only: connect to nothing"
+    )
+    config.add_argument("--json", action="store_true", help="the report as JSON")
+    config.add_argument(
+        "--timeout-s", type=float, default=3.0, help="time allowed to each live probe (s)"
+    )
+    config.set_defaults(handler=None, raw_handler=_validate)
     production = checks.add_parser(
         "production",
         help="29 scenarios against a deployment: config, database, Redis, API, security, SLOs",
@@ -484,6 +532,12 @@ def _bounded_int(low: int, high: int) -> Callable[[str], int]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="m1", description="M1 control plane for AI agents' tool calls"
+    )
+    parser.add_argument(
+        "--env-file",
+        metavar="PATH",
+        help="read the configuration from this dotenv file instead of ./.env (sets M1_ENV_FILE "
+        "for this command and every process it starts; the environment still wins)",
     )
     verbs = parser.add_subparsers(dest="verb", required=True)
 
@@ -638,8 +692,13 @@ def _add_tokens_parser(verbs: argparse._SubParsersAction[argparse.ArgumentParser
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handler: Callable[[Settings, argparse.Namespace], int] = args.handler
+    if args.env_file:
+        use_env_file(Path(args.env_file))
+    raw_handler: Callable[[argparse.Namespace], int] | None = getattr(args, "raw_handler", None)
     try:
+        if raw_handler is not None:  # judges the raw configuration itself
+            return raw_handler(args)
+        handler: Callable[[Settings, argparse.Namespace], int] = args.handler
         settings = load_settings()
         return handler(settings, args)
     except M1Error as error:

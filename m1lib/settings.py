@@ -25,6 +25,7 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     Field,
+    IPvAnyNetwork,
     JsonValue,
     SecretStr,
     ValidationError,
@@ -188,6 +189,13 @@ class CorsSettings(BaseModel):
 class TlsSettings(BaseModel):
     cert_file: OptionalPath = _f(None, "PEM certificate; with the key file, the API serves HTTPS.")
     key_file: OptionalPath = _f(None, "PEM private key of the certificate.")
+    expiry_warn_days: int = _f(
+        14,
+        "`m1 validate config` flags a certificate that expires within this many days.",
+        "d",
+        ge=1,
+        le=365,
+    )
 
 
 class TokenSettings(BaseModel):
@@ -667,7 +675,8 @@ class ValidationSettings(BaseModel):
 
 
 class Settings(BaseSettings):
-    """Everything M1 can be told, read once from ``M1_*`` variables and an optional ``.env``."""
+    """Everything M1 can be told, read once from ``M1_*`` variables and an optional env file
+    (``M1_ENV_FILE``, else ``./.env``: see :func:`load_settings`)."""
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -679,6 +688,17 @@ class Settings(BaseSettings):
     )
 
     env: Environment = _f(Environment.DEVELOPMENT, "development, staging or production.")
+    env_file: OptionalPath = _f(
+        None,
+        "The dotenv file this configuration is read from instead of ./.env (`m1 --env-file PATH` "
+        "sets it; `m1 up` hands it to its children); the environment still beats the file.",
+    )
+    trusted_proxies: Annotated[list[IPvAnyNetwork], NoDecode, BeforeValidator(_split_list)] = _f(
+        [],
+        "Load balancers and proxies (addresses or networks, comma-separated) whose "
+        "X-Forwarded-For names the client for rate limits and logs; from any other peer the "
+        "header is ignored. Empty: the connection's own address is the client.",
+    )
     data_dir: Path = _f(
         Path(".m1"), "Where the embedded defaults keep their files (SQLite, secrets)."
     )
@@ -776,8 +796,57 @@ def env_name(path: tuple[str | int, ...]) -> str:
     return ENV_PREFIX + "_".join(str(part) for part in path if isinstance(part, str)).upper()
 
 
+ENV_FILE_VARIABLE = ENV_PREFIX + "ENV_FILE"
+DEFAULT_ENV_FILE = Path(".env")
+
+
+def env_file_path() -> Path:
+    """The dotenv file this process reads: ``M1_ENV_FILE`` when set, else ``./.env``."""
+    named = os.environ.get(ENV_FILE_VARIABLE, "").strip()
+    return Path(named) if named else DEFAULT_ENV_FILE
+
+
+def use_env_file(path: Path) -> None:
+    """Read ``path`` instead of ``./.env`` from now on, in this process and the ones it starts
+    (``m1 --env-file PATH``): the children inherit ``M1_ENV_FILE``, absolute."""
+    os.environ[ENV_FILE_VARIABLE] = str(path.resolve())
+    get_settings.cache_clear()
+
+
+def _checked_env_file() -> Path:
+    """The env file to read; one named by ``M1_ENV_FILE`` must exist (a typo would silently
+    give the defaults), while the default ``./.env`` is optional."""
+    path = env_file_path()
+    if path != DEFAULT_ENV_FILE and not path.is_file():
+        raise SettingsError(
+            f"{ENV_FILE_VARIABLE}: {path} is not a readable file; "
+            "allowed: the path of a dotenv file of M1_* variables"
+        )
+    return path
+
+
+def raw_environment(env_file: Path | None = None) -> dict[str, str]:
+    """The ``M1_*`` variables as written, before validation: the env file, then the environment
+    over it (as the loader ranks them), names upper-cased. ``m1 validate config`` reads these so
+    that one bad value becomes one finding instead of a refusal to load."""
+    from dotenv import dotenv_values
+
+    path = env_file or env_file_path()
+    values: dict[str, str] = {}
+    if path.is_file():
+        for name, value in dotenv_values(path).items():
+            if name.upper().startswith(ENV_PREFIX) and value is not None:
+                values[name.upper()] = value
+    for name, value in os.environ.items():
+        if name.upper().startswith(ENV_PREFIX):
+            values[name.upper()] = value
+    return values
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Build settings, turning a validation error into one that names each variable."""
+    if "_env_file" not in overrides:
+        overrides["_env_file"] = _checked_env_file()
     try:
         return Settings(**overrides)
     except ValidationError as exc:
@@ -901,8 +970,9 @@ def masked_values(settings: Settings) -> dict[str, str]:
 
 
 def redact_url(url: str) -> str:
-    """``postgresql://u:pw@h/db`` -> ``postgresql://u:***@h/db``: URLs in messages never carry passwords."""
-    return re.sub(r"(//[^:/@]+:)[^@]+@", r"\1***@", url)
+    """``postgresql://u:pw@h/db`` -> ``postgresql://u:***@h/db`` (``redis://:pw@h`` too): URLs in
+    messages never carry passwords."""
+    return re.sub(r"(//[^:/@\s]*:)[^@\s]+@", r"\1***@", url)
 
 
 def _environment_text(value: Any) -> str:

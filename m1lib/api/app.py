@@ -13,6 +13,7 @@ from m1lib.api.docs import install_docs
 from m1lib.api.head import HeadAsGet
 from m1lib.api.openapi import install_openapi
 from m1lib.api.problems import install_problem_handlers
+from m1lib.api.proxies import TrustedProxyMiddleware
 from m1lib.api.replica import ReplicaRuntime
 from m1lib.api.routes import (
     dashboard,
@@ -64,7 +65,9 @@ def create_app(
     install_docs(app)
     app.add_middleware(HeadAsGet)
     install_cors(app, settings)
-    prometheus.install_metrics(app)  # last: outermost, so it counts and times the whole stack
+    prometheus.install_metrics(app)  # outermost but one: counts and times the whole stack
+    if settings.trusted_proxies:  # outermost: every layer sees the client, not the balancer
+        app.add_middleware(TrustedProxyMiddleware, networks=settings.trusted_proxies)
     app.include_router(health.router)
     app.include_router(session.router)
     app.include_router(ops.router)

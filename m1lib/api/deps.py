@@ -95,6 +95,8 @@ def runtime_of(request: Request) -> ReplicaRuntime:
 
 
 def client_address(request: Request) -> str:
+    """The client's address: behind a trusted proxy (``M1_TRUSTED_PROXIES``) the one it
+    forwarded, already put in the scope by :class:`m1lib.api.proxies.TrustedProxyMiddleware`."""
     return request.client.host if request.client else "unknown"
 
 

@@ -1,73 +1,44 @@
 """Configuration (8 scenarios): thin adapters over the configuration validator's findings.
 
 The rules themselves live in :mod:`m1lib.ops.config_validator` (``m1 validate config``); each
-scenario here answers for one group of them, chosen by the variable a finding names. Until that
-module is installed, each scenario is a warn saying so. The admin-credential scenario also asks
+scenario here answers for one group of them, chosen by the variable (or rule) a finding names:
+critical or high fails it, medium or low warns, none passes. The admin-credential scenario also asks
 the target's database whether an active admin credential exists: without one, admin routes are
 closed and nobody can revoke a token through the API.
 """
 
 from __future__ import annotations
 
-import importlib
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
+from m1lib.ops.config_rules.base import Finding, Severity
+from m1lib.ops.config_validator import validate_config
 from m1lib.ops.validation.scenario import Context, Outcome, Scenario, Status, worst
 from m1lib.ops.validation.target import Profile
 from m1lib.settings import Settings
 
-__all__ = ["SCENARIOS", "Finding", "config_findings"]
+__all__ = ["SCENARIOS", "config_findings"]
 
-VALIDATOR_MODULE: Final = "m1lib.ops.config_validator"
-NOT_INSTALLED: Final = "validator not installed"
 # severity -> what it makes the scenario
 _GRADE: Final = {
-    "critical": Status.FAIL,
-    "high": Status.FAIL,
-    "medium": Status.WARN,
-    "low": Status.WARN,
+    Severity.CRITICAL: Status.FAIL,
+    Severity.HIGH: Status.FAIL,
+    Severity.MEDIUM: Status.WARN,
+    Severity.LOW: Status.WARN,
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Finding:
-    """One finding of the validator, as this suite reads it."""
-
-    rule: str
-    severity: str
-    variable: str
-    problem: str
-
-
-def config_findings(settings: Settings, profile: Profile) -> list[Finding] | None:
-    """The validator's findings for ``settings`` graded as ``profile``; None when the validator
-    (``m1lib.ops.config_validator.validate_config``) is not installed."""
-    try:
-        module = importlib.import_module(VALIDATOR_MODULE)
-    except ModuleNotFoundError as error:
-        if error.name != VALIDATOR_MODULE:
-            raise
-        return None
-    report: Any = module.validate_config(settings, profile=profile.value, live=False)
-    return [
-        Finding(
-            rule=str(item.rule),
-            severity=str(getattr(item.severity, "value", item.severity)),
-            variable=str(item.variable),
-            problem=str(item.problem),
-        )
-        for item in report.findings
-    ]
+def config_findings(settings: Settings, profile: Profile) -> list[Finding]:
+    """The validator's static findings for ``settings`` graded as ``profile`` (the live rules are
+    the other groups' scenarios here: they probe the target, not this process's settings)."""
+    return list(validate_config(settings, profile=profile.value, live=False).findings)
 
 
 def _grade_group(context: Context, prefixes: tuple[str, ...], threshold: str) -> Outcome:
     """The scenario's answer from the findings whose variable or rule starts with a prefix."""
     if "config_findings" not in context.notes:
         context.notes["config_findings"] = config_findings(context.settings, context.target.profile)
-    found: list[Finding] | None = context.notes["config_findings"]
-    if found is None:
-        return Outcome(Status.WARN, NOT_INSTALLED, threshold, f"warn: {NOT_INSTALLED}")
+    found: list[Finding] = context.notes["config_findings"]
     mine = [
         f
         for f in found
@@ -75,8 +46,8 @@ def _grade_group(context: Context, prefixes: tuple[str, ...], threshold: str) ->
     ]
     if not mine:
         return Outcome(Status.PASS, "no finding", threshold)
-    status = worst(_GRADE.get(f.severity.lower(), Status.WARN) for f in mine)
-    shown = "; ".join(f"{f.variable}: {f.problem} ({f.severity})" for f in mine[:3])
+    status = worst(_GRADE[f.severity] for f in mine)
+    shown = "; ".join(f"{f.variable}: {f.problem} ({f.severity.value})" for f in mine[:3])
     more = f" (and {len(mine) - 3} more)" if len(mine) > 3 else ""
     return Outcome(status, f"{len(mine)} finding(s)", threshold, shown + more)
 

@@ -6,12 +6,10 @@ The suite against a live deployment is in tests/e2e/test_production_validation.p
 
 from __future__ import annotations
 
-import sys
 import types
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 from cryptography import x509
@@ -23,6 +21,7 @@ from pydantic import SecretStr, ValidationError
 from m1lib.db import migrate
 from m1lib.db.session import Database
 from m1lib.errors import SettingsError
+from m1lib.ops.config_rules.base import Finding, Severity
 from m1lib.ops.validation import (
     config_scenarios,
     database_scenarios,
@@ -150,45 +149,36 @@ def test_exit_status_is_a_gate_on_fail_and_strict_counts_warn() -> None:
 # -- configuration: adapters over the validator ------------------------------------------------
 
 
-def test_without_the_validator_each_configuration_scenario_warns_saying_so(
-    make_settings: MakeSettings, monkeypatch: pytest.MonkeyPatch
+def test_the_validators_findings_grade_the_scenario_of_their_variable(
+    make_settings: MakeSettings,
 ) -> None:
-    monkeypatch.setitem(sys.modules, config_scenarios.VALIDATOR_MODULE, None)
-    report = run_suite(
-        Target(), Credentials(), make_settings(), scenarios=config_scenarios.SCENARIOS[:7]
-    )
-    assert {r.outcome.observed for r in report.results} == {"validator not installed"}
-    assert set(statuses(report).values()) == {Status.WARN}
-
-
-def test_validator_findings_grade_the_scenario_of_their_variable(
-    make_settings: MakeSettings, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    seen: dict[str, Any] = {}
-
-    def validate_config(settings: Settings, *, profile: str, live: bool) -> Any:
-        seen.update(profile=profile, live=live)
-        finding = types.SimpleNamespace
-        return types.SimpleNamespace(
-            findings=[
-                finding(rule="cors.wildcard", severity="critical", variable="M1_CORS_ORIGINS",
-                        problem="*", remediation="list origins"),
-                finding(rule="redis.none", severity="medium", variable="M1_REDIS_URL",
-                        problem="no Redis", remediation="set it"),
-            ]
-        )  # fmt: skip
-
-    module = types.ModuleType(config_scenarios.VALIDATOR_MODULE)
-    module.validate_config = validate_config  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, config_scenarios.VALIDATOR_MODULE, module)
+    """The test settings (SQLite, no Redis, the generated secret, plain HTTP): fine for `local`,
+    and in production each problem fails the scenario of its variable, the others pass."""
+    config = config_scenarios.SCENARIOS[:7]
+    local = statuses(run_suite(Target(), Credentials(), make_settings(), scenarios=config))
+    assert set(local.values()) == {Status.PASS}, local
     target = Target(profile=Profile.PRODUCTION)
-    found = statuses(
-        run_suite(target, Credentials(), make_settings(), scenarios=config_scenarios.SCENARIOS[:7])
+    report = run_suite(target, Credentials(), make_settings(), scenarios=config)
+    assert statuses(report) == {
+        "config.database": Status.FAIL,  # SQLite (critical)
+        "config.redis": Status.FAIL,  # no Redis (high)
+        "config.secrets": Status.FAIL,  # the secret `m1 up` generated
+        "config.revocation": Status.PASS,
+        "config.cors": Status.PASS,
+        "config.tls": Status.FAIL,  # plain HTTP and no trusted proxy
+        "config.rate_limits": Status.PASS,
+    }
+    assert "M1_DATABASE_URL" in report.by_id()["config.database"].outcome.message
+
+
+def test_a_medium_finding_warns_its_scenario() -> None:
+    medium = Finding(
+        "redis.eviction_volatile", Severity.MEDIUM, "M1_REDIS_URL", "volatile-lru", "-"
     )
-    assert seen == {"profile": "production", "live": False}
-    assert found["config.cors"] is Status.FAIL
-    assert found["config.redis"] is Status.WARN
-    assert found["config.database"] is Status.PASS
+    context = types.SimpleNamespace(notes={"config_findings": [medium]})
+    outcome = config_scenarios._grade_group(context, ("M1_REDIS_",), "t")  # type: ignore[arg-type]
+    assert outcome.status is Status.WARN
+    assert "volatile-lru (medium)" in outcome.message
 
 
 # -- broken deployments, each caught by the right scenario -------------------------------------
