@@ -355,11 +355,14 @@ def _staging(settings: Settings, args: argparse.Namespace) -> int:
         force=args.force,
     )
 
-    def show_key_once(name: str, key: str) -> str:
+    def hand_over_key(name: str, key: str) -> str:
+        if args.admin_key_file:  # a container's log is no terminal: the key goes to a file
+            staging.write_key_file(Path(args.admin_key_file), key)
+            return f"written to {args.admin_key_file} (mode 0600): read it, then delete it"
         print(f"created admin credential {name!r}; its key (shown once):\n{key}", flush=True)
         return "shown once on the terminal"
 
-    result = staging.setup_staging(plan, apply=not args.dry_run, deliver_key=show_key_once)
+    result = staging.setup_staging(plan, apply=not args.dry_run, deliver_key=hand_over_key)
     for step in result.steps:
         print(f"{step.step:17} {step.outcome.value:13} {step.seconds:6.2f} s  {step.detail}")
     changed = ", ".join(result.changed) or "nothing"
@@ -524,6 +527,11 @@ def _add_staging_parser(verbs: argparse._SubParsersAction[argparse.ArgumentParse
     staging.add_argument("--admin-name", default="staging-admin", help="admin credential name")
     staging.add_argument(
         "--force", action="store_true", help="rewrite an existing env file (new secrets)"
+    )
+    staging.add_argument(
+        "--admin-key-file",
+        metavar="FILE",
+        help="write a new admin key to FILE (mode 0600) instead of printing it (containers)",
     )
     staging.add_argument("--dry-run", action="store_true", help="setup: only say what it would do")
     staging.add_argument("--api-url", help="verify: the API's base URL")

@@ -405,12 +405,21 @@ def _env_file(run: _Run) -> StepResult:
     return StepResult("env_file", Outcome.CREATED, f"{path} (mode 0600) with a new M1_JWT_SECRET")
 
 
-def _write_exclusive(path: Path, content: str) -> None:
-    """Create ``path`` with mode 0600; refuse one that appeared meanwhile (two runs at once)."""
+def write_key_file(path: Path, key: str) -> None:
+    """A new admin key into ``path`` (mode 0600), for a setup whose output lands in a log; it
+    replaces an older file (that key belonged to an earlier credential)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    spare = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    _write_exclusive(spare, key + "\n", what="admin_key_file")
+    spare.replace(path)
+
+
+def _write_exclusive(path: Path, content: str, *, what: str = "env_file") -> None:
+    """Create ``path`` with mode 0600; refuse one that exists (another run's, or an old key)."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, ENV_FILE_MODE)
     except FileExistsError:
-        raise InputError("env_file", f"{path} appeared during the run", ["run again"]) from None
+        raise InputError(what, f"{path} exists", ["a path that does not exist yet"]) from None
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(content)
 

@@ -44,7 +44,8 @@ def test_dry_run_then_run_then_a_second_run_that_changes_nothing(
     assert not (tmp_path / ".env.staging").exists()
 
     first = run_flow(staging_setup, StagingSetupParams(**params))
-    assert first.result["ok"] and first.result["changed"] == [
+    assert first.result["ok"]
+    assert first.result["changed"] == [
         "database",
         "migrations",
         "env_file",
@@ -54,13 +55,16 @@ def test_dry_run_then_run_then_a_second_run_that_changes_nothing(
     assert [row["step"] for row in rows][:3] == ["database", "migrations", "redis"]
     assert "**ok**" in first.description(ARTIFACT_KEY)
     key = Secret.load(block).get()  # type: ignore[union-attr]
-    assert key not in str(first.result) and key not in str(rows)
+    assert key not in str(first.result)
+    assert key not in str(rows)
     with Database(Settings(_env_file=None), url=unborn_pg_url) as db:
         found = auth.CredentialStore(db, refresh_s=60).authenticate(key)
-        assert found is not None and found.role is auth.Role.ADMIN
+        assert found is not None
+        assert found.role is auth.Role.ADMIN
 
     again = run_flow(staging_setup, StagingSetupParams(**params))
-    assert again.result["ok"] and again.result["changed"] == []
+    assert again.result["ok"]
+    assert again.result["changed"] == []
     assert Secret.load(block).get() == key  # type: ignore[union-attr]
 
 
@@ -94,7 +98,8 @@ def test_report_lists_steps_and_the_api_and_names_a_failure() -> None:
     assert report.artifact_key == ARTIFACT_KEY
     assert [row["step"] for row in report.table] == ["database", "migrations", "api"]
     assert report.log == "staging setup FAILED at api in 1.2 s; changed database"
-    assert report.result["ok"] is False and report.result["failed"] == ["api"]
+    assert report.result["ok"] is False
+    assert report.result["failed"] == ["api"]
     assert report.result["outcomes"] == {
         "database": "created",
         "migrations": "unchanged",

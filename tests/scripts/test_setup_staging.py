@@ -72,7 +72,8 @@ def test_script_brings_up_a_ready_api_and_a_second_run_changes_nothing(
         stopped = _run(["--stop"], tmp_path)
         if pid is not None and psutil.pid_exists(pid):
             wait_for(lambda: not _alive(pid), f"the API (pid {pid}) to end after --stop")
-    assert stopped.returncode == 0 and "stopped the API" in stopped.stdout
+    assert stopped.returncode == 0
+    assert "stopped the API" in stopped.stdout
     assert not pid_file.exists()
 
 

@@ -72,7 +72,8 @@ def test_setup_twice_on_real_postgres_and_redis_changes_nothing_the_second_time(
         "validator": "verified",
     }
     print(f"nothing to validated staging: {first.seconds:.2f} s")
-    assert len(keys) == 1 and keys[0].startswith(auth.KEY_PREFIX)
+    assert len(keys) == 1
+    assert keys[0].startswith(auth.KEY_PREFIX)
     assert all(keys[0] not in step.detail for step in first.steps)
     assert env_file.stat().st_mode & 0o777 == 0o600
     values = staging.read_env_values(env_file)
@@ -82,12 +83,14 @@ def test_setup_twice_on_real_postgres_and_redis_changes_nothing_the_second_time(
     with Database(Settings(_env_file=None), url=unborn_pg_url) as db:
         store = auth.CredentialStore(db, refresh_s=60)
         found = store.authenticate(keys[0])
-        assert found is not None and (found.name, found.role) == ("staging-admin", auth.Role.ADMIN)
+        assert found is not None
+        assert (found.name, found.role) == ("staging-admin", auth.Role.ADMIN)
     content, mtime = env_file.read_bytes(), env_file.stat().st_mtime_ns
     rows = _row_counts(unborn_pg_url)
 
     second = setup_staging(plan, deliver_key=keep, validator=_passing_validator)
-    assert second.ok and second.changed == []
+    assert second.ok
+    assert second.changed == []
     assert {step.outcome for step in second.steps} <= QUIET
     assert second.outcomes()["env_file"] == "unchanged"
     assert (env_file.read_bytes(), env_file.stat().st_mtime_ns) == (content, mtime)
@@ -101,7 +104,8 @@ def test_dry_run_on_nothing_says_what_it_would_create_and_creates_nothing(
     env_file = tmp_path / ".env.staging"
     plan = _plan(unborn_pg_url, shared_redis_url, redis_prefix, env_file)
     result = setup_staging(plan, apply=False, deliver_key=_refuse)
-    assert result.dry_run and result.ok
+    assert result.dry_run
+    assert result.ok
     assert result.outcomes() == {
         "database": "would create",
         "migrations": "would create",
@@ -134,7 +138,8 @@ def test_an_env_file_for_another_database_is_refused_and_force_rewrites_it_with_
     env_file.chmod(0o644)
     refused = setup_staging(plan, deliver_key=lambda *_: "", validator=_passing_validator)
     assert refused.outcomes()["env_file"] == "failed"
-    assert "M1_DATABASE_URL" in refused.steps[3].detail and "--force" in refused.steps[3].detail
+    assert "M1_DATABASE_URL" in refused.steps[3].detail
+    assert "--force" in refused.steps[3].detail
     assert {refused.outcomes()[step] for step in staging.STEPS[4:]} == {"skipped"}
     assert staging.read_env_values(env_file)["M1_JWT_SECRET"] == "s" * 48
 
@@ -143,7 +148,8 @@ def test_an_env_file_for_another_database_is_refused_and_force_rewrites_it_with_
         deliver_key=lambda *_: "",
         validator=_passing_validator,
     )
-    assert forced.ok and forced.outcomes()["env_file"] == "updated"
+    assert forced.ok
+    assert forced.outcomes()["env_file"] == "updated"
     values = staging.read_env_values(env_file)
     assert values["M1_DATABASE_URL"] == plan.database_url
     assert values["M1_JWT_SECRET"] != "s" * 48
@@ -234,8 +240,41 @@ def test_verify_api_needs_live_and_ready() -> None:
     with httpx.Client(transport=httpx.MockTransport(lambda _: httpx.Response(200))) as client:
         assert staging.verify_api("http://api:8000", client=client).outcome is Outcome.VERIFIED
     unreachable = staging.verify_api("http://127.0.0.1:1", timeout_s=1)
-    assert unreachable.outcome is Outcome.FAILED and "ConnectError" in unreachable.detail
+    assert unreachable.outcome is Outcome.FAILED
+    assert "ConnectError" in unreachable.detail
 
 
 def _refuse(_name: str, _key: str) -> str:
     raise AssertionError("no credential may be created here")
+
+
+def test_cli_writes_a_new_admin_key_to_a_file_when_asked_and_never_prints_it(
+    unborn_pg_url: str,
+    shared_redis_url: str,
+    redis_prefix: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from m1lib.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    argv = [
+        "staging", "setup",
+        "--database-url", unborn_pg_url,
+        "--redis-url", shared_redis_url,
+        "--redis-prefix", redis_prefix,
+        "--env-file", "state/.env",
+        "--admin-key-file", "state/admin_key",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    key_file = tmp_path / "state" / "admin_key"
+    key = key_file.read_text().strip()
+    assert key.startswith(auth.KEY_PREFIX)
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    first = capsys.readouterr().out
+    assert key not in first
+    assert "written to state/admin_key (mode 0600)" in first
+    assert main(argv) == 0
+    assert capsys.readouterr().out.endswith("changed: nothing\n")
+    assert key_file.read_text().strip() == key
