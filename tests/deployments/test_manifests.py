@@ -220,3 +220,18 @@ def test_setup_script_calls_real_verbs() -> None:
     assert set(calls) >= {"staging", "api"}
     assert set(calls) <= verbs()
     assert "set -euo pipefail" in script.splitlines()
+
+
+@pytest.mark.parametrize("name", ["deployment.md", "troubleshooting.md"])
+def test_deployment_docs_link_only_files_that_exist(name: str) -> None:
+    page = PROJECT_ROOT / "docs" / name
+    links = re.findall(r"\]\(([^)#:]+)\)", page.read_text())
+    assert links
+    for link in links:
+        assert (page.parent / link).exists(), f"docs/{name} links {link}, which does not exist"
+
+
+def test_troubleshooting_links_every_runbook_it_names() -> None:
+    text = (PROJECT_ROOT / "docs" / "troubleshooting.md").read_text()
+    linked = set(re.findall(r"\(runbooks/(\w+)\.md\)", text))
+    assert {"database", "redis", "api", "prefect", "revocation_sync"} <= linked
