@@ -59,7 +59,7 @@ running_api() {
     pid="$(<"$pid_file")"
     [[ "$pid" =~ ^[0-9]+$ ]] || return 1
     kill -0 "$pid" 2>/dev/null || return 1
-    ps -p "$pid" -o args= | grep -q " api" || return 1  # a reused pid is not ours
+    [[ "$(ps -p "$pid" -o args=)" == *" api"* ]] || return 1  # a reused pid is not ours
     echo "$pid"
 }
 
@@ -103,5 +103,8 @@ else
     echo "API started (pid $!); log $log_file"
 fi
 
-"${m1[@]}" staging verify --api-url "http://$api_host:$api_port" --wait-s "$wait_s"
+if ! "${m1[@]}" staging verify --api-url "http://$api_host:$api_port" --wait-s "$wait_s"; then
+    echo "the API is not ready: see $log_file ($0 --stop stops it)" >&2
+    exit 1
+fi
 echo "staging validated in $((SECONDS - start_s)) s"

@@ -188,7 +188,8 @@ def plan_staging(
         raise InputError(
             "admin_name", f"{admin_name!r} is not a credential name", ["a-z 0-9 . _ -"]
         )
-    for label, value in (("database_url", str(target)), ("redis_url", redis_url)):
+    rendered = target.render_as_string(hide_password=False)
+    for label, value in (("database_url", rendered), ("redis_url", redis_url)):
         if "'" in value or "\n" in value:
             raise InputError(label, "contains a quote or a newline", ["a URL without ' or newline"])
     return StagingPlan(

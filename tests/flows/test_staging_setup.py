@@ -3,6 +3,7 @@ nothing, the admin key landing in a Secret block), its parameters, and its pure 
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,7 +29,7 @@ def test_dry_run_then_run_then_a_second_run_that_changes_nothing(
 ) -> None:
     from prefect.blocks.system import Secret
 
-    block = f"m1-staging-admin-key-{tmp_path.name[-6:].lower().replace('_', '-')}"
+    block = f"m1-staging-admin-key-{uuid.uuid4().hex[:8]}"
     params = {
         "database_url": unborn_pg_url,
         "redis_url": shared_redis_url,

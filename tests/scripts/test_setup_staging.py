@@ -82,3 +82,19 @@ def _alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def test_script_stops_at_a_failed_step_and_starts_no_api(
+    unborn_pg_url: str, tmp_path: Path
+) -> None:
+    failed = _run(
+        ["--database-url", unborn_pg_url, "--redis-url", "redis://127.0.0.1:1/0"], tmp_path
+    )
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert "redis             failed" in failed.stdout
+    assert "staging setup FAILED" in failed.stdout
+    assert not (tmp_path / ".m1-staging" / "api.pid").exists()
+    assert not (tmp_path / ".env.staging").exists()
+    usage = _run(["--redis-url", "redis://r"], tmp_path)
+    assert usage.returncode == 2
+    assert "usage: scripts/setup-staging.sh" in usage.stderr
