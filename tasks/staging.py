@@ -6,11 +6,8 @@ task reads it from its Secret block itself and puts it into the plan it works on
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from prefect import task
 from prefect.blocks.system import Secret
-from sqlalchemy.engine import make_url
 
 from m1lib.ops import staging
 from m1lib.ops.staging import StagingPlan, StagingResult, StepResult
@@ -26,24 +23,10 @@ def _secret(block: str) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def with_password(plan: StagingPlan, password: str | None) -> StagingPlan:
-    """``plan`` with ``password`` in both database URLs that carry none."""
-    if password is None:
-        return plan
-
-    def fill(url: str) -> str:
-        parsed = make_url(url)
-        if parsed.password is None:
-            parsed = parsed.set(password=password)
-        return parsed.render_as_string(hide_password=False)
-
-    return replace(plan, database_url=fill(plan.database_url), admin_url=fill(plan.admin_url))
-
-
 @task(name="preview-staging", persist_result=False)
 def preview_staging(plan: StagingPlan, password_block: str) -> StagingResult:
     """What a setup would change; reads only."""
-    full = with_password(plan, _secret(password_block))
+    full = plan.with_password(_secret(password_block))
     return staging.setup_staging(full, apply=False, deliver_key=_never)
 
 
@@ -55,7 +38,7 @@ def apply_staging(plan: StagingPlan, password_block: str, admin_key_block: str) 
         Secret(value=key).save(admin_key_block, overwrite=True)
         return f"in the Prefect Secret block {admin_key_block!r}"
 
-    full = with_password(plan, _secret(password_block))
+    full = plan.with_password(_secret(password_block))
     return staging.setup_staging(full, deliver_key=store_key)
 
 

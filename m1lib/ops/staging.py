@@ -28,7 +28,7 @@ import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,7 @@ from typing import Any
 import httpx
 import redis
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 
 from m1lib import auth
@@ -120,6 +120,20 @@ class StagingPlan:
     admin_name: str
     force: bool = False
 
+    def with_password(self, password: str | None) -> StagingPlan:
+        """This plan with ``password`` in both database URLs where they carry none (a flow
+        reads it from a Secret block inside its task, so it is never a parameter)."""
+        if password is None:
+            return self
+
+        def fill(url: str) -> str:
+            parsed = make_url(url)
+            if parsed.password is None:
+                parsed = parsed.set(password=password)
+            return parsed.render_as_string(hide_password=False)
+
+        return replace(self, database_url=fill(self.database_url), admin_url=fill(self.admin_url))
+
     def describe(self) -> dict[str, str]:
         """The plan without secrets, for reports."""
         return {
@@ -158,11 +172,10 @@ def plan_staging(
     redis_prefix: str = "m1",
     admin_name: str = "staging-admin",
     force: bool = False,
-    password: str | None = None,
 ) -> StagingPlan:
-    """Check the inputs and derive the rest; pure (no I/O). ``password`` fills both database URLs
-    when they carry none (a flow reads it from a Secret block; a shell may set PGPASSWORD)."""
-    target = _postgres_url("database_url", database_url, password)
+    """Check the inputs and derive the rest; pure (no I/O). A password may be in the URLs, in
+    PGPASSWORD (psycopg reads it), or added later with :meth:`StagingPlan.with_password`."""
+    target = _postgres_url("database_url", database_url)
     name = target.database or ""
     if not _DATABASE_NAME.match(name):
         raise InputError(
@@ -173,7 +186,7 @@ def plan_staging(
     if admin_url is None:
         admin = target.set(database="postgres")
     else:
-        admin = _postgres_url("admin_url", admin_url, password)
+        admin = _postgres_url("admin_url", admin_url)
         if (admin.host, admin.port) != (target.host, target.port):
             raise InputError(
                 "admin_url", "names another server than database_url", ["the same host and port"]
@@ -193,7 +206,7 @@ def plan_staging(
         if "'" in value or "\n" in value:
             raise InputError(label, "contains a quote or a newline", ["a URL without ' or newline"])
     return StagingPlan(
-        database_url=target.render_as_string(hide_password=False),
+        database_url=rendered,
         admin_url=admin.render_as_string(hide_password=False),
         database_name=name,
         redis_url=redis_url,
@@ -204,7 +217,7 @@ def plan_staging(
     )
 
 
-def _postgres_url(label: str, url: str, password: str | None) -> Any:
+def _postgres_url(label: str, url: str) -> URL:
     try:
         parsed = make_url(normalize_url(url))
     except ArgumentError:
@@ -215,8 +228,6 @@ def _postgres_url(label: str, url: str, password: str | None) -> Any:
         raise InputError(
             label, f"{parsed.get_backend_name()!r} is not PostgreSQL", ["postgresql://..."]
         )
-    if password is not None and parsed.password is None:
-        parsed = parsed.set(password=password)
     return parsed
 
 

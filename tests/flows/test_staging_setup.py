@@ -15,7 +15,6 @@ from m1lib import auth
 from m1lib.db.session import Database
 from m1lib.ops.staging import Outcome, StagingResult, StepResult, plan_staging
 from m1lib.settings import Settings
-from tasks.staging import with_password
 from tests.conftest import pg_database_exists
 from tests.flow_runs import FlowRun
 
@@ -82,10 +81,10 @@ def test_a_password_from_the_block_fills_both_database_urls() -> None:
     plan = plan_staging(
         database_url="postgresql://ops@db/m1_s", redis_url="redis://r", env_file="e"
     )
-    full = with_password(plan, "pw")
+    full = plan.with_password("pw")
     assert full.database_url == "postgresql+psycopg://ops:pw@db/m1_s"
     assert full.admin_url == "postgresql+psycopg://ops:pw@db/postgres"
-    assert with_password(plan, None) == plan
+    assert plan.with_password(None) == plan
 
 
 def test_report_lists_steps_and_the_api_and_names_a_failure() -> None:

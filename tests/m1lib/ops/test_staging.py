@@ -174,8 +174,7 @@ def test_plan_checks_inputs_and_derives_the_admin_url() -> None:
         database_url="postgres://ops@db.internal:5433/m1_staging",
         redis_url="redis://cache:6379/0",
         env_file=".env.staging",
-        password="pw",
-    )
+    ).with_password("pw")
     assert plan.database_name == "m1_staging"
     assert plan.database_url == "postgresql+psycopg://ops:pw@db.internal:5433/m1_staging"
     assert plan.admin_url == "postgresql+psycopg://ops:pw@db.internal:5433/postgres"
