@@ -218,7 +218,8 @@ def test_setup_script_calls_real_verbs() -> None:
         r"\(\"\$\{m1\[@\]\}\" (\w+)", script
     )
     assert set(calls) >= {"staging", "api"}
-    assert set(calls) <= verbs()
+    guarded = {"validate"}  # run only when `m1 validate --help` answers (an M1 with the validator)
+    assert set(calls) - guarded <= verbs()
     assert "set -euo pipefail" in script.splitlines()
 
 

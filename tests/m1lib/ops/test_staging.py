@@ -208,10 +208,23 @@ def test_validator_seam_reports_a_missing_validator_and_reads_a_present_ones_rep
     )
     module = types.ModuleType("fake_validator")
     calls: list[dict[str, Any]] = []
+    passed = {"value": False}
+
+    def finding(rule: str, severity: str) -> Any:
+        return types.SimpleNamespace(rule=rule, severity=types.SimpleNamespace(value=severity))
 
     def validate_config(settings: Settings, **options: Any) -> Any:
         calls.append(options)
-        return types.SimpleNamespace(ok=False, failures=["M1_TLS_CERT_FILE: not set"])
+        findings = [finding("database.unreachable", "critical"), finding("tls.missing", "medium")]
+        if passed["value"]:
+            findings = [finding("monitoring.unreachable", "high")]
+
+        def verdict(strict: bool = True) -> Any:
+            assert strict is False
+            summary = "PASS (lenient)" if passed["value"] else "FAIL (lenient)"
+            return types.SimpleNamespace(passed=passed["value"], summary=summary)
+
+        return types.SimpleNamespace(findings=findings, verdict=verdict)
 
     module.validate_config = validate_config  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "fake_validator", module)
@@ -219,7 +232,11 @@ def test_validator_seam_reports_a_missing_validator_and_reads_a_present_ones_rep
     failed = staging.run_validator(make_settings())
     assert calls == [{"profile": "staging", "live": True}]
     assert failed.outcome is Outcome.FAILED
-    assert failed.detail == "profile staging: M1_TLS_CERT_FILE: not set"
+    assert failed.detail == "profile staging: FAIL (lenient); database.unreachable (critical)"
+    passed["value"] = True
+    ok = staging.run_validator(make_settings())
+    assert ok.outcome is Outcome.VERIFIED
+    assert ok.detail == "profile staging: PASS (lenient); monitoring.unreachable (high)"
 
 
 def test_verify_api_needs_live_and_ready() -> None:
