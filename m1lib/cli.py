@@ -348,7 +348,7 @@ def _staging(settings: Settings, args: argparse.Namespace) -> int:
     plan = staging.plan_staging(
         database_url=args.database_url,
         redis_url=args.redis_url,
-        env_file=args.env_file,
+        env_file=args.staging_env_file,
         admin_url=args.admin_url,
         redis_prefix=args.redis_prefix,
         admin_name=args.admin_name,
@@ -523,7 +523,12 @@ def _add_staging_parser(verbs: argparse._SubParsersAction[argparse.ArgumentParse
     )
     staging.add_argument("--redis-url")
     staging.add_argument("--redis-prefix", default="m1", help="M1_REDIS_PREFIX of staging")
-    staging.add_argument("--env-file", default=".env.staging", help="written with mode 0600")
+    staging.add_argument(  # its own dest: `m1 --env-file` (what to read) is another option
+        "--env-file",
+        dest="staging_env_file",
+        default=".env.staging",
+        help="setup: the env file to write, mode 0600",
+    )
     staging.add_argument("--admin-name", default="staging-admin", help="admin credential name")
     staging.add_argument(
         "--force", action="store_true", help="rewrite an existing env file (new secrets)"
