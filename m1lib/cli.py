@@ -27,6 +27,15 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
     return up(settings, serve=not args.no_serve)
 
 
+def _api(settings: Settings, args: argparse.Namespace) -> int:
+    """One API replica in the foreground: no migrations, no supervisor, no Prefect. For
+    containers and service managers, which restart it themselves (`m1 up` does all three)."""
+    from m1lib.api.__main__ import main as serve_api
+
+    serve_api()
+    return 0
+
+
 def _db(settings: Settings, args: argparse.Namespace) -> int:
     from m1lib.db import migrate
     from m1lib.db.session import Database
@@ -380,6 +389,60 @@ def _validate(args: argparse.Namespace) -> int:
     return report.exit_code(args.strict, args.dry_run)
 
 
+def _staging(settings: Settings, args: argparse.Namespace) -> int:
+    """Provision staging on a given PostgreSQL and Redis, or check an API; docs/deployment.md."""
+    from m1lib.ops import staging
+
+    if args.action == "verify":
+        return _staging_verify(args)
+    if not (args.database_url and args.redis_url):
+        print("m1 staging setup: give --database-url and --redis-url", file=sys.stderr)
+        return 2
+    plan = staging.plan_staging(
+        database_url=args.database_url,
+        redis_url=args.redis_url,
+        env_file=args.staging_env_file,
+        admin_url=args.admin_url,
+        redis_prefix=args.redis_prefix,
+        admin_name=args.admin_name,
+        force=args.force,
+    )
+
+    def hand_over_key(name: str, key: str) -> str:
+        if args.admin_key_file:  # a container's log is no terminal: the key goes to a file
+            staging.write_key_file(Path(args.admin_key_file), key)
+            return f"written to {args.admin_key_file} (mode 0600): read it, then delete it"
+        print(f"created admin credential {name!r}; its key (shown once):\n{key}", flush=True)
+        return "shown once on the terminal"
+
+    result = staging.setup_staging(plan, apply=not args.dry_run, deliver_key=hand_over_key)
+    for step in result.steps:
+        print(f"{step.step:17} {step.outcome.value:13} {step.seconds:6.2f} s  {step.detail}")
+    changed = ", ".join(result.changed) or "nothing"
+    verb = "would change" if result.dry_run else "changed"
+    state = "ok" if result.ok else "FAILED"
+    print(f"staging setup {state} in {result.seconds:.1f} s; {verb}: {changed}")
+    return 0 if result.ok else 1
+
+
+def _staging_verify(args: argparse.Namespace) -> int:
+    import time
+
+    from m1lib.ops.staging import Outcome, verify_api
+
+    if not args.api_url:
+        print("m1 staging verify: give --api-url", file=sys.stderr)
+        return 2
+    deadline = time.monotonic() + args.wait_s
+    while True:
+        result = verify_api(args.api_url)
+        if result.outcome is Outcome.VERIFIED or time.monotonic() >= deadline:
+            break
+        time.sleep(0.5)
+    print(f"api {result.outcome.value}: {result.detail}")
+    return 0 if result.outcome is Outcome.VERIFIED else 1
+
+
 def _demo(settings: Settings, args: argparse.Namespace) -> int:
     from m1lib import demo
 
@@ -551,6 +614,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.set_defaults(handler=_up)
 
+    api = verbs.add_parser(
+        "api",
+        help="one API replica in the foreground (no migrations, no Prefect): containers, "
+        "service managers",
+    )
+    api.set_defaults(handler=_api)
+
     db = verbs.add_parser("db", help="database migrations")
     db.add_argument("action", choices=["upgrade", "downgrade", "current"])
     db.add_argument("revision", nargs="?", help="target revision (upgrade: default head)")
@@ -593,6 +663,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tokens_parser(verbs)
     _add_healing_parsers(verbs)
     _add_validate_parser(verbs)
+    _add_staging_parser(verbs)
 
     from m1lib.demo import add_arguments as add_demo_arguments  # light: no HTTP client imported
 
@@ -648,6 +719,48 @@ def _add_healing_parsers(verbs: argparse._SubParsersAction[argparse.ArgumentPars
     listing.add_argument("--component", choices=COMPONENTS)
     listing.add_argument("--cursor", help="continue a listing (printed after a full page)")
     listing.set_defaults(handler=_incidents)
+
+
+def _add_staging_parser(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    staging = verbs.add_parser(
+        "staging",
+        help="provision staging on a PostgreSQL and Redis (idempotent), or check an API",
+        description="setup: create the database if missing, migrate, verify Redis, write the "
+        "env file (0600, kept unless --force), check the tool registry, create the admin "
+        "credential (key shown once), run the validator. Exit 1 when a step failed. "
+        "verify: poll an API's /health/live and /health/ready until both answer 200.",
+    )
+    staging.add_argument("action", choices=["setup", "verify"])
+    staging.add_argument(
+        "--database-url",
+        help="the staging database, created if missing (password: in the URL or PGPASSWORD)",
+    )
+    staging.add_argument(
+        "--admin-url", help="where CREATE DATABASE runs (default: same server, database postgres)"
+    )
+    staging.add_argument("--redis-url")
+    staging.add_argument("--redis-prefix", default="m1", help="M1_REDIS_PREFIX of staging")
+    staging.add_argument(  # its own dest: `m1 --env-file` (what to read) is another option
+        "--env-file",
+        dest="staging_env_file",
+        default=".env.staging",
+        help="setup: the env file to write, mode 0600",
+    )
+    staging.add_argument("--admin-name", default="staging-admin", help="admin credential name")
+    staging.add_argument(
+        "--force", action="store_true", help="rewrite an existing env file (new secrets)"
+    )
+    staging.add_argument(
+        "--admin-key-file",
+        metavar="FILE",
+        help="write a new admin key to FILE (mode 0600) instead of printing it (containers)",
+    )
+    staging.add_argument("--dry-run", action="store_true", help="setup: only say what it would do")
+    staging.add_argument("--api-url", help="verify: the API's base URL")
+    staging.add_argument(
+        "--wait-s", type=float, default=0.0, help="verify: keep polling this long (s)"
+    )
+    staging.set_defaults(handler=_staging)
 
 
 def _add_tokens_parser(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -155,6 +155,30 @@ def fresh_pg_url(pg_url: str) -> Iterator[str]:
         yield url
 
 
+@pytest.fixture
+def unborn_pg_url(pg_url: str) -> Iterator[str]:
+    """The URL of a PostgreSQL database of this test's own that does not exist yet (staging setup
+    creates it); dropped after, whoever created it."""
+    name = f"m1_staging_{RUN_ID}_{uuid.uuid4().hex[:6]}"
+    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def pg_database_exists(name: str) -> bool:
+    admin = create_engine(PG_ADMIN_URL)
+    try:
+        with admin.connect() as connection:
+            found = connection.execute(
+                text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": name}
+            ).first()
+    finally:
+        admin.dispose()
+    return found is not None
+
+
 @pytest.fixture(scope="session")
 def shared_redis_url() -> str:
     client = redis_lib.Redis.from_url(REDIS_URL, socket_timeout=2)
