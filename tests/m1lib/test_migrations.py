@@ -23,6 +23,8 @@ EXPECTED = {
     "health_streaks",
     "incidents",
     "healing_overrides",
+    "cache_ttl_policy",
+    "cache_ttl_changes",
 }
 
 
