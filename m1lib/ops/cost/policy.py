@@ -12,6 +12,7 @@ off-peak TTLs, and each of them plus ``stale_while_revalidate_s`` stay within th
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -222,8 +223,11 @@ def clamp(policy: ToolTtl) -> ToolTtl:
         peak_ttl_s=within(policy.peak_ttl_s),
         offpeak_ttl_s=within(policy.offpeak_ttl_s),
     )
-    room = max(0.0, budget - clamped.max_ttl_s())
-    return replace(clamped, stale_while_revalidate_s=min(policy.stale_while_revalidate_s, room))
+    longest = clamped.max_ttl_s()
+    swr = min(policy.stale_while_revalidate_s, max(0.0, budget - longest))
+    while swr > 0 and longest + swr > budget:  # the subtraction rounded up: step down an ulp
+        swr = math.nextafter(swr, 0.0)
+    return replace(clamped, stale_while_revalidate_s=swr)
 
 
 class PolicySnapshot:

@@ -192,7 +192,10 @@ def _log(
     actor: str,
     now: datetime,
     reason: str,
+    guarded: bool = False,
 ) -> int:
+    """Log one change; only ``guarded`` ones (applied by the optimiser) wait for the guard's
+    verdict, a person's set or reset counts as judged already."""
     entry = CacheTtlChange(
         tool=tool,
         before=None if before is None else before.settings_json(),
@@ -201,6 +204,7 @@ def _log(
         figures_after=None,
         applied_by=actor,
         applied_at=now,
+        checked_at=None if guarded else now,
         reason=reason[:_REASON_MAX],
     )
     session.add(entry)
@@ -299,6 +303,7 @@ def apply_changes(
                     actor=actor,
                     now=now,
                     reason=change.reason or "applied",
+                    guarded=True,
                 )
             )
     command_id = notify_replicas(db, settings, actor=actor)
