@@ -70,7 +70,8 @@ def test_recommend_leaves_out_proposals_that_change_nothing() -> None:
     (change,) = recommend_changes(current, [Proposal("weather", ttl_s=120.0, reason="cheaper")])
     assert change.before == current["weather"]
     assert (change.after.ttl_s, change.after.staleness_budget_s) == (120.0, 300.0)
-    assert change.reason == "cheaper" and not change.clamped
+    assert change.reason == "cheaper"
+    assert not change.clamped
 
 
 def test_recommend_needs_a_budget_for_a_tool_without_policy() -> None:
@@ -78,7 +79,8 @@ def test_recommend_needs_a_budget_for_a_tool_without_policy() -> None:
         recommend_changes({}, [Proposal("new", ttl_s=10.0)])
     assert caught.value.path == "proposals[0].staleness_budget_s"
     (change,) = recommend_changes({}, [Proposal("new", ttl_s=10.0)], default_budget_s=5.0)
-    assert change.after.ttl_s == 5.0 and change.clamped
+    assert change.after.ttl_s == 5.0
+    assert change.clamped
 
 
 @pytest.mark.parametrize(
@@ -118,4 +120,5 @@ def test_snapshot_resolves_tools_it_holds_only() -> None:
     snapshot = PolicySnapshot([rule(stale_while_revalidate_s=20.0)], version=3)
     assert snapshot("weather") == TtlRule(60.0, 20.0)
     assert snapshot("other") is None
-    assert len(snapshot) == 1 and snapshot.version == 3
+    assert len(snapshot) == 1
+    assert snapshot.version == 3

@@ -47,7 +47,9 @@ def test_dry_run_changes_nothing(db: Database, settings: Settings) -> None:
     before = counts(db)
     changes = recommend_changes(load_policy(db), [Proposal("weather", ttl_s=300.0, figures=GOOD)])
     result = apply_changes(db, settings, changes, actor="optimize-cost", dry_run=True)
-    assert result.dry_run and result.command_id is None and len(result.changes) == 1
+    assert result.dry_run
+    assert result.command_id is None
+    assert len(result.changes) == 1
     assert counts(db) == before  # no policy row, no log row, no command
     assert load_policy(db)["weather"].ttl_s == 60.0
 
@@ -65,13 +67,16 @@ def test_apply_writes_the_rule_the_log_and_one_reload_command(
     )
     commands = reload_commands(db)
     result = apply_changes(db, settings, changes, actor="optimize-cost", dry_run=False)
-    assert reload_commands(db) == commands + 1 and result.command_id is not None
+    assert reload_commands(db) == commands + 1
+    assert result.command_id is not None
     policy = load_policy(db)
     assert (policy["weather"].ttl_s, policy["weather"].version) == (600.0, 2)  # clamped to budget
     assert (policy["search"].ttl_s, policy["search"].updated_by) == (30.0, "optimize-cost")
     logged = {c.tool: c for c in list_changes(db, limit=2)}
-    assert logged["weather"].before is not None and logged["weather"].before.ttl_s == 60.0
-    assert logged["weather"].after is not None and logged["weather"].after.ttl_s == 600.0
+    assert logged["weather"].before is not None
+    assert logged["weather"].before.ttl_s == 60.0
+    assert logged["weather"].after is not None
+    assert logged["weather"].after.ttl_s == 600.0
     assert logged["weather"].figures_before == GOOD
     assert logged["search"].before is None
 
@@ -95,12 +100,14 @@ def test_guard_reverts_a_harmful_change(db: Database, settings: Settings) -> Non
     assert guard_check(db, settings, {"weather": worse}, settle_s=3600) == []
     later = datetime.now(UTC) + timedelta(hours=2)
     (outcome,) = guard_check(db, settings, {"weather": worse}, settle_s=3600, now=later)
-    assert outcome.verdict.revert and outcome.reverted
+    assert outcome.verdict.revert
+    assert outcome.reverted
     assert "stale rate rose" in outcome.verdict.reason
     assert load_policy(db)["weather"].ttl_s == 60.0  # back to before
     assert reload_commands(db) == commands + 1
     (logged, *_) = list_changes(db, tool="weather")
-    assert logged.reverted_at == later and logged.figures_after == worse
+    assert logged.reverted_at == later
+    assert logged.figures_after == worse
     assert "reverted: stale rate rose" in logged.reason
     # judged once: a second run finds nothing to do
     assert guard_check(db, settings, {"weather": worse}, settle_s=0, now=later) == []
@@ -119,9 +126,11 @@ def test_guard_keeps_a_good_change_and_removes_a_harmful_new_rule(
     after = {"weather": Figures(hit_rate=0.9, error_rate=0.01, stale_rate=0.02),
              "search": Figures(hit_rate=0.5, error_rate=0.01, stale_rate=0.02)}  # fmt: skip
     outcomes = {o.change.tool: o for o in guard_check(db, settings, after, settle_s=0)}
-    assert not outcomes["weather"].reverted and outcomes["search"].reverted
+    assert not outcomes["weather"].reverted
+    assert outcomes["search"].reverted
     policy = load_policy(db)
-    assert policy["weather"].ttl_s == 120.0 and "search" not in policy
+    assert policy["weather"].ttl_s == 120.0
+    assert "search" not in policy
 
 
 def test_guard_dry_run_writes_nothing(db: Database, settings: Settings) -> None:
@@ -132,8 +141,10 @@ def test_guard_dry_run_writes_nothing(db: Database, settings: Settings) -> None:
     (outcome,) = guard_check(
         db, settings, {"weather": Figures(hit_rate=0.1)}, settle_s=0, dry_run=True
     )
-    assert outcome.verdict.revert and not outcome.reverted
-    assert counts(db) == before and load_policy(db)["weather"].ttl_s == 500.0
+    assert outcome.verdict.revert
+    assert not outcome.reverted
+    assert counts(db) == before
+    assert load_policy(db)["weather"].ttl_s == 500.0
 
 
 def test_reset_removes_the_rule_and_logs_it(db: Database, settings: Settings) -> None:
@@ -142,4 +153,5 @@ def test_reset_removes_the_rule_and_logs_it(db: Database, settings: Settings) ->
     assert not reset_tool(db, settings, "weather", actor="alice")
     assert load_policy(db) == {}
     (logged, *_) = list_changes(db, tool="weather")
-    assert logged.after is None and logged.reason == "reset"
+    assert logged.after is None
+    assert logged.reason == "reset"
