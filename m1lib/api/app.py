@@ -15,6 +15,7 @@ from m1lib.api.openapi import install_openapi
 from m1lib.api.problems import install_problem_handlers
 from m1lib.api.replica import ReplicaRuntime
 from m1lib.api.routes import (
+    cache_policy,
     dashboard,
     events,
     healing,
@@ -69,6 +70,7 @@ def create_app(
     app.include_router(session.router)
     app.include_router(ops.router)
     app.include_router(healing.router)
+    app.include_router(cache_policy.router)
     app.include_router(tokens.router)
     app.include_router(events.router)
     app.include_router(prometheus.router)
