@@ -96,6 +96,7 @@ class _Old(NamedTuple):
 
     value: Any
     meta: _Meta
+    servable: bool  # within the stale-while-revalidate window of the caller's rule
 
 
 @dataclass(frozen=True)
@@ -303,10 +304,10 @@ class Cache:
         ``toolName``: each caller records its get (hit or miss), the one that ran ``fn`` its set.
         """
         rule = self._rule(ttl, tool_name)
-        hit, value, old = self._lookup(key, tool=tool_name)
+        hit, value, old = self._lookup(key, tool=tool_name, rule=rule)
         if hit:
             return value
-        if old is not None and rule is not None and self._servable(old, rule):
+        if old is not None and old.servable and rule is not None:
             self._revalidate(key, fn, rule, tool_name, old)
             return old.value
         with self._flights_lock:
@@ -342,8 +343,10 @@ class Cache:
             return None
         return policy(tool)
 
-    def _servable(self, old: _Old, rule: TtlRule) -> bool:
-        return rule.stale_s > 0 and self._wall_ms() < old.meta.fresh_ms + rule.stale_s * 1000
+    def _servable(self, meta: _Meta, rule: TtlRule | None) -> bool:
+        if rule is None or rule.stale_s <= 0:
+            return False
+        return self._wall_ms() < meta.fresh_ms + rule.stale_s * 1000
 
     def _fill(
         self,
@@ -622,10 +625,16 @@ class Cache:
     # -- helpers --------------------------------------------------------------------------------
 
     def _lookup(
-        self, key: str, *, count: bool = True, tool: str | None = None
+        self,
+        key: str,
+        *,
+        count: bool = True,
+        tool: str | None = None,
+        rule: TtlRule | None = None,
     ) -> tuple[bool, Any, _Old | None]:
         """(hit, value, old): tells a miss from a stored null, which `get` cannot; ``old`` is a
-        policy entry past its TTL (a miss). Counted (and recorded as a get) unless ``count`` is
+        policy entry past its TTL (a miss, but counted as a hit when ``rule`` lets it be served
+        stale: no call was made for it). Counted (and recorded as a get) unless ``count`` is
         False: `cached_call`'s second look."""
         name = self._name(key)
 
@@ -640,17 +649,18 @@ class Cache:
         hit, value, meta = (False, None, None) if raw is None else _decode_entry(raw)
         old = None
         if hit and meta is not None and self._wall_ms() >= meta.fresh_ms:
-            hit, old = False, _Old(value, meta)
+            hit, old = False, _Old(value, meta, self._servable(meta, rule))
             value = None
         if count:
+            served = hit or (old is not None and old.servable)
             with self._lock:
-                if hit:
+                if served:
                     self._hits += 1
                 else:
                     self._misses += 1
             if self._recorder is not None:
                 latency_ms = (_perf_counter() - started) * 1000.0
-                self._recorder("cache_operations", (backend, tool, "get", hit, latency_ms))
+                self._recorder("cache_operations", (backend, tool, "get", served, latency_ms))
         return hit, value, old
 
     def _set_encoded(
