@@ -16,7 +16,6 @@ import pytest
 import redis as redis_lib
 
 from m1lib.control import acks_for
-from m1lib.db.migrate import upgrade
 from m1lib.db.session import Database
 from m1lib.ops.cost.policy import Proposal, recommend_changes
 from m1lib.ops.cost.policy_store import apply_changes, load_policy
@@ -67,14 +66,6 @@ def processes(tmp_path: Path) -> Iterator[Processes]:
         yield running
     finally:
         running.stop_all()
-
-
-@pytest.fixture
-def pg_db(make_settings: Callable[..., Settings], pg_url: str) -> Iterator[Database]:
-    db = Database(make_settings(database={"url": pg_url}))
-    upgrade(db)
-    yield db
-    db.dispose()
 
 
 @pytest.mark.postgres
