@@ -68,6 +68,7 @@ _UNLINK_BATCH = 500
 OBSERVE_GRACE_MAX_S = 60.0
 """How long at most a policy entry outlives its TTL so a refetch can compare old and new values."""
 _HEADER = b"\x1e"  # starts a policy entry's header; no JSON text starts with it
+_HEADERS = (_HEADER, _HEADER.decode())  # as Redis answers it: bytes, or text when decoded
 _T = TypeVar("_T")
 _perf_counter = time.perf_counter
 
@@ -725,17 +726,17 @@ def _decode(raw: bytes | str) -> tuple[bool, Any]:
 
 def _decode_entry(raw: bytes | str) -> tuple[bool, Any, _Meta | None]:
     """(hit, value, header of a policy entry or None); a bad header counts as a miss."""
-    data = raw.encode() if isinstance(raw, str) else raw
     meta = None
-    if data.startswith(_HEADER):
-        line, _, data = data[1:].partition(b"\n")
+    if raw[:1] in _HEADERS:
+        data = raw.encode() if isinstance(raw, str) else raw
+        line, _, raw = data[1:].partition(b"\n")
         try:
             stored, fresh, fingerprint = line.split(b",")
             meta = _Meta(int(stored), int(fresh), int(fingerprint, 16))
         except ValueError:
             return False, None, None
     try:
-        return True, json.loads(data), meta
+        return True, json.loads(raw), meta
     except ValueError:
         return False, None, None
 
