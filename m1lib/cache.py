@@ -391,7 +391,7 @@ class Cache:
         def refresh() -> None:
             try:
                 flight.data = self._fill(key, fn, None, tool, rule, old)
-            except BaseException as exc:  # the stale value stays served until it runs out
+            except Exception as exc:  # the caller's fn, any failure: logged, stale served meanwhile
                 flight.error = exc
                 logger.warning("cache refresh of a %s entry failed: %s", tool, type(exc).__name__)
             finally:
