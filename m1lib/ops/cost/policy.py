@@ -34,6 +34,7 @@ __all__ = [
     "check_policy",
     "clamp",
     "recommend_changes",
+    "stale_mode_proposals",
 ]
 
 RELOAD_COMMAND: Final = "cache.policy.reload"
@@ -352,3 +353,20 @@ def recommend_changes(
             )
         )
     return changes
+
+
+def stale_mode_proposals(current: Mapping[str, ToolTtl], *, over_budget: bool) -> list[Proposal]:
+    """The over-budget mode as proposals: over budget, every tool serves stale for all the room its
+    staleness budget leaves past its longest TTL (fewer calls, never older than the budget); back
+    under budget, stale-while-revalidate goes off again. Tools already so are left out; pure."""
+    proposals = []
+    for rule in current.values():
+        room = max(0.0, rule.staleness_budget_s - rule.max_ttl_s()) if over_budget else 0.0
+        if room != rule.stale_while_revalidate_s:
+            reason = (
+                "over budget: serve stale within the staleness budget"
+                if over_budget
+                else ("within budget: stale-while-revalidate off")
+            )
+            proposals.append(Proposal(rule.tool, stale_while_revalidate_s=room, reason=reason))
+    return proposals

@@ -16,6 +16,7 @@ from m1lib.ops.cost.policy import (
     check_policy,
     clamp,
     recommend_changes,
+    stale_mode_proposals,
 )
 
 HOUR = 3600.0
@@ -122,3 +123,15 @@ def test_snapshot_resolves_tools_it_holds_only() -> None:
     assert snapshot("other") is None
     assert len(snapshot) == 1
     assert snapshot.version == 3
+
+
+def test_over_budget_mode_serves_stale_for_the_room_the_budget_leaves() -> None:
+    current = {"weather": rule(), "full": rule("full", ttl_s=300.0)}
+    (proposal,) = stale_mode_proposals(current, over_budget=True)
+    assert (proposal.tool, proposal.stale_while_revalidate_s) == ("weather", 240.0)
+    (change,) = recommend_changes(current, [proposal])
+    assert change.after.ttl_s + change.after.stale_while_revalidate_s == 300.0
+    back = {"weather": change.after, "full": current["full"]}
+    (off,) = stale_mode_proposals(back, over_budget=False)
+    assert off.stale_while_revalidate_s == 0.0
+    assert stale_mode_proposals(current, over_budget=False) == []
