@@ -323,7 +323,7 @@ class Cache:
             return _decode(cast(bytes, flight.data))[1]
         try:
             # A leader that finished just before we registered has already filled the cache.
-            hit, value, newer_old = self._lookup(key, count=False)
+            hit, value, newer_old = self._lookup(key, count=False, rule=rule)
             if hit:
                 flight.data = _encode(value)
                 return value
@@ -649,6 +649,10 @@ class Cache:
         backend, raw = self._execute(on_redis, on_memory)
         hit, value, meta = (False, None, None) if raw is None else _decode_entry(raw)
         old = None
+        if meta is not None and rule is not None:  # a shorter TTL applies to entries stored before
+            meta = meta._replace(
+                fresh_ms=min(meta.fresh_ms, meta.stored_ms + math.ceil(rule.ttl_s * 1000))
+            )
         if hit and meta is not None and self._wall_ms() >= meta.fresh_ms:
             hit, old = False, _Old(value, meta, self._servable(meta, rule))
             value = None

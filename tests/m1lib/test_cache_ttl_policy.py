@@ -78,6 +78,17 @@ def test_cached_call_uses_the_tool_ttl_of_the_policy(cache: Cache, clock: FakeCl
     assert source.calls == 2
 
 
+def test_a_shortened_ttl_applies_to_entries_stored_before(cache: Cache, clock: FakeClock) -> None:
+    rules = {"weather": TtlRule(100.0)}
+    with_policy(cache, rules)
+    source = Source()
+    cache.cached_call("k", source, tool_name="weather")
+    rules["weather"] = TtlRule(10.0)
+    clock.advance(11)
+    cache.cached_call("k", source, tool_name="weather")
+    assert source.calls == 2
+
+
 def test_an_explicit_ttl_wins_over_the_policy(cache: Cache, clock: FakeClock) -> None:
     with_policy(cache, {"weather": TtlRule(10.0)})
     source = Source()
