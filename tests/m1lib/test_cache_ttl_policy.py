@@ -9,8 +9,11 @@ from typing import Any
 
 import pytest
 import redis as redis_lib
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from m1lib.cache import OBSERVE_GRACE_MAX_S, Cache, TtlRule
+from m1lib.ops.cost.policy import PolicySnapshot, ToolTtl, clamp
 from m1lib.redis_conn import key as redis_key
 from m1lib.settings import Settings
 from tests.waiting import wait_for
@@ -202,3 +205,30 @@ def test_policy_entries_are_shared_through_redis_with_ttl_plus_grace(
     finally:
         raw.close()
     assert 120_000 < pttl <= (120 + OBSERVE_GRACE_MAX_S) * 1000
+
+
+# make_settings is a factory: a fresh Settings (and cache) per example
+@settings(
+    deadline=None, max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    ttl=st.floats(min_value=0.01, max_value=1000),
+    budget=st.floats(min_value=0.01, max_value=1000),
+    swr=st.floats(min_value=0, max_value=1000),
+    steps=st.lists(st.floats(min_value=0, max_value=500), min_size=1, max_size=30),
+)
+def test_what_cached_call_serves_is_never_older_than_the_staleness_budget(
+    make_settings: Callable[..., Settings],
+    ttl: float,
+    budget: float,
+    swr: float,
+    steps: list[float],
+) -> None:
+    rule = clamp(ToolTtl("t", ttl, budget, stale_while_revalidate_s=swr))
+    clock = FakeClock()
+    cache = Cache(make_settings(), clock=clock, wall_clock=clock)
+    cache.set_ttl_policy(PolicySnapshot([rule]))
+    for step in steps:
+        clock.advance(step)
+        fetched_at = cache.cached_call("k", clock, tool_name="t")
+        assert clock.now - fetched_at <= budget + 0.002  # whole milliseconds in the header
