@@ -21,10 +21,20 @@ tool of a `cached_call` (else null), ``hit`` true only for a get that found the 
 the call's time (0 for an evict, which happens inside a set). Evicts are entries the memory
 fallback drops to stay within ``M1_CACHE_MAX_ENTRIES``; Redis evicts on its own, unseen. Recording
 is one queue append on the caller's thread: no I/O, never blocking.
+
+A TTL policy (:meth:`Cache.set_ttl_policy`, fed by :mod:`m1lib.ops.cost.policy_refresh`) gives a
+`cached_call` without ``ttl`` its tool's TTL from an in-memory snapshot (no I/O). Such entries
+carry a small header (when stored, fresh until, a 64-bit fingerprint of the value, wall-clock
+times so every replica reads them alike) and outlive their TTL by a short grace, so a refetch can
+tell whether the value changed and how old it was (:meth:`Cache.set_fetch_observer`); past their
+TTL they read as a miss. With ``stale_s`` the rule allows stale-while-revalidate: an expired
+entry is served for up to ``stale_s`` more while one background refresh (coalesced with the
+flights of concurrent misses) replaces it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import logging
@@ -34,7 +44,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeVar, cast
 
 import redis
 
@@ -55,8 +65,39 @@ DIRTY_KEYS_LIMIT = 10_000
 """Keys written on memory that recovery deletes one by one; past this it clears the namespace."""
 
 _UNLINK_BATCH = 500
+OBSERVE_GRACE_MAX_S = 60.0
+"""How long at most a policy entry outlives its TTL so a refetch can compare old and new values."""
+_HEADER = b"\x1e"  # starts a policy entry's header; no JSON text starts with it
+_HEADERS = (_HEADER, _HEADER.decode())  # as Redis answers it: bytes, or text when decoded
 _T = TypeVar("_T")
 _perf_counter = time.perf_counter
+
+
+class TtlRule(NamedTuple):
+    """What the TTL policy says for one tool's `cached_call` entries."""
+
+    ttl_s: float  # how long an entry is fresh
+    stale_s: float = 0.0  # how much longer it may be served while one refresh runs (0: never)
+
+
+TtlPolicy = Callable[[str], TtlRule | None]
+"""Tool name -> its rule, or None (the default TTL); called on the hot path: no I/O."""
+FetchObserver = Callable[[str, str, float | None, bool | None], None]
+"""(tool, key, age_s, changed) of each refetch of a policy entry; None when the old one was gone."""
+
+
+class _Meta(NamedTuple):
+    stored_ms: int  # wall clock
+    fresh_ms: int  # wall clock: fresh before this
+    fingerprint: int
+
+
+class _Old(NamedTuple):
+    """A policy entry past its TTL but still stored: servable while stale, compared on refetch."""
+
+    value: Any
+    meta: _Meta
+    servable: bool  # within the stale-while-revalidate window of the caller's rule
 
 
 @dataclass(frozen=True)
@@ -156,11 +197,15 @@ class Cache:
         *,
         redis_client: redis.Redis | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
         recorder: EventSink | None = None,
     ) -> None:
         self._settings = settings
         self._client = redis_client
         self._clock = clock
+        self._wall = wall_clock  # policy entries' times: shared by every process
+        self._ttl_policy: TtlPolicy | None = None
+        self._fetch_observer: FetchObserver | None = None
         self._recorder = recorder  # None: records no cache_operations
         self._default_ttl_s = settings.cache.default_ttl_s
         self._probe_s = settings.cache.probe_s
@@ -205,6 +250,14 @@ class Cache:
     def get(self, key: str) -> Any:
         """The cached value, or None when absent or expired (a stored JSON null reads the same)."""
         return self._lookup(key)[1]
+
+    def set_ttl_policy(self, policy: TtlPolicy | None) -> None:
+        """Use ``policy`` for `cached_call`s given a tool and no ``ttl`` (None: the default TTL)."""
+        self._ttl_policy = policy
+
+    def set_fetch_observer(self, observer: FetchObserver | None) -> None:
+        """Call ``observer`` after each refetch of a policy entry (on the refetching thread)."""
+        self._fetch_observer = observer
 
     def set(self, key: str, value: Any, ttl: float | None = None) -> None:
         """Store a JSON-serialisable value for ``ttl`` s (default ``M1_CACHE_DEFAULT_TTL_S``)."""
@@ -251,9 +304,13 @@ class Cache:
         fresh copy) or its exception. Exceptions are not cached. ``tool_name`` is the events'
         ``toolName``: each caller records its get (hit or miss), the one that ran ``fn`` its set.
         """
-        hit, value = self._lookup(key, tool=tool_name)
+        rule = self._rule(ttl, tool_name)
+        hit, value, old = self._lookup(key, tool=tool_name, rule=rule)
         if hit:
             return value
+        if old is not None and old.servable and rule is not None:
+            self._revalidate(key, fn, rule, tool_name, old)
+            return old.value
         with self._flights_lock:
             flight = self._flights.get(key)
             leader = flight is None
@@ -266,12 +323,11 @@ class Cache:
             return _decode(cast(bytes, flight.data))[1]
         try:
             # A leader that finished just before we registered has already filled the cache.
-            hit, value = self._lookup(key, count=False)
+            hit, value, newer_old = self._lookup(key, count=False, rule=rule)
             if hit:
                 flight.data = _encode(value)
                 return value
-            data = _encode(fn())
-            self._set_encoded(key, data, ttl, tool_name)
+            data = self._fill(key, fn, ttl, tool_name, rule, newer_old or old)
             flight.data = data
             return _decode(data)[1]
         except BaseException as exc:  # handed to the waiters, then re-raised unchanged
@@ -281,6 +337,72 @@ class Cache:
             with self._flights_lock:
                 del self._flights[key]
             flight.done.set()
+
+    def _rule(self, ttl: float | None, tool: str | None) -> TtlRule | None:
+        policy = self._ttl_policy
+        if ttl is not None or tool is None or policy is None:
+            return None
+        return policy(tool)
+
+    def _servable(self, meta: _Meta, rule: TtlRule | None) -> bool:
+        if rule is None or rule.stale_s <= 0:
+            return False
+        return self._wall_ms() < meta.fresh_ms + rule.stale_s * 1000
+
+    def _fill(
+        self,
+        key: str,
+        fn: Callable[[], Any],
+        ttl: float | None,
+        tool: str | None,
+        rule: TtlRule | None,
+        old: _Old | None,
+    ) -> bytes:
+        """Run ``fn`` and store its value: as is, or under ``rule`` with a header; the data."""
+        data = _encode(fn())
+        if rule is None:
+            self._set_encoded(key, data, ttl, tool)
+            return data
+        now_ms = self._wall_ms()
+        fingerprint = int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
+        ttl_ms = max(1, math.ceil(rule.ttl_s * 1000))
+        header = f"{now_ms},{now_ms + ttl_ms},{fingerprint:x}\n".encode()
+        grace_s = max(rule.stale_s, min(rule.ttl_s, OBSERVE_GRACE_MAX_S))
+        stored = _HEADER + header + data
+        self._set_encoded(key, stored, rule.ttl_s + grace_s, tool)
+        observer = self._fetch_observer
+        if observer is not None and tool is not None:
+            if old is None:
+                observer(tool, key, None, None)
+            else:
+                age_s = max(0.0, (now_ms - old.meta.stored_ms) / 1000.0)
+                observer(tool, key, age_s, old.meta.fingerprint != fingerprint)
+        return stored
+
+    def _revalidate(
+        self, key: str, fn: Callable[[], Any], rule: TtlRule, tool: str | None, old: _Old
+    ) -> None:
+        """Refresh a stale entry on a background thread unless a flight of the key runs."""
+        with self._flights_lock:
+            if key in self._flights:
+                return
+            flight = self._flights[key] = _Flight()
+
+        def refresh() -> None:
+            try:
+                flight.data = self._fill(key, fn, None, tool, rule, old)
+            except Exception as exc:  # the caller's fn, any failure: logged, stale served meanwhile
+                flight.error = exc
+                logger.warning("cache refresh of a %s entry failed: %s", tool, type(exc).__name__)
+            finally:
+                with self._flights_lock:
+                    del self._flights[key]
+                flight.done.set()
+
+        threading.Thread(target=refresh, name="m1-cache-revalidate", daemon=True).start()
+
+    def _wall_ms(self) -> int:
+        return int(self._wall() * 1000)
 
     def stats(self) -> CacheStats:
         """Hit and miss counts, breaker transitions and the backend in use."""
@@ -503,9 +625,18 @@ class Cache:
 
     # -- helpers --------------------------------------------------------------------------------
 
-    def _lookup(self, key: str, *, count: bool = True, tool: str | None = None) -> tuple[bool, Any]:
-        """(hit, value): tells a miss from a stored null, which `get` cannot. Counted (and
-        recorded as a get) unless ``count`` is False: `cached_call`'s second look."""
+    def _lookup(
+        self,
+        key: str,
+        *,
+        count: bool = True,
+        tool: str | None = None,
+        rule: TtlRule | None = None,
+    ) -> tuple[bool, Any, _Old | None]:
+        """(hit, value, old): tells a miss from a stored null, which `get` cannot; ``old`` is a
+        policy entry past its TTL (a miss, but counted as a hit when ``rule`` lets it be served
+        stale: no call was made for it). Counted (and recorded as a get) unless ``count`` is
+        False: `cached_call`'s second look."""
         name = self._name(key)
 
         def on_redis(client: redis.Redis) -> tuple[Backend, bytes | str | None]:
@@ -516,17 +647,26 @@ class Cache:
 
         started = _perf_counter()
         backend, raw = self._execute(on_redis, on_memory)
-        hit, value = (False, None) if raw is None else _decode(raw)
+        hit, value, meta = (False, None, None) if raw is None else _decode_entry(raw)
+        old = None
+        if meta is not None and rule is not None:  # a shorter TTL applies to entries stored before
+            meta = meta._replace(
+                fresh_ms=min(meta.fresh_ms, meta.stored_ms + math.ceil(rule.ttl_s * 1000))
+            )
+        if hit and meta is not None and self._wall_ms() >= meta.fresh_ms:
+            hit, old = False, _Old(value, meta, self._servable(meta, rule))
+            value = None
         if count:
+            served = hit or (old is not None and old.servable)
             with self._lock:
-                if hit:
+                if served:
                     self._hits += 1
                 else:
                     self._misses += 1
             if self._recorder is not None:
                 latency_ms = (_perf_counter() - started) * 1000.0
-                self._recorder("cache_operations", (backend, tool, "get", hit, latency_ms))
-        return hit, value
+                self._recorder("cache_operations", (backend, tool, "get", served, latency_ms))
+        return hit, value, old
 
     def _set_encoded(
         self, key: str, data: bytes, ttl: float | None, tool: str | None = None
@@ -584,10 +724,25 @@ def _encode(value: Any) -> bytes:
 
 def _decode(raw: bytes | str) -> tuple[bool, Any]:
     """(hit, value); text that is not JSON (written by something else) counts as a miss."""
+    hit, value, _ = _decode_entry(raw)
+    return hit, value
+
+
+def _decode_entry(raw: bytes | str) -> tuple[bool, Any, _Meta | None]:
+    """(hit, value, header of a policy entry or None); a bad header counts as a miss."""
+    meta = None
+    if raw[:1] in _HEADERS:
+        data = raw.encode() if isinstance(raw, str) else raw
+        line, _, raw = data[1:].partition(b"\n")
+        try:
+            stored, fresh, fingerprint = line.split(b",")
+            meta = _Meta(int(stored), int(fresh), int(fingerprint, 16))
+        except ValueError:
+            return False, None, None
     try:
-        return True, json.loads(raw)
+        return True, json.loads(raw), meta
     except ValueError:
-        return False, None
+        return False, None, None
 
 
 def _batches(items: Iterable[_T], size: int) -> Iterator[list[_T]]:

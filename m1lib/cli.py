@@ -18,6 +18,7 @@ from m1lib.settings import Settings, load_settings, masked_values, use_env_file
 ROLE_CHOICES = ("viewer", "agent", "service", "admin")
 
 if TYPE_CHECKING:
+    from m1lib.ops.cost.policy import ToolTtl
     from m1lib.revocation import RevocationManager
 
 
@@ -443,6 +444,73 @@ def _staging_verify(args: argparse.Namespace) -> int:
     return 0 if result.outcome is Outcome.VERIFIED else 1
 
 
+def _cache_policy(settings: Settings, args: argparse.Namespace) -> int:
+    """Show, set or reset the cache TTL policy; writes tell every replica at once."""
+    from m1lib.db.session import Database
+    from m1lib.ops.cost import policy_store
+    from m1lib.ops.cost.policy import ToolTtl
+
+    db = Database(settings)
+    try:
+        if args.action == "show":
+            rules = policy_store.load_policy(db)
+            for rule in rules.values():
+                if args.tool in (None, rule.tool):
+                    print(_describe_rule(rule))
+            if not rules:
+                print(f"no tool has a rule: every call uses {settings.cache.default_ttl_s:g} s")
+            for change in policy_store.list_changes(db, tool=args.tool, limit=10):
+                state = "reverted" if change.reverted_at else "in force"
+                print(f"change {change.id} {change.tool} {change.applied_at:%Y-%m-%d %H:%M}Z by "
+                      f"{change.applied_by} ({state}): {change.reason}")  # fmt: skip
+            return 0
+        if not args.tool:
+            print(f"m1 cache policy {args.action}: give a TOOL", file=sys.stderr)
+            return 2
+        if args.action == "reset":
+            found = policy_store.reset_tool(db, settings, args.tool, actor=_operator())
+            print(f"{args.tool}: rule removed" if found else f"{args.tool}: had no rule")
+            return 0
+        if args.ttl is None or args.budget is None:
+            print("m1 cache policy set: give --ttl and --budget (seconds)", file=sys.stderr)
+            return 2
+        rule = ToolTtl(
+            tool=args.tool,
+            ttl_s=args.ttl,
+            staleness_budget_s=args.budget,
+            peak_ttl_s=args.peak_ttl,
+            offpeak_ttl_s=args.offpeak_ttl,
+            peak_hours=args.peak_hours,
+            stale_while_revalidate_s=args.swr,
+        )
+        stored = policy_store.set_tool(db, settings, rule, actor=_operator())
+        print(_describe_rule(stored))
+        return 0
+    finally:
+        db.dispose()
+
+
+def _describe_rule(rule: ToolTtl) -> str:
+    text = f"{rule.tool}: ttl {rule.ttl_s:g} s, budget {rule.staleness_budget_s:g} s"
+    if rule.peak_hours is not None:
+        start, end = rule.peak_hours
+        peak, offpeak = rule.peak_ttl_s or rule.ttl_s, rule.offpeak_ttl_s or rule.ttl_s
+        text += f", {start:02d}-{end:02d}h UTC {peak:g} s else {offpeak:g} s"
+    if rule.stale_while_revalidate_s:
+        text += f", stale-while-revalidate {rule.stale_while_revalidate_s:g} s"
+    return text + f" (v{rule.version}, {rule.updated_by})"
+
+
+def _peak_hours(text: str) -> tuple[int, int]:
+    start, sep, end = text.partition("-")
+    try:
+        if sep:
+            return int(start), int(end)
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(f"{text!r} is not START-END (UTC hours 0-23, e.g. 8-18)")
+
+
 def _demo(settings: Settings, args: argparse.Namespace) -> int:
     from m1lib import demo
 
@@ -665,6 +733,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_validate_parser(verbs)
     _add_staging_parser(verbs)
 
+    _add_cache_parser(verbs)
+
     from m1lib.demo import add_arguments as add_demo_arguments  # light: no HTTP client imported
 
     cost = verbs.add_parser("cost", help="cost tracking: prices and the optimize-cost report")
@@ -761,6 +831,30 @@ def _add_staging_parser(verbs: argparse._SubParsersAction[argparse.ArgumentParse
         "--wait-s", type=float, default=0.0, help="verify: keep polling this long (s)"
     )
     staging.set_defaults(handler=_staging)
+
+
+def _add_cache_parser(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    cache = verbs.add_parser("cache", help="the cache TTL policy every cached_call follows")
+    what = cache.add_subparsers(dest="what", required=True)
+    policy = what.add_parser(
+        "policy",
+        help="show, set or reset a tool's TTL rule (replicas follow at once, services within "
+        "M1_CACHE_POLICY_REFRESH_S)",
+        description="The actor recorded is cli:<os user>; every change is in the change log.",
+    )
+    policy.add_argument("action", choices=["show", "set", "reset"])
+    policy.add_argument("tool", nargs="?", help="the tool (show: default all)")
+    policy.add_argument("--ttl", type=float, help="set: TTL in s (at most the budget)")
+    policy.add_argument("--budget", type=float, help="set: staleness budget in s (max age served)")
+    policy.add_argument(
+        "--peak-hours", type=_peak_hours, help="set: START-END UTC hours, e.g. 8-18"
+    )
+    policy.add_argument("--peak-ttl", type=float, help="set: TTL in s inside the peak hours")
+    policy.add_argument("--offpeak-ttl", type=float, help="set: TTL in s outside them")
+    policy.add_argument(
+        "--swr", type=float, default=0.0, help="set: stale-while-revalidate window in s (0: off)"
+    )
+    policy.set_defaults(handler=_cache_policy)
 
 
 def _add_tokens_parser(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

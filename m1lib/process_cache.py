@@ -7,18 +7,28 @@ when the call is made). An API replica installs its own cache with :func:`instal
 
 Entries of ``cached_call`` live per tool: key ``k`` of tool ``t`` is the cache key
 ``tool:<len(t)>:<t>:<k>`` (the length keeps ``("a:b", "c")`` and ``("a", "b:c")`` apart).
+
+A call without ``ttl`` follows the cache TTL policy (``cache_ttl_policy``: the tool's TTL, else
+``M1_CACHE_DEFAULT_TTL_S``); an explicit ``ttl`` wins. A replica's cache follows it through the
+replica's refresher (and its ``cache.policy.reload`` command); the cache built here follows it
+through its own refresher, reading every ``M1_CACHE_POLICY_REFRESH_S``, when ``M1_DATABASE_URL`` is
+set (without it: the default TTL, no database file created).
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from m1lib.cache import Cache
 from m1lib.errors import InputError
 from m1lib.metrics import pipeline as _pipeline
 from m1lib.text import TOOL_MAX, check_text
+
+if TYPE_CHECKING:
+    from m1lib.ops.cost.policy_refresh import PolicyRefresher
+    from m1lib.settings import Settings
 
 __all__ = ["cached_call", "default_cache", "install_cache"]
 
@@ -26,6 +36,7 @@ _T = TypeVar("_T")
 _PREFIXES_MAX: Final = 4096  # tools whose key prefix is remembered (beyond: checked every call)
 
 _cache: Cache | None = None
+_refresher: PolicyRefresher | None = None  # the TTL policy of the cache built here
 _lock = threading.Lock()
 _prefixes: dict[str, str] = {}  # tool name (checked) -> its key prefix
 
@@ -44,8 +55,23 @@ def default_cache() -> Cache:
             if _cache is None:
                 from m1lib.settings import get_settings
 
-                _cache = Cache.from_settings(get_settings(), recorder=_record)
+                settings = get_settings()
+                cache = Cache.from_settings(settings, recorder=_record)
+                _follow_policy(settings, cache)
+                _cache = cache
     return _cache
+
+
+def _follow_policy(settings: Settings, cache: Cache) -> None:
+    """Start the TTL policy refresher of a cache built here, when a database is configured."""
+    global _refresher
+    if settings.database.url is None:
+        return
+    from m1lib.db.session import Database
+    from m1lib.ops.cost.policy_refresh import PolicyRefresher
+
+    _refresher = PolicyRefresher(settings, db=Database(settings), cache=cache, owns_db=True)
+    _refresher.start()
 
 
 def install_cache(cache: Cache | None) -> Cache | None:
@@ -53,9 +79,12 @@ def install_cache(cache: Cache | None) -> Cache | None:
 
     The previous one is not closed: its owner closes it. ``None`` resets to build-on-first-use.
     """
-    global _cache
+    global _cache, _refresher
     with _lock:
         previous, _cache = _cache, cache
+        refresher, _refresher = _refresher, None
+    if refresher is not None:  # the built cache's refresher goes with it
+        refresher.stop()
     return previous
 
 

@@ -524,6 +524,13 @@ class CacheSettings(BaseModel):
     max_entries: int = _f(10_000, "Entries kept by the in-memory cache (LRU).", ge=1)
     default_ttl_s: float = _f(300.0, "TTL of a cache entry when the caller gives none.", "s", gt=0)
     probe_s: float = _f(2.0, "How often an open circuit breaker probes Redis.", "s", gt=0)
+    policy_refresh_s: float = _f(
+        30.0,
+        "How often every process re-reads the cache TTL policy from the database (replicas also on "
+        "the cache.policy.reload command); 0: never periodically.",
+        "s",
+        ge=0,
+    )
 
 
 class ControlSettings(BaseModel):

@@ -16,6 +16,7 @@ from m1lib.api.problems import install_problem_handlers
 from m1lib.api.proxies import TrustedProxyMiddleware
 from m1lib.api.replica import ReplicaRuntime
 from m1lib.api.routes import (
+    cache_policy,
     dashboard,
     events,
     healing,
@@ -72,6 +73,7 @@ def create_app(
     app.include_router(session.router)
     app.include_router(ops.router)
     app.include_router(healing.router)
+    app.include_router(cache_policy.router)
     app.include_router(tokens.router)
     app.include_router(events.router)
     app.include_router(prometheus.router)

@@ -24,6 +24,7 @@ from m1lib.db.session import Database
 from m1lib.errors import M1Error, UsageError
 from m1lib.metrics import MetricsRuntime, install_default, register_metrics_commands
 from m1lib.ops.checks import HealthChecker, ReadinessProbe
+from m1lib.ops.cost.policy_refresh import PolicyRefresher, register_policy_commands
 from m1lib.ops.cost.prices import PriceTable, install_prices, load_prices
 from m1lib.policy import PolicyEngine
 from m1lib.process_cache import install_cache
@@ -54,6 +55,7 @@ class ReplicaRuntime:
     registry: CommandRegistry = field(default_factory=CommandRegistry)
     agent: ReplicaAgent | None = None
     health: HealthChecker | None = None  # built by the first GET /api/m1/health
+    cache_policy: PolicyRefresher | None = None  # keeps `cache` on the database's TTL policy
     _health_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
@@ -86,6 +88,8 @@ class ReplicaRuntime:
         )
         register_builtin_commands(runtime)
         register_metrics_commands(runtime.registry, metrics)
+        runtime.cache_policy = PolicyRefresher(settings, db=db, cache=runtime.cache)
+        register_policy_commands(runtime.registry, runtime.cache_policy)
         return runtime
 
     def figures(self) -> ReplicaFigures:
@@ -123,6 +127,8 @@ class ReplicaRuntime:
             install_engine(self.policy)
         install_cache(self.cache)  # and m1lib.cached_call caches in this replica's cache
         install_prices(self.prices)  # and m1lib.record_cost prices with this replica's settings
+        if self.cache_policy is not None:  # with the TTL policy of the database
+            self.cache_policy.start()
         self.agent = ReplicaAgent(
             self.settings, db=self.db, registry=self.registry, figures=self.figures
         )
@@ -135,6 +141,8 @@ class ReplicaRuntime:
             install_engine(None)
         install_cache(None)
         install_prices(None)
+        if self.cache_policy is not None:
+            self.cache_policy.stop()
         self.revocations.close()
         install_default(None)
         self.metrics.close()  # persists closed chunks, so it goes before the database

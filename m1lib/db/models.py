@@ -244,3 +244,51 @@ class CostBudgetAlert(Base):
     raised_at: Mapped[datetime]
     spent_micros: Mapped[int] = mapped_column(BigInteger)
     budget_micros: Mapped[int] = mapped_column(BigInteger)
+
+
+class CacheTtlPolicy(Base):
+    """One row per tool: the TTL every process's ``cached_call`` uses when the caller gives none.
+
+    Written by ``m1 cache policy set`` / ``PUT /api/m1/cache/policy/{tool}`` and the
+    optimize-cost flow (m1lib.ops.cost.policy); read by every process's policy refresher on the
+    ``cache.policy.reload`` command and every ``M1_CACHE_POLICY_REFRESH_S``. ``ttl_s`` never
+    exceeds ``staleness_budget_s``; nor does ``ttl_s + stale_while_revalidate_s``.
+    """
+
+    __tablename__ = "cache_ttl_policy"
+
+    tool: Mapped[str] = mapped_column(String(128), primary_key=True)
+    ttl_s: Mapped[float] = mapped_column(Float)
+    staleness_budget_s: Mapped[float] = mapped_column(Float)
+    peak_ttl_s: Mapped[float | None] = mapped_column(Float)
+    offpeak_ttl_s: Mapped[float | None] = mapped_column(Float)
+    peak_start_hour: Mapped[int | None] = mapped_column(Integer)  # UTC, inclusive
+    peak_end_hour: Mapped[int | None] = mapped_column(Integer)  # UTC, exclusive
+    stale_while_revalidate_s: Mapped[float] = mapped_column(Float, default=0.0)
+    updated_at: Mapped[datetime]
+    updated_by: Mapped[str] = mapped_column(String(128))
+    version: Mapped[int] = mapped_column(Integer, default=1)
+
+
+class CacheTtlChange(Base):
+    """One applied TTL policy change with the figures around it; the guard reverts harmful ones.
+
+    Written by ``apply_changes`` (before figures) and the guard (after figures, ``reverted_at``,
+    ``reason``); read by the optimize-cost flow and ``m1 cache policy show --changes``.
+    ``before`` and ``after`` are the tool's policy as JSON (``before`` null: the tool had none);
+    figures are ``{hit_rate, error_rate, stale_rate, spend_usd}``.
+    """
+
+    __tablename__ = "cache_ttl_changes"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    tool: Mapped[str] = mapped_column(String(128), index=True)
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    figures_before: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    figures_after: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    applied_by: Mapped[str] = mapped_column(String(128))
+    applied_at: Mapped[datetime] = mapped_column(index=True)
+    checked_at: Mapped[datetime | None]
+    reverted_at: Mapped[datetime | None]
+    reason: Mapped[str] = mapped_column(String(500), default="")

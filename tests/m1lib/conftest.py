@@ -6,6 +6,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from m1lib.db.migrate import upgrade
+from m1lib.db.session import Database
 from m1lib.metrics import MetricsRuntime, install_default
 from m1lib.settings import Settings
 
@@ -19,3 +21,12 @@ def metrics(make_settings: Callable[..., Settings]) -> Iterator[MetricsRuntime]:
     yield runtime
     install_default(previous)
     runtime.close()
+
+
+@pytest.fixture
+def pg_db(make_settings: Callable[..., Settings], pg_url: str) -> Iterator[Database]:
+    """The run's PostgreSQL database, migrated (shared by the run: use names of the test's own)."""
+    db = Database(make_settings(database={"url": pg_url}))
+    upgrade(db)
+    yield db
+    db.dispose()

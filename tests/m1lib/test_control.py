@@ -75,14 +75,6 @@ def sqlite_db(sqlite_settings: Settings) -> Iterator[Database]:
 
 
 @pytest.fixture
-def pg_db(make_settings: Callable[..., Settings], pg_url: str) -> Iterator[Database]:
-    db = Database(make_settings(database={"url": pg_url}))
-    upgrade(db)
-    yield db
-    db.dispose()
-
-
-@pytest.fixture
 def agents() -> Iterator[list[ReplicaAgent]]:
     """Agents a test starts; all stopped at teardown, whatever happened."""
     started: list[ReplicaAgent] = []

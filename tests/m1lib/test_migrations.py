@@ -24,6 +24,8 @@ EXPECTED = {
     "incidents",
     "healing_overrides",
     "cost_budget_alerts",
+    "cache_ttl_policy",
+    "cache_ttl_changes",
 }
 
 

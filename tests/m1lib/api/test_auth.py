@@ -31,6 +31,8 @@ ADMIN = {
     ("POST", "/api/m1/tokens/revoke-all"),
     ("POST", "/api/m1/healing/pause"),
     ("POST", "/api/m1/healing/resume"),
+    ("PUT", "/api/m1/cache/policy/{tool}"),
+    ("DELETE", "/api/m1/cache/policy/{tool}"),
 }
 NOT_VIEWER = {*ADMIN, ("POST", "/api/m1/events")}
 
@@ -45,7 +47,7 @@ def _operations(client: TestClient) -> list[tuple[str, str]]:
 
 
 def _path(path: str) -> str:
-    return path.replace("{command_id}", "1").replace("{jti}", "some-jti")
+    return path.replace("{command_id}", "1").replace("{jti}", "some-jti").replace("{tool}", "t")
 
 
 def _call(client: TestClient, method: str, path: str, headers: dict[str, str] | None = None) -> Any:

@@ -42,12 +42,15 @@ ERRORS: dict[tuple[str, str], set[int]] = {
     ("post", "/api/m1/healing/pause"): AUTH | {413, 422},
     ("post", "/api/m1/healing/resume"): AUTH | {413, 422},
     ("get", "/api/m1/incidents"): AUTH | {400, 422},
+    ("get", "/api/m1/cache/policy"): AUTH,
+    ("put", "/api/m1/cache/policy/{tool}"): AUTH | {400, 413, 422},
+    ("delete", "/api/m1/cache/policy/{tool}"): AUTH | {422},
 }
 STREAMS = {"/api/m1/dashboard/stream"}  # endless: tests/m1lib/api/test_stream.py covers HEAD
 ERRORS.update(
     {("head", path): errors for (method, path), errors in list(ERRORS.items()) if method == "get"}
 )
-SAMPLE_PATH = {"{command_id}": "1", "{jti}": "jti-1"}
+SAMPLE_PATH = {"{command_id}": "1", "{jti}": "jti-1", "{tool}": "weather"}
 
 
 @pytest.fixture

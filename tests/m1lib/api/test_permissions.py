@@ -64,6 +64,7 @@ def test_each_role_gets_exactly_its_routes(table_client: tuple[TestClient, dict[
             if op in PUBLIC:
                 continue
             url = path.replace("{command_id}", "1").replace("{jti}", "some-jti")
+            url = url.replace("{tool}", "some-tool")
             for role in ROLES:
                 if allowed(role, op) and _streams(operation.get("responses", {})):
                     continue  # a stream never ends: its own tests cover who may open it
