@@ -23,8 +23,8 @@ from m1lib.metrics import MetricsRuntime
 from m1lib.ops.checks import HealthChecker, run_full_health_check
 from m1lib.ops.report import CheckResult, Status
 from m1lib.settings import Settings
-from tests.conftest import OwnRedis, free_port
 from tests.fake_http import FakeHttp, Routes, fake_http_servers
+from tests.services import OwnRedis, free_port
 
 
 @pytest.fixture
