@@ -42,6 +42,7 @@ ERRORS: dict[tuple[str, str], set[int]] = {
     ("post", "/api/m1/healing/pause"): AUTH | {413, 422},
     ("post", "/api/m1/healing/resume"): AUTH | {413, 422},
     ("get", "/api/m1/incidents"): AUTH | {400, 422},
+    ("get", "/api/m1/healing"): AUTH | {422},
 }
 STREAMS = {"/api/m1/dashboard/stream"}  # endless: tests/m1lib/api/test_stream.py covers HEAD
 ERRORS.update(
