@@ -49,6 +49,8 @@ logger = logging.getLogger("m1.ops.checks")
 
 HEALTH_FLOW_NAME: Final = "health-check"
 """The flow whose last completed run ``check_prefect`` ages (the health flow of issue 11)."""
+HEALTH_DEPLOYMENT: Final = f"{HEALTH_FLOW_NAME}/{HEALTH_FLOW_NAME}"
+"""Its deployment, whose last poll by a runner or worker ``check_prefect`` ages."""
 
 _MESSAGE_MAX = 300
 _REPLICAS_FRESH_S = 1.0
@@ -553,7 +555,69 @@ class HealthChecker:
             )
         ]
         results.append(self._last_health_run(client))
+        results.append(self._runner_poll(client))
         return results
+
+    def _runner_poll(self, client: httpx.Client) -> CheckResult:
+        """Age of the health-check deployment's last poll: Prefect stamps ``last_polled`` each
+        time the runner (`m1 up`) or a worker asks for its runs, so a runner gone or stuck shows
+        here, while the flow it no longer runs cannot say so. Degraded past 3 polls (+5 s),
+        unhealthy past 6 (+10 s) of ``M1_PREFECT_RUNNER_POLL_S``; no such deployment: healthy."""
+        poll_s = self.settings.prefect.runner_poll_s
+        degraded, unhealthy = 3 * poll_s + 5, 6 * poll_s + 10
+        started = time.perf_counter()
+        try:
+            response = client.get(f"{self.prefect_api_url}/deployments/name/{HEALTH_DEPLOYMENT}")
+            if response.status_code == 404:
+                return self.result(
+                    "prefect",
+                    "runnerPoll",
+                    Status.HEALTHY,
+                    latency_ms=_ms_since(started),
+                    value=None,
+                    unit="s",
+                    message=f"no {HEALTH_DEPLOYMENT} deployment: nothing schedules health runs",
+                )
+            response.raise_for_status()
+            polled = response.json().get("last_polled")
+            age = (
+                None
+                if not polled
+                else (datetime.now(UTC) - datetime.fromisoformat(polled)).total_seconds()
+            )
+        except (httpx.HTTPError, ValueError, TypeError, AttributeError) as error:
+            return self.result(
+                "prefect",
+                "runnerPoll",
+                Status.HEALTHY,
+                latency_ms=_ms_since(started),
+                value=None,
+                unit="s",
+                message=f"last poll of {HEALTH_DEPLOYMENT} unknown: {_error_text(error)}",
+            )
+        latency = _ms_since(started)
+        if age is None:
+            return self.result(
+                "prefect",
+                "runnerPoll",
+                Status.DEGRADED,
+                latency_ms=latency,
+                value=None,
+                unit="s",
+                message=f"{HEALTH_DEPLOYMENT} never polled: no runner or worker serves it yet",
+            )
+        return self.result(
+            "prefect",
+            "runnerPoll",
+            _grade(age, degraded, unhealthy),
+            latency_ms=latency,
+            value=round(age, 1),
+            unit="s",
+            message=(
+                f"{HEALTH_DEPLOYMENT} last polled by a runner or worker {age:.0f} s ago "
+                f"(polls every {poll_s} s)"
+            ),
+        )
 
     def _last_health_run(self, client: httpx.Client) -> CheckResult:
         """Age of the newest completed health-check flow run, read with one REST call."""

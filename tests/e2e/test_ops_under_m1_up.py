@@ -9,11 +9,12 @@ things.
 
 Redis killed: the health deployment runs on its real schedule every 10 s and heals at the 2nd
 consecutive failure (``M1_HEALING_THRESHOLD=2``, not the default 3; the 3-in-a-row rule itself is
-tested on the flow functions in tests/flows). A health run costs about 4 s here from its scheduled
-time to its end (printed with the figures), so 10 s leaves it room; on a machine so busy that a
-run outlasts the period, the next one is cancelled (``CANCEL_NEW``) and detection takes a period
-longer, within the deadlines below. A self-heal step verifies for 1 s (``M1_HEALING_VERIFY_S``)
-instead of 15 s: Redis is down or up for the whole window, so a longer one only waits.
+tested on the flow functions in tests/flows). A health run costs 4 to 12 s here from its scheduled
+time to its end, mostly its process starting (printed with the figures): on an idle machine runs
+come every 10 s; on a busy one a run outlasts the period, the next is cancelled (``CANCEL_NEW``) and
+detection takes a period longer, within the deadlines below. A self-heal step verifies for 1 s
+(``M1_HEALING_VERIFY_S``) instead of 15 s: Redis is down or up for the whole window, so a longer
+one only waits.
 
 The chain: scheduled health runs see Redis unhealthy; the 2nd starts a real `self-heal` flow run
 for redis (seen through the Prefect API), which resets the pools, pins the cache to memory and
@@ -21,9 +22,10 @@ completes; the API keeps answering; the incident records the steps. Redis restar
 passing check resolves the incident and, the cache still being pinned, starts self-heal again,
 which moves it back to Redis. The figures measured are printed (``-s`` shows them).
 
-Restarts: the runner killed serves every deployment again with the same credential, the API
-killed answers again, each restart is a log line and an alert on the dashboard, and
-`GET /api/m1/health` answers through it.
+Restarts: the runner stopped is reported by `GET /api/m1/health` (``prefect:runnerPoll``: the
+health deployment is not polled), then killed it is restarted and serves every deployment again
+with the same credential; the API killed answers again; each restart is a log line and an alert on
+the dashboard.
 """
 
 from __future__ import annotations
@@ -289,8 +291,23 @@ def test_killed_runner_and_api_come_back_with_a_log_line_and_an_alert(ops_m1: Li
 
     runner = _child(live, "deployments.serve")
     credential = runner.environ()["M1_API_KEY"]
-    runner_killed_at = live.started_at = datetime.now(UTC)  # served again: polled after it
-    runner.kill()
+    # stopped first (SIGSTOP: it polls no more, and the supervisor, seeing it alive, leaves it):
+    # the replica's own report says the health deployment is not polled, which the health flow,
+    # run by that runner, could not
+    runner.suspend()
+    try:
+        (poll,) = wait_for(
+            lambda: health_checks(live, headers)["prefect:runnerPoll"],
+            "GET /api/m1/health to report the stopped runner (prefect:runnerPoll not pass)",
+            until=lambda entries: entries[0]["status"] != "pass",
+            timeout_s=120,
+            period_s=1.0,
+            errors=(httpx.HTTPError,),
+        )
+    finally:
+        runner_killed_at = live.started_at = datetime.now(UTC)  # served again: polled after it
+        runner.kill()
+    assert "health-check/health-check last polled by a runner or worker" in poll["output"], poll
     restarted = _child(live, "deployments.serve", replacing=runner)
     assert restarted.pid != runner.pid
     assert restarted.environ()["M1_API_KEY"] == credential  # this start's service key, still
@@ -309,11 +326,17 @@ def test_killed_runner_and_api_come_back_with_a_log_line_and_an_alert(ops_m1: Li
     assert f"restarted deployment-runner (pid {restarted.pid}" in log
     _wait_for_alert(live, headers, since=runner_killed_at, what="the runner's restart alert")
 
-    health = httpx.get(f"{live.api_url}/api/m1/health", headers=headers, timeout=30)
-    assert health.status_code in {200, 503}, health.text  # a fresh M1 has no health run yet
-    assert health.headers["content-type"].startswith("application/health+json")
-    (prefect,) = health.json()["checks"]["prefect:responseTime"]
+    checks = health_checks(live, headers)
+    (prefect,) = checks["prefect:responseTime"]
     assert prefect["status"] == "pass", prefect
+    (poll,) = wait_for(
+        lambda: health_checks(live, headers)["prefect:runnerPoll"],
+        "GET /api/m1/health to see the restarted runner poll",
+        until=lambda entries: entries[0]["status"] == "pass",
+        timeout_s=120,
+        period_s=1.0,
+        errors=(httpx.HTTPError,),
+    )
 
     api = _child(live, "m1lib.api")
     api_killed_at = datetime.now(UTC)
@@ -331,6 +354,15 @@ def test_killed_runner_and_api_come_back_with_a_log_line_and_an_alert(ops_m1: Li
     assert f"api (pid {api.pid}) exited with code -9 (SIGKILL)" in live.output()
 
     _wait_for_alert(live, headers, since=api_killed_at, what="the API's restart alert")
+
+
+def health_checks(live: LiveM1, headers: dict[str, str]) -> dict[str, Any]:
+    """GET /api/m1/health's checks (200 or 503: any failing check fails the whole report)."""
+    health = httpx.get(f"{live.api_url}/api/m1/health", headers=headers, timeout=30)
+    assert health.status_code in {200, 503}, health.text
+    assert health.headers["content-type"].startswith("application/health+json")
+    checks: dict[str, Any] = health.json()["checks"]
+    return checks
 
 
 def _wait_for_alert(live: LiveM1, headers: dict[str, str], *, since: datetime, what: str) -> None:

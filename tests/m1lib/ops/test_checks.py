@@ -300,6 +300,42 @@ def test_prefect_grades_the_age_of_the_last_health_run(
         assert last.observed_value == pytest.approx(age, abs=5)
 
 
+def test_prefect_grades_the_last_poll_of_the_health_deployment_by_a_runner(
+    settings: Settings, fake_http: Callable[[Routes], FakeHttp]
+) -> None:
+    """A runner gone or stopped stops polling (the health flow it runs cannot say so); with
+    M1_PREFECT_RUNNER_POLL_S 10 degraded past 35 s, unhealthy past 70 s; no deployment: healthy."""
+    deployment = "/api/deployments/name/health-check/health-check"
+
+    def polled(seconds_ago: float | None) -> Routes:
+        at = None
+        if seconds_ago is not None:
+            at = (datetime.now(UTC) - timedelta(seconds=seconds_ago)).isoformat()
+        return {"/api/health": (200, True), "/api/flow_runs/filter": (200, []),
+                deployment: (200, {"name": "health-check", "last_polled": at})}  # fmt: skip
+
+    expected = {5: Status.HEALTHY, 50: Status.DEGRADED, 100: Status.UNHEALTHY}
+    for age, status in expected.items():
+        prefect = fake_http(polled(age))
+        results = checker(settings, prefect_api_url=prefect.url + "/api").check_prefect()
+        poll = only(results, "runnerPoll")
+        assert (poll.status, poll.observed_unit) == (status, "s"), poll
+        assert poll.observed_value == pytest.approx(age, abs=5)
+        assert "last polled by a runner or worker" in poll.message
+    never = only(
+        checker(settings, prefect_api_url=fake_http(polled(None)).url + "/api").check_prefect(),
+        "runnerPoll",
+    )
+    assert (never.status, never.observed_value) == (Status.DEGRADED, None)
+    assert "never polled" in never.message
+    missing = fake_http({"/api/health": (200, True), "/api/flow_runs/filter": (200, [])})
+    absent = only(
+        checker(settings, prefect_api_url=missing.url + "/api").check_prefect(), "runnerPoll"
+    )
+    assert (absent.status, absent.observed_value) == (Status.HEALTHY, None)
+    assert "no health-check/health-check deployment" in absent.message
+
+
 def test_prefect_unreachable_is_unhealthy_and_masks_the_password(settings: Settings) -> None:
     url = closed_url(userinfo="prefect:sekrit-pw@") + "/api"
     (result,) = checker(settings, prefect_api_url=url).check_prefect()
