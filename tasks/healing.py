@@ -92,7 +92,9 @@ def record(incident_id: int, action: str, outcome: str, detail: str) -> bool:
 
 @task(name="escalate-incident")
 def escalate(incident_id: int, reason: str) -> bool:
-    """Mark the incident escalated and tell a person (alert, log, webhook)."""
+    """Mark the incident escalated and tell a person (alert, log, webhook). An incident a
+    passing check resolved meanwhile (the health flow, between this run's check and now) stays
+    resolved and nobody is told: False."""
     from m1lib.db.models import Incident
 
     try:
@@ -100,6 +102,9 @@ def escalate(incident_id: int, reason: str) -> bool:
             with db.transaction() as session:
                 row = session.get(Incident, incident_id, with_for_update=True)
                 if row is None:
+                    return False
+                if row.resolved_at is not None:
+                    logger.info("incident %s resolved meanwhile: not escalated", incident_id)
                     return False
                 incidents.mark_escalated(row, reason, datetime.now(UTC))
                 session.flush()
