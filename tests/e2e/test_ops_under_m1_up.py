@@ -77,6 +77,11 @@ def ops_m1(
                 "M1_HEALTH_PERIOD_S": str(PERIOD_S),
                 "M1_HEALING_THRESHOLD": str(THRESHOLD),
                 "M1_HEALING_VERIFY_S": "1",
+                # only real failures count: on a busy machine a SELECT 1 or a PING takes 0.5-1 s
+                # (seen at load 10), which would start heals of its own (database, prefect) and
+                # queue the redis ones behind them (self-heal runs one at a time)
+                "M1_HEALTH_LATENCY_DEGRADED_MS": "10000",
+                "M1_HEALTH_LATENCY_UNHEALTHY_MS": "30000",
             },
         )
         try:
