@@ -9,7 +9,7 @@ from m1lib.db.migrate import upgrade
 from m1lib.db.session import Database
 from m1lib.ops import incidents
 from m1lib.settings import get_settings
-from tasks.healing import escalate
+from tasks.healing import escalate, find_incident
 
 
 def _opened(db: Database, component: str) -> int:
@@ -38,3 +38,27 @@ def test_escalate_leaves_an_incident_resolved_meanwhile_resolved(task_settings: 
     assert (found[resolved_id].status, found[resolved_id].escalated_at) == ("resolved", None)
     assert [a["action"] for a in found[resolved_id].actions] == ["resolve"]
     assert found[open_id].status == "escalated"
+
+
+def test_tasks_called_twice_in_one_run_look_again_with_results_persisted(
+    task_settings: Path, prefect_harness: None
+) -> None:
+    """With PREFECT_RESULTS_PERSIST_BY_DEFAULT on, Prefect answers a task called again with the
+    same arguments in one run from its cache: the self-heal run, looking for its incident again
+    once the database is back, would keep the first answer (none)."""
+    from prefect import flow
+    from prefect.settings import PREFECT_RESULTS_PERSIST_BY_DEFAULT, temporary_settings
+
+    with Database(get_settings()) as db:
+        upgrade(db)
+
+    @flow
+    def twice() -> tuple[int | None, int, int | None]:
+        before = find_incident("redis")
+        with Database(get_settings()) as db:
+            opened = _opened(db, "redis")
+        return before, opened, find_incident("redis")
+
+    with temporary_settings({PREFECT_RESULTS_PERSIST_BY_DEFAULT: True}):
+        before, opened, after = twice()
+    assert (before, after) == (None, opened)
