@@ -24,16 +24,15 @@ from typing import Any
 import _harness
 import redis
 from _harness import Figure, Measured, percentiles_ms
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 from m1lib.control import CommandAck, acks_for, control_channel, issue_command, live_replicas
 from m1lib.db.migrate import upgrade
 from m1lib.db.session import Database
 from m1lib.settings import Settings
+from tests.services import own_database
 
 NAME = "control"
-PG_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
-PG_ADMIN_URL = f"{PG_SERVER}/test"
 REPLICA_SCRIPT = Path(__file__).resolve().parent / "_replica_proc.py"
 TARGET_P99_MS = 50.0
 POLLING_POLL_S = 0.05
@@ -167,16 +166,13 @@ def measure(smoke: bool) -> Measured:
     commands, warmup = (20, 3) if smoke else (500, 10)
     database = f"m1_bench_{uuid.uuid4().hex[:10]}"
     prefix = f"m1bench:{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{database}"'))
     try:
-        with tempfile.TemporaryDirectory(prefix="m1-bench-") as tmp:
+        with own_database(database) as url, tempfile.TemporaryDirectory(prefix="m1-bench-") as tmp:
             workdir = Path(tmp)
             base: dict[str, Any] = {
                 "_env_file": None,
                 "data_dir": workdir / "data",
-                "database": {"url": f"{PG_SERVER}/{database}"},
+                "database": {"url": url},
             }
             pubsub = Settings(
                 **base,
@@ -196,9 +192,6 @@ def measure(smoke: bool) -> Measured:
             finally:
                 db.dispose()
     finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
-        admin.dispose()
         _harness.clean_redis(prefix)
     return Measured(
         figures=figures(woken, polled, issue_times),

@@ -23,9 +23,6 @@ import contextlib
 import http.server
 import json
 import os
-import shutil
-import socket
-import subprocess
 import tempfile
 import threading
 import time
@@ -38,19 +35,17 @@ from typing import Any
 
 from _harness import REDIS_URL, Figure, Measured, clean_redis, main, percentiles_ms
 
-PG_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
+from tests.services import OwnRedis, TcpProxy, free_port, own_database  # root: via _harness
+
 PERIOD_S = 2
 THRESHOLD = 3
 HEALTHY_RUNS = 200
 SMOKE_RUNS = 10
 TARGET_HEALTHY_MS = 50.0
 FAULT_DEADLINE_S = 60.0  # give up on a fault after this long (recorded as not healed)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+# how long a remediation step re-checks (M1_HEALING_VERIFY_S); the smoke run's one fault (Redis
+# killed) fails each check for all of it, so a shorter window only saves `make test` the wait
+VERIFY_S, SMOKE_VERIFY_S = 3.0, 1.0
 
 
 def wait(what: str, probe: Callable[[], bool], timeout_s: float = 30.0) -> None:
@@ -61,129 +56,7 @@ def wait(what: str, probe: Callable[[], bool], timeout_s: float = 30.0) -> None:
         time.sleep(0.05)
 
 
-# -- what the bench owns: a database, a proxy to it, a redis-server, a fake Prefect API -----------
-
-
-@contextlib.contextmanager
-def own_database() -> Iterator[str]:
-    from sqlalchemy import create_engine, text
-
-    name = f"m1_bench_ops_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(f"{PG_SERVER}/postgres", isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield name
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
-class TcpProxy:
-    """A path to PostgreSQL the bench cuts (refuse and drop everything) and restores."""
-
-    def __init__(self, target_port: int = 5432) -> None:
-        self.target = ("127.0.0.1", target_port)
-        self.port = free_port()
-        self._listener: socket.socket | None = None
-        self._connections: list[socket.socket] = []
-        self._lock = threading.Lock()
-
-    def start(self) -> None:
-        listener = socket.socket()
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
-        listener.listen(64)
-        self._listener = listener
-        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(self.target, timeout=5)
-            except OSError:
-                client.close()
-                continue
-            upstream.settimeout(None)
-            with self._lock:
-                self._connections += [client, upstream]
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
-
-    @staticmethod
-    def _pump(source: socket.socket, sink: socket.socket) -> None:
-        try:
-            while chunk := source.recv(65536):
-                sink.sendall(chunk)
-        except OSError:
-            pass
-        finally:
-            for end in (source, sink):
-                with contextlib.suppress(OSError):
-                    end.shutdown(socket.SHUT_RDWR)
-
-    def cut(self) -> None:
-        listener, self._listener = self._listener, None
-        if listener is not None:
-            with contextlib.suppress(OSError):
-                listener.shutdown(socket.SHUT_RDWR)
-            listener.close()
-        with self._lock:
-            connections, self._connections = self._connections, []
-        for connection in connections:
-            with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
-            connection.close()
-
-    def restore(self) -> None:
-        if self._listener is None:
-            self.start()
-
-
-class OwnRedis:
-    """A redis-server on a free port that the bench kills and restarts (never the shared one)."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.workdir = workdir
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        import redis
-
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise RuntimeError("redis-server is not installed")
-        self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.workdir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        client = redis.Redis(port=self.port, socket_timeout=0.5)
-
-        def answers() -> bool:
-            try:
-                return bool(client.ping())
-            except redis.RedisError:
-                return False
-
-        wait("the bench's redis-server", answers, 10)
-        client.close()
-
-    def kill(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait(10)
-            self.process = None
+# -- what the bench owns (database, proxy, redis-server: tests/services.py), a fake Prefect API ----
 
 
 class FakePrefect:
@@ -268,7 +141,7 @@ class Stack:
 
 
 @contextlib.contextmanager
-def stack(workdir: Path) -> Iterator[Stack]:
+def stack(workdir: Path, verify_s: float) -> Iterator[Stack]:
     """Database, proxy, redis-server, fake Prefect, replica with its control agent, settings."""
     import uvicorn
 
@@ -280,13 +153,14 @@ def stack(workdir: Path) -> Iterator[Stack]:
     from m1lib.settings import get_settings
 
     with contextlib.ExitStack() as stack_:
-        name = stack_.enter_context(own_database())
+        name = f"m1_bench_ops_{uuid.uuid4().hex[:8]}"
+        stack_.enter_context(own_database(name))
         proxy = TcpProxy()
         proxy.start()
         stack_.callback(proxy.cut)
         own_redis = OwnRedis(workdir)
         own_redis.start()
-        stack_.callback(own_redis.kill)
+        stack_.callback(own_redis.stop)
         prefect = FakePrefect()
         stack_.callback(prefect.close)
         port = free_port()
@@ -294,7 +168,7 @@ def stack(workdir: Path) -> Iterator[Stack]:
             environment(
                 {
                     "M1_DATA_DIR": str(workdir),
-                    "M1_DATABASE_URL": f"postgresql+psycopg://postgres@127.0.0.1:{proxy.port}/{name}",
+                    "M1_DATABASE_URL": proxy.url_for(name),
                     "M1_DATABASE_CONNECT_TIMEOUT_S": "1",
                     "M1_REDIS_URL": own_redis.url,
                     "M1_REDIS_PREFIX": f"m1bench{uuid.uuid4().hex[:6]}",
@@ -313,7 +187,7 @@ def stack(workdir: Path) -> Iterator[Stack]:
                     "M1_HEALING_COOLDOWN_S": str(PERIOD_S),
                     "M1_HEALING_MAX_ATTEMPTS": "3",
                     "M1_HEALING_ACK_TIMEOUT_S": "10",
-                    "M1_HEALING_VERIFY_S": "3",
+                    "M1_HEALING_VERIFY_S": str(verify_s),
                     "M1_HEALING_DATABASE_WAIT_S": "20",
                     "M1_REVOCATION_RESYNC_S": "0.5",
                     "M1_REVOCATION_MAX_STALENESS_S": "3",
@@ -491,7 +365,7 @@ def _unforce_cache(built: Stack) -> None:
 
 def fault_set() -> list[Fault]:
     return [
-        Fault("redis_killed", "redis", lambda b: b.redis.kill(), _redis_mitigated),
+        Fault("redis_killed", "redis", lambda b: b.redis.stop(), _redis_mitigated),
         Fault(
             "revocation_stale",
             "revocation_sync",
@@ -702,7 +576,10 @@ def measure_with(smoke: bool) -> Measured:
     """Everything, in a Prefect context the caller provides (a harness or a server)."""
     runs = SMOKE_RUNS if smoke else HEALTHY_RUNS
     faults = [f for f in fault_set() if not smoke or f.name == "redis_killed"]
-    with tempfile.TemporaryDirectory(prefix="m1-bench-ops-") as tmp, stack(Path(tmp)) as built:
+    with (
+        tempfile.TemporaryDirectory(prefix="m1-bench-ops-") as tmp,
+        stack(Path(tmp), SMOKE_VERIFY_S if smoke else VERIFY_S) as built,
+    ):
         healthy, statuses = healthy_timing(built, runs)
         fault_results: list[dict[str, Any]] = []
         for fault in faults:
@@ -738,6 +615,7 @@ def measure_with(smoke: bool) -> Measured:
         "redis": "healthy timing on the shared Redis with a prefix of its own; faults on a "
         "redis-server the bench owns",
         "period_s": PERIOD_S,
+        "verify_s": SMOKE_VERIFY_S if smoke else VERIFY_S,
         "threshold": THRESHOLD,
         "target_fault_to_verified_s": target_s,
         "faults": fault_results,

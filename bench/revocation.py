@@ -39,7 +39,6 @@ import _harness
 import jwt
 import redis
 from _harness import Figure, Measured, percentiles_ms
-from sqlalchemy import create_engine, text
 
 from m1lib.db.migrate import upgrade
 from m1lib.db.session import Database
@@ -48,10 +47,9 @@ from m1lib.policy import PolicyEngine, Scope
 from m1lib.revocation import RevocationManager
 from m1lib.settings import Settings
 from m1lib.tokens import REQUIRED_CLAIMS, SCOPE_RANK, TokenCodec
+from tests.services import own_database
 
 NAME = "revocation"
-PG_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
-PG_ADMIN_URL = f"{PG_SERVER}/test"
 WATCHER = Path(__file__).resolve().parent / "_revocation_proc.py"
 SECRET = "bench-secret-" + "x" * 40
 TOOL, SCOPE = "log_agent_run", Scope.WRITE
@@ -72,23 +70,17 @@ def measure(smoke: bool) -> Measured:
     }
     database = f"m1_bench_{uuid.uuid4().hex[:10]}"
     prefix = f"m1bench:{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{database}"'))
     try:
-        with tempfile.TemporaryDirectory(prefix="m1-bench-") as tmp:
+        with own_database(database) as url, tempfile.TemporaryDirectory(prefix="m1-bench-") as tmp:
             settings = Settings(
                 _env_file=None,
                 data_dir=Path(tmp) / "data",
-                database={"url": f"{PG_SERVER}/{database}"},
+                database={"url": url},
                 redis={"url": _harness.REDIS_URL, "prefix": prefix},
                 jwt={"secret": SECRET},
             )
             figures, extra = run(settings, Path(tmp), size)
     finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
-        admin.dispose()
         _harness.clean_redis(prefix)
     return Measured(figures=figures, parameters={**size, **extra})
 

@@ -50,6 +50,7 @@ from m1lib.settings import Settings, get_settings
 logger = logging.getLogger("m1.runner")
 M1_TAG = "m1"
 ABANDONED = [StateType.RUNNING, StateType.PENDING, StateType.CANCELLING]
+PREFETCH_S = 10.0  # Prefect's runner default
 
 
 def _schedule(spec: ScheduleSpec) -> Schedule:
@@ -84,10 +85,23 @@ def to_runner_deployment(spec: DeploymentSpec) -> RunnerDeployment:
     return deployment
 
 
-def served_deployments(path: Path, settings: Settings) -> list[RunnerDeployment]:
+def served_specs(path: Path, settings: Settings) -> list[DeploymentSpec]:
     """The deployments of ``path`` as this configuration serves them (``apply_settings``: the
     health check every ``M1_HEALTH_PERIOD_S``)."""
-    return [to_runner_deployment(s) for s in apply_settings(load_deployment_specs(path), settings)]
+    return apply_settings(load_deployment_specs(path), settings)
+
+
+def served_deployments(path: Path, settings: Settings) -> list[RunnerDeployment]:
+    return [to_runner_deployment(spec) for spec in served_specs(path, settings)]
+
+
+def prefetch_seconds(specs: list[DeploymentSpec]) -> float:
+    """How far ahead the runner submits scheduled runs: Prefect's 10 s, but less than half the
+    shortest interval served. The runner submits every run due within the prefetch at once, so
+    with ``M1_HEALTH_PERIOD_S`` 10 it submitted two health runs together and the deployment's
+    CANCEL_NEW limit cancelled the second: one run every 20 s instead of 10."""
+    intervals = [s.interval_s for spec in specs for s in spec.schedules if s.interval_s]
+    return min([PREFETCH_S, *(interval / 2 for interval in intervals)])
 
 
 def crash_abandoned_runs(batch: int = 200) -> int:
@@ -143,11 +157,12 @@ def main(argv: list[str] | None = None) -> None:
     _kill_tree_when_orphaned()
     settings = get_settings()
     configure_logging(settings)
-    deployments = served_deployments(args.file, settings)
+    specs = served_specs(args.file, settings)
+    deployments = [to_runner_deployment(spec) for spec in specs]
     crashed = crash_abandoned_runs()
     if crashed:
         logger.warning("%d abandoned flow runs marked crashed", crashed)
-    serve(*deployments, print_starting_message=True)
+    serve(*deployments, print_starting_message=True, prefetch_seconds=prefetch_seconds(specs))
 
 
 if __name__ == "__main__":

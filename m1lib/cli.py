@@ -320,27 +320,18 @@ def _healing(settings: Settings, args: argparse.Namespace) -> int:
                 if still is not None:
                     print(f"{args.component} is still paused: every component is, by {still}")
             return 0
-        paused = {row.component: row for row in streaks.overrides(db) if row.paused}
-        states = streaks.load_states(db)
-        from m1lib.ops.report import COMPONENTS
+        from m1lib.ops.healing_status import healing_status
 
-        names = [args.component] if args.component else list(COMPONENTS)
-        if "*" in paused:
-            everything = paused["*"]
+        everything = next(
+            (row for row in streaks.overrides(db) if row.component == "*" and row.paused), None
+        )
+        if everything is not None:
             print(
                 f"every component paused by {everything.by} at "
                 f"{everything.at:%Y-%m-%d %H:%M}Z: {everything.reason}"
             )
-        for name in names:
-            state = states.get(name)
-            row = paused.get(name) or paused.get("*")
-            streak = (
-                f"{state.consecutive_failures} failing in a row, {state.heals_in_streak} heals"
-                if state
-                else "never checked"
-            )
-            mode = f"paused by {row.by}" if row else "healing on"
-            print(f"{name:16} {mode:28} {streak}")
+        for found in healing_status(db, components=[args.component] if args.component else None):
+            print(found.line())
         return 0
     finally:
         db.dispose()

@@ -2,7 +2,9 @@
 
 Each task builds what it needs for its own run (database, Redis client, checker) and closes it,
 like every M1 task (tasks.resources). A step retries on a database outage (``tasks.retry``):
-commands are idempotent, so issuing one again is safe.
+commands are idempotent, so issuing one again is safe. None is answered from Prefect's cache: a
+run looks at its component again after a step, and at its incident again once the database is
+back, with the same arguments.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from m1lib.errors import M1Error
 from m1lib.ops import incidents, streaks
@@ -44,7 +47,7 @@ def remediator() -> Iterator[Remediator]:
             checker.close()
 
 
-@task(name="check-component")
+@task(name="check-component", cache_policy=NO_CACHE)
 def look(component: str) -> tuple[str, str, list[str], str | None]:
     """(status, messages, live replicas on a memory cache, paused by) before any step."""
     with remediator() as healer:
@@ -65,7 +68,7 @@ def run_step(component: str, step: Step) -> StepOutcome:
         return healer.run(step, component)
 
 
-@task(name="find-incident")
+@task(name="find-incident", cache_policy=NO_CACHE)
 def find_incident(component: str) -> int | None:
     """The component's unresolved incident, when the run was not given one; None when there is
     none or the database cannot say (the steps still run; nothing is recorded)."""
@@ -78,7 +81,7 @@ def find_incident(component: str) -> int | None:
         return None
 
 
-@task(name="record-on-incident")
+@task(name="record-on-incident", cache_policy=NO_CACHE)
 def record(incident_id: int, action: str, outcome: str, detail: str) -> bool:
     """Append the step to the incident; False (logged) when the database cannot take it."""
     try:
@@ -90,9 +93,11 @@ def record(incident_id: int, action: str, outcome: str, detail: str) -> bool:
     return True
 
 
-@task(name="escalate-incident")
+@task(name="escalate-incident", cache_policy=NO_CACHE)
 def escalate(incident_id: int, reason: str) -> bool:
-    """Mark the incident escalated and tell a person (alert, log, webhook)."""
+    """Mark the incident escalated and tell a person (alert, log, webhook). An incident a
+    passing check resolved meanwhile (the health flow, between this run's check and now) stays
+    resolved and nobody is told: False."""
     from m1lib.db.models import Incident
 
     try:
@@ -100,6 +105,9 @@ def escalate(incident_id: int, reason: str) -> bool:
             with db.transaction() as session:
                 row = session.get(Incident, incident_id, with_for_update=True)
                 if row is None:
+                    return False
+                if row.resolved_at is not None:
+                    logger.info("incident %s resolved meanwhile: not escalated", incident_id)
                     return False
                 incidents.mark_escalated(row, reason, datetime.now(UTC))
                 session.flush()

@@ -11,6 +11,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import httpx
 from prefect import Task, task
+from prefect.cache_policies import NO_CACHE
 
 from m1lib.errors import UnavailableError
 
@@ -37,7 +38,10 @@ def is_transient(_task: Any, _task_run: Any, state: Any) -> bool:
 
 
 def io_task(name: str) -> Callable[[Callable[P, R]], Task[P, R]]:
-    """``@task`` for work that touches a database, Redis or HTTP: retried per M1's policy.
+    """``@task`` for work that touches a database, Redis or HTTP: retried per M1's policy, and
+    never answered from Prefect's cache (with ``PREFECT_RESULTS_PERSIST_BY_DEFAULT`` on, a second
+    call with the same arguments in one flow run would return the first result instead of doing
+    the I/O again).
 
     Pure work takes a plain ``@task``: nothing a retry could change.
 
@@ -49,4 +53,5 @@ def io_task(name: str) -> Callable[[Callable[P, R]], Task[P, R]]:
         retries=RETRIES,
         retry_delay_seconds=list(RETRY_DELAYS_S),
         retry_condition_fn=is_transient,
+        cache_policy=NO_CACHE,
     )

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,8 +21,15 @@ import redis as redis_lib
 from sqlalchemy import create_engine, text
 
 from m1lib.settings import Settings, get_settings
+from tests.services import (
+    PG_ADMIN_URL,
+    OwnRedis,
+    ServiceUnavailable,
+    create_database,
+    drop_database,
+    free_port,
+)
 
-PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 REDIS_URL = "redis://127.0.0.1:6379/0"
 RUN_ID = uuid.uuid4().hex[:10]
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
@@ -74,12 +79,6 @@ def _unavailable(what: str, error: Exception) -> None:
     pytest.skip(message)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def tmp_data_dir(tmp_path: Path) -> Path:
     path = tmp_path / "m1data"
@@ -115,19 +114,14 @@ def make_settings(tmp_data_dir: Path) -> Callable[..., Settings]:
 @contextmanager
 def _own_database(name: str) -> Iterator[str]:
     """Create database ``name`` on the shared PostgreSQL, yield its URL, drop it after."""
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     try:
-        with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as error:
-        admin.dispose()
+        url = create_database(name)
+    except ServiceUnavailable as error:
         _unavailable("PostgreSQL at 127.0.0.1:5432", error)
     try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+        yield url
     finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+        drop_database(name)
 
 
 @pytest.fixture(scope="session")
@@ -213,62 +207,21 @@ def subscribers(url: str, channel: str) -> int:
         client.close()
 
 
-class OwnRedis:
-    """A redis-server of the test's own, on a free port, that the test may kill and restart."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.workdir = workdir
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            _unavailable("redis-server binary", FileNotFoundError("redis-server"))
-        self.process = subprocess.Popen(
-            [
-                str(binary),
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.workdir),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        client = redis_lib.Redis(port=self.port, socket_timeout=0.5)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis_lib.RedisError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        client.close()
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait(10)
-            self.process = None
+def started_redis(workdir: Path) -> OwnRedis:
+    """A started redis-server of the caller's own (tests.services.OwnRedis) in ``workdir``;
+    skipped (failed under CI) when the binary is missing."""
+    server = OwnRedis(workdir)
+    try:
+        server.start()
+    except ServiceUnavailable as error:
+        _unavailable("redis-server", error)
+    return server
 
 
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
-    server = OwnRedis(tmp_path)
-    server.start()
+    """A redis-server of the test's own that it may kill and restart; killed at the end."""
+    server = started_redis(tmp_path)
     yield server
     server.stop()
 

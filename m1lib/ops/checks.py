@@ -49,6 +49,8 @@ logger = logging.getLogger("m1.ops.checks")
 
 HEALTH_FLOW_NAME: Final = "health-check"
 """The flow whose last completed run ``check_prefect`` ages (the health flow of issue 11)."""
+HEALTH_DEPLOYMENT: Final = f"{HEALTH_FLOW_NAME}/{HEALTH_FLOW_NAME}"
+"""Its deployment, whose last poll by a runner or worker ``check_prefect`` ages."""
 
 _MESSAGE_MAX = 300
 _REPLICAS_FRESH_S = 1.0
@@ -553,7 +555,36 @@ class HealthChecker:
             )
         ]
         results.append(self._last_health_run(client))
+        results.append(self._runner_poll(client))
         return results
+
+    def _prefect_age(
+        self, measurement: str, what: str, read: Callable[[], str | None]
+    ) -> tuple[float | None, float] | CheckResult:
+        """(seconds since the timestamp ``read`` fetches from Prefect, None when it has none;
+        the call's ms); when Prefect cannot say, a healthy result with a null value: the
+        responseTime measurement grades reachability, these only the age."""
+        started = time.perf_counter()
+        try:
+            stamp = read()
+            age = (
+                None
+                if not stamp
+                else (datetime.now(UTC) - datetime.fromisoformat(stamp)).total_seconds()
+            )
+        except (httpx.HTTPError, ValueError, TypeError, AttributeError) as error:
+            message = f"{what} unknown: {_error_text(error)}"
+            return self._age_result(measurement, Status.HEALTHY, _ms_since(started), None, message)
+        return age, _ms_since(started)
+
+    def _age_result(
+        self, measurement: str, status: Status, latency: float, age: float | None, message: str
+    ) -> CheckResult:
+        value = None if age is None else round(age, 1)
+        return self.result(
+            "prefect", measurement, status, latency_ms=latency, value=value, unit="s",
+            message=message,
+        )  # fmt: skip
 
     def _last_health_run(self, client: httpx.Client) -> CheckResult:
         """Age of the newest completed health-check flow run, read with one REST call."""
@@ -563,48 +594,63 @@ class HealthChecker:
             "sort": "END_TIME_DESC",
             "limit": 1,
         }
-        started = time.perf_counter()
-        try:
+
+        def read() -> str | None:
             response = client.post(f"{self.prefect_api_url}/flow_runs/filter", json=body)
             response.raise_for_status()
             runs = response.json()
-            end = runs[0].get("end_time") if isinstance(runs, list) and runs else None
-            age = (
-                None
-                if not end
-                else (datetime.now(UTC) - datetime.fromisoformat(end)).total_seconds()
-            )
-        except (httpx.HTTPError, ValueError, TypeError, AttributeError) as error:
-            return self.result(
-                "prefect",
-                "lastHealthRun",
-                Status.HEALTHY,
-                latency_ms=_ms_since(started),
-                value=None,
-                unit="s",
-                message=f"age of the last health run unknown: {_error_text(error)}",
-            )
-        latency = _ms_since(started)
+            return runs[0].get("end_time") if isinstance(runs, list) and runs else None
+
+        found = self._prefect_age("lastHealthRun", "age of the last health run", read)
+        if isinstance(found, CheckResult):
+            return found
+        age, latency = found
         if age is None:
-            return self.result(
-                "prefect",
-                "lastHealthRun",
-                Status.HEALTHY,
-                latency_ms=latency,
-                value=None,
-                unit="s",
-                message=f"no completed {HEALTH_FLOW_NAME} run yet",
-            )
+            message = f"no completed {HEALTH_FLOW_NAME} run yet"
+            return self._age_result("lastHealthRun", Status.HEALTHY, latency, None, message)
         period = self.thresholds.period_s
-        status = _grade(age, 3 * period, 10 * period)
-        return self.result(
-            "prefect",
+        return self._age_result(
             "lastHealthRun",
-            status,
-            latency_ms=latency,
-            value=round(age, 1),
-            unit="s",
-            message=f"last {HEALTH_FLOW_NAME} run completed {age:.0f} s ago (period {period} s)",
+            _grade(age, 3 * period, 10 * period),
+            latency,
+            age,
+            f"last {HEALTH_FLOW_NAME} run completed {age:.0f} s ago (period {period} s)",
+        )
+
+    def _runner_poll(self, client: httpx.Client) -> CheckResult:
+        """Age of the health-check deployment's last poll: Prefect stamps ``last_polled`` each
+        time the runner (`m1 up`) or a worker asks for its runs, so a runner gone or stuck shows
+        here, while the flow it no longer runs cannot say so. Degraded past 3 polls (+5 s),
+        unhealthy past 6 (+10 s) of ``M1_PREFECT_RUNNER_POLL_S``; no such deployment: healthy."""
+        poll_s = self.settings.prefect.runner_poll_s
+        missing: list[bool] = []
+
+        def read() -> str | None:
+            response = client.get(f"{self.prefect_api_url}/deployments/name/{HEALTH_DEPLOYMENT}")
+            if response.status_code == 404:
+                missing.append(True)
+                return None
+            response.raise_for_status()
+            polled = response.json().get("last_polled")
+            return None if polled is None else str(polled)
+
+        found = self._prefect_age("runnerPoll", f"last poll of {HEALTH_DEPLOYMENT}", read)
+        if isinstance(found, CheckResult):
+            return found
+        age, latency = found
+        if missing:
+            message = f"no {HEALTH_DEPLOYMENT} deployment: nothing schedules health runs"
+            return self._age_result("runnerPoll", Status.HEALTHY, latency, None, message)
+        if age is None:
+            message = f"{HEALTH_DEPLOYMENT} never polled: no runner or worker serves it yet"
+            return self._age_result("runnerPoll", Status.DEGRADED, latency, None, message)
+        return self._age_result(
+            "runnerPoll",
+            _grade(age, 3 * poll_s + 5, 6 * poll_s + 10),
+            latency,
+            age,
+            f"{HEALTH_DEPLOYMENT} last polled by a runner or worker {age:.0f} s ago "
+            f"(polls every {poll_s} s)",
         )
 
     def check_revocation_sync(self) -> list[CheckResult]:

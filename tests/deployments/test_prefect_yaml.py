@@ -109,3 +109,18 @@ def test_m1_up_serves_the_health_check_every_period_cancelling_a_new_run_while_o
     assert deployment.concurrency_options is not None
     assert deployment.concurrency_options.collision_strategy is ConcurrencyLimitStrategy.CANCEL_NEW
     assert deployment.flow_name == "health-check"
+
+
+def test_the_runner_prefetches_less_than_half_the_shortest_interval() -> None:
+    """Prefetching a whole period ahead submits two health runs at once; CANCEL_NEW then
+    cancels every other one (seen with a 10 s period: one run every 20 s)."""
+    from deployments.serve import PREFETCH_S, prefetch_seconds, served_specs
+
+    def served(period_s: int) -> float:
+        return prefetch_seconds(
+            served_specs(SHIPPED_FILE, Settings(_env_file=None, health={"period_s": period_s}))
+        )
+
+    assert served(60) == PREFETCH_S == 10.0
+    assert served(10) == 5.0
+    assert served(3) == 1.5

@@ -23,7 +23,7 @@ from prefect.client.schemas.responses import DeploymentResponse
 
 from deployments.prefect_api import prefect_client
 from deployments.prefect_yaml import load_deployment_specs
-from tests.conftest import free_port
+from tests.services import free_port
 from tests.waiting import wait_for
 
 START_TIMEOUT_S = 180

@@ -39,9 +39,9 @@ from m1lib.ops.incidents import append_action
 from m1lib.ops.report import COMPONENTS, CheckResult, HealthReport, Status
 from m1lib.ops.streaks import HealingPolicy, pause
 from m1lib.settings import Settings, get_settings
-from tests.conftest import free_port
 from tests.fake_http import FakeHttp, Routes, fake_http_servers
 from tests.flow_runs import FlowRun
+from tests.services import free_port
 
 T0 = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
 POLICY = HealingPolicy(threshold=3, cooldown_s=300, max_attempts=3, min_interval_s=30)

@@ -9,7 +9,7 @@ from typing import Any
 
 from flows.production_validation import ARTIFACT_KEY, validation_report
 from m1lib.ops.validation.scenario import Status
-from tests.conftest import free_port
+from tests.services import free_port
 from tests.validation_reports import make_report
 
 

@@ -21,7 +21,8 @@ from m1lib.settings import Settings, get_settings
 from tasks.retry import is_transient
 from tasks.tokens import preview_purge, purge_cutoff, purge_expired
 from tests.flow_runs import FlowRun
-from tests.m1lib.revocation.revocation_proc import PG_SERVER, create_database, drop_database
+from tests.m1lib.revocation.revocation_proc import create_database
+from tests.services import PG_SERVER, drop_database
 
 NOW = datetime(2026, 11, 25, 3, 17, tzinfo=UTC)
 

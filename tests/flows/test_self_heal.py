@@ -26,12 +26,15 @@ from m1lib.ops.incidents import IncidentRecord
 from m1lib.ops.remediation import BACK_TO_REDIS, StepOutcome, plan
 from m1lib.ops.report import COMPONENTS
 from m1lib.settings import get_settings
-from tests.conftest import OwnRedis
 from tests.flow_runs import FlowRun
 from tests.m1lib.api.test_stream import Replica, serve  # noqa: F401  # the fixture
+from tests.services import OwnRedis
 from tests.waiting import wait_for
 
 HEARTBEAT_S = 0.3
+# A step whose check keeps failing waits the whole verify window (a passing one stops at once), and
+# these tests' faults last for all of it: 1 s instead of the default 15 s only shortens the wait.
+VERIFY_S = "1"
 
 
 # -- pure ---------------------------------------------------------------------------------------
@@ -89,7 +92,7 @@ def live(
         "M1_REDIS_PREFIX": "m1heal",
         "M1_REPLICA_HEARTBEAT_S": str(HEARTBEAT_S),
         "M1_HEALING_ACK_TIMEOUT_S": "20",
-        "M1_HEALING_VERIFY_S": "3",
+        "M1_HEALING_VERIFY_S": VERIFY_S,
     }
 
     def start(env: dict[str, str] | None = None, **overrides: Any) -> Replica:
@@ -215,7 +218,11 @@ def test_memory_relieve_frees_the_bytes_the_replica_cache_held(
 def test_revocation_resync_is_forced_and_verified_by_the_check(
     live: Callable[..., Replica], run_flow: Callable[..., FlowRun]
 ) -> None:
-    stale_soon = {"M1_REVOCATION_RESYNC_S": "0.1", "M1_REVOCATION_MAX_STALENESS_S": "1.5"}
+    stale_soon = {
+        "M1_REVOCATION_RESYNC_S": "0.1",
+        "M1_REVOCATION_MAX_STALENESS_S": "1.5",
+        "M1_HEALING_VERIFY_S": "10",  # passes as soon as a heartbeat carries the fresh age
+    }
     replica = live(env=stale_soon)  # its sync thread is not running: the state goes stale
     incident_id = open_incident(replica, "revocation_sync")
     wait_for(

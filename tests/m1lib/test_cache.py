@@ -16,7 +16,7 @@ from m1lib.cache import Cache
 from m1lib.errors import InputError, UnavailableError
 from m1lib.redis_conn import make_redis
 from m1lib.settings import Settings
-from tests.conftest import OwnRedis
+from tests.services import OwnRedis
 from tests.waiting import wait_for
 
 PROBE_S = 5.0

@@ -31,7 +31,8 @@ from m1lib.db.models import ControlCommand, Replica
 from m1lib.db.session import Database
 from m1lib.errors import InputError, UsageError
 from m1lib.settings import Settings
-from tests.conftest import OwnRedis, subscribers
+from tests.conftest import subscribers
+from tests.services import OwnRedis
 from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,7 +12,8 @@ import redis
 
 from m1lib.settings import Settings
 from m1lib.subscriber import close_quietly, run_subscriber
-from tests.conftest import OwnRedis, subscribers
+from tests.conftest import subscribers
+from tests.services import OwnRedis
 from tests.waiting import wait_for
 
 logger = logging.getLogger("m1.test.subscriber")

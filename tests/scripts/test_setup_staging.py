@@ -13,7 +13,7 @@ import httpx
 import psutil
 
 from m1lib.settings import PROJECT_ROOT
-from tests.conftest import free_port
+from tests.services import free_port
 from tests.waiting import wait_for
 
 SCRIPT = PROJECT_ROOT / "scripts" / "setup-staging.sh"

@@ -1,4 +1,5 @@
-"""Incidents and the manual override of self-healing (m1lib.ops.incidents, m1lib.ops.streaks)."""
+"""Incidents, where self-healing stands, and its manual override (m1lib.ops.incidents,
+m1lib.ops.healing_status, m1lib.ops.streaks)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from m1lib.api.deps import AdminPrincipal, ViewerPrincipal, runtime_of
 from m1lib.api.openapi import AUTHENTICATED, problems
 from m1lib.api.routes.tokens import CURSOR_PATTERN
 from m1lib.ops import incidents, streaks
+from m1lib.ops.healing_status import healing_status
 from m1lib.text import ReasonText
 
 router = APIRouter(prefix="/api/m1", tags=["operations"], route_class=BodyRoute)
@@ -75,6 +77,21 @@ def resume(
     body: Annotated[OverrideRequest | None, Body()] = None,
 ) -> dict[str, Any]:
     return _override(request, body, principal.name, False)
+
+
+@router.get(
+    "/healing",
+    summary="Self-healing per component: streak, pause (who, when), last heal, cooldown left",
+    responses=problems(*AUTHENTICATED, 422),
+)
+def healing(
+    request: Request,
+    _principal: ViewerPrincipal,
+    component: Annotated[ComponentName | None, Query(description="Only this component.")] = None,
+) -> dict[str, Any]:
+    """What `m1 healing status` prints, as JSON."""
+    found = healing_status(runtime_of(request).db, components=[component] if component else None)
+    return {"components": [item.to_json() for item in found]}
 
 
 @router.get(

@@ -22,7 +22,7 @@ from m1lib.api.routes import dashboard
 from m1lib.metrics import MetricsRuntime
 from m1lib.metrics.budget import QueryCancelled
 from m1lib.settings import Settings
-from tests.conftest import free_port
+from tests.services import free_port
 from tests.waiting import wait_for
 
 QUERY = "/api/m1/dashboard/query"

@@ -20,8 +20,8 @@ from m1lib.db import migrate
 from m1lib.metrics import MetricsRuntime
 from m1lib.metrics.forward import HttpForwarder
 from m1lib.settings import Settings
-from tests.conftest import free_port
 from tests.m1lib.metrics.test_forward import alerts_from, record_in_another_process, run_outside
+from tests.services import free_port
 from tests.waiting import wait_for
 
 

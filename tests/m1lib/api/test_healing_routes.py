@@ -92,3 +92,43 @@ def test_incidents_page_newest_first_and_refuse_foreign_cursors(
     assert "cursor" in foreign.json()["detail"]
     bad = client.get("/api/m1/incidents?component=kettle", headers=bearer(keys.viewer))
     assert bad.status_code == 422
+
+
+def test_healing_status_shows_streak_pause_last_heal_and_cooldown_left(
+    keyed_client: tuple[TestClient, Keys],
+) -> None:
+    """The same reading as `m1 healing status`: a heal a minute ago under the default 300 s
+    cooldown leaves about 240 s; the pause names its credential; unchecked components are 0."""
+    client, keys = keyed_client
+    db = client.app.state.runtime.db  # type: ignore[attr-defined]
+    now = datetime.now(UTC)
+    streaks.record_report(
+        db, _fail("redis", now - timedelta(minutes=1)), HealingPolicy(threshold=1)
+    )
+    client.post("/api/m1/healing/pause", json={"component": "api"}, headers=bearer(keys.admin))
+    answer = client.get("/api/m1/healing", headers=bearer(keys.viewer))
+    assert answer.status_code == 200, answer.text
+    found = {item["component"]: item for item in answer.json()["components"]}
+    assert list(found) == list(COMPONENTS)
+    redis = found["redis"]
+    assert (redis["consecutiveFailures"], redis["healsInStreak"], redis["lastStatus"]) == (
+        1, 1, "unhealthy"
+    )  # fmt: skip
+    assert redis["lastHealAt"] is not None
+    assert 200 < redis["cooldownLeftS"] <= 240
+    assert (redis["paused"], redis["override"]) == (False, None)
+    api = found["api"]
+    assert api["paused"] is True
+    assert (api["override"]["by"], api["override"]["component"]) == ("ops-admin", "api")
+    assert (api["consecutiveFailures"], api["cooldownLeftS"], api["lastHealAt"]) == (0, 0, None)
+    client.post("/api/m1/healing/pause", headers=bearer(keys.admin))  # every component
+    memory = client.get("/api/m1/healing?component=memory", headers=bearer(keys.viewer)).json()
+    (only,) = memory["components"]
+    assert (only["component"], only["paused"], only["override"]["component"]) == (
+        "memory", True, "*"
+    )  # fmt: skip
+    assert (
+        client.get("/api/m1/healing?component=kettle", headers=bearer(keys.viewer)).status_code
+        == 422
+    )
+    assert client.get("/api/m1/healing").status_code == 401

@@ -45,6 +45,7 @@ ERRORS: dict[tuple[str, str], set[int]] = {
     ("get", "/api/m1/cache/policy"): AUTH,
     ("put", "/api/m1/cache/policy/{tool}"): AUTH | {400, 413, 422},
     ("delete", "/api/m1/cache/policy/{tool}"): AUTH | {422},
+    ("get", "/api/m1/healing"): AUTH | {422},
 }
 STREAMS = {"/api/m1/dashboard/stream"}  # endless: tests/m1lib/api/test_stream.py covers HEAD
 ERRORS.update(

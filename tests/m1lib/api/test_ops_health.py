@@ -10,9 +10,9 @@ from fastapi.testclient import TestClient
 
 from m1lib import auth
 from m1lib.ops.report import COMPONENTS
-from tests.conftest import free_port
 from tests.fake_http import FakeHttp, Routes, fake_http_servers
 from tests.m1lib.api.conftest import bearer
+from tests.services import free_port
 
 HEALTH_JSON = "application/health+json"
 JWT_SECRET = "s" * 40

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from m1lib.api.replica import ReplicaRuntime
 from m1lib.revocation import RevocationManager
 from m1lib.settings import Settings
-from tests.conftest import OwnRedis
+from tests.services import OwnRedis
 
 
 def runtime_of(client: TestClient) -> ReplicaRuntime:

@@ -34,7 +34,7 @@ from m1lib.db import migrate
 from m1lib.metrics import install_default
 from m1lib.metrics.store import EventStore
 from m1lib.settings import Settings, StreamSettings
-from tests.conftest import free_port
+from tests.services import free_port
 from tests.waiting import wait_for
 
 PATH = "/api/m1/dashboard/stream"

@@ -23,7 +23,7 @@ from m1lib import auth
 from m1lib.db import migrate
 from m1lib.db.session import Database
 from m1lib.settings import PROJECT_ROOT, Settings
-from tests.conftest import free_port
+from tests.services import free_port
 
 
 def _self_signed(directory: Path) -> tuple[Path, Path]:

@@ -28,12 +28,8 @@ from m1lib.policy import PolicyEngine, Scope
 from m1lib.revocation import RevocationManager
 from m1lib.settings import Settings
 from m1lib.tokens import TOKEN_TYPE
-from tests.m1lib.revocation.revocation_proc import (
-    PG_SERVER,
-    TcpProxy,
-    create_database,
-    drop_database,
-)
+from tests.m1lib.revocation.revocation_proc import create_database
+from tests.services import PG_SERVER, TcpProxy, drop_database
 
 pytestmark = pytest.mark.postgres
 

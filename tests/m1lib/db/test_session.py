@@ -147,7 +147,7 @@ def test_an_outage_disposes_the_pool_and_the_next_call_reconnects(
     calls fail together), and after the cut is restored the next call works without a restart."""
     from sqlalchemy.engine import make_url
 
-    from tests.m1lib.revocation.revocation_proc import TcpProxy
+    from tests.services import TcpProxy
 
     url = make_url(pg_url)
     proxy = TcpProxy(int(url.port or 5432))

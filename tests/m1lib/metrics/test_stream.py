@@ -14,7 +14,7 @@ from m1lib.metrics.columns import RawChunk
 from m1lib.metrics.recorder import Recorder
 from m1lib.metrics.store import EventStore
 from m1lib.metrics.stream import StreamConsumer, StreamPublisher, parse_id
-from tests.conftest import OwnRedis
+from tests.services import OwnRedis
 from tests.waiting import wait_for
 
 STREAM = "m1-test:events"

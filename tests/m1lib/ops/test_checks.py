@@ -23,8 +23,8 @@ from m1lib.metrics import MetricsRuntime
 from m1lib.ops.checks import HealthChecker, run_full_health_check
 from m1lib.ops.report import CheckResult, Status
 from m1lib.settings import Settings
-from tests.conftest import OwnRedis, free_port
 from tests.fake_http import FakeHttp, Routes, fake_http_servers
+from tests.services import OwnRedis, free_port
 
 
 @pytest.fixture
@@ -32,9 +32,14 @@ def fake_http() -> Iterator[Callable[[Routes], FakeHttp]]:
     yield from fake_http_servers()
 
 
+# A probe's round trip is wall-clock time: on a busy machine a SELECT 1 takes 250 ms. Tests that
+# grade latency set their bounds (with_health); the others must not turn on the machine's load.
+UNGRADED_LATENCY = {"latency_degraded_ms": 60_000.0, "latency_unhealthy_ms": 120_000.0}
+
+
 @pytest.fixture
 def settings(make_settings: Callable[..., Settings]) -> Settings:
-    return make_settings(replica={"id": "me", "heartbeat_s": 5.0})
+    return make_settings(replica={"id": "me", "heartbeat_s": 5.0}, health=UNGRADED_LATENCY)
 
 
 @pytest.fixture
@@ -89,7 +94,7 @@ def by_replica(results: list[CheckResult], replica_id: str) -> list[CheckResult]
 def test_database_round_trip_and_pool_on_postgres(
     make_settings: Callable[..., Settings], pg_url: str
 ) -> None:
-    settings = make_settings(database={"url": pg_url})
+    settings = make_settings(database={"url": pg_url}, health=UNGRADED_LATENCY)
     with Database(settings) as database:
         results = checker(settings, database).check_database()
     trip = only(results, "responseTime")
@@ -298,6 +303,42 @@ def test_prefect_grades_the_age_of_the_last_health_run(
         last = only(results, "lastHealthRun")
         assert last.status is status, last
         assert last.observed_value == pytest.approx(age, abs=5)
+
+
+def test_prefect_grades_the_last_poll_of_the_health_deployment_by_a_runner(
+    settings: Settings, fake_http: Callable[[Routes], FakeHttp]
+) -> None:
+    """A runner gone or stopped stops polling (the health flow it runs cannot say so); with
+    M1_PREFECT_RUNNER_POLL_S 10 degraded past 35 s, unhealthy past 70 s; no deployment: healthy."""
+    deployment = "/api/deployments/name/health-check/health-check"
+
+    def polled(seconds_ago: float | None) -> Routes:
+        at = None
+        if seconds_ago is not None:
+            at = (datetime.now(UTC) - timedelta(seconds=seconds_ago)).isoformat()
+        return {"/api/health": (200, True), "/api/flow_runs/filter": (200, []),
+                deployment: (200, {"name": "health-check", "last_polled": at})}  # fmt: skip
+
+    expected = {5: Status.HEALTHY, 50: Status.DEGRADED, 100: Status.UNHEALTHY}
+    for age, status in expected.items():
+        prefect = fake_http(polled(age))
+        results = checker(settings, prefect_api_url=prefect.url + "/api").check_prefect()
+        poll = only(results, "runnerPoll")
+        assert (poll.status, poll.observed_unit) == (status, "s"), poll
+        assert poll.observed_value == pytest.approx(age, abs=5)
+        assert "last polled by a runner or worker" in poll.message
+    never = only(
+        checker(settings, prefect_api_url=fake_http(polled(None)).url + "/api").check_prefect(),
+        "runnerPoll",
+    )
+    assert (never.status, never.observed_value) == (Status.DEGRADED, None)
+    assert "never polled" in never.message
+    missing = fake_http({"/api/health": (200, True), "/api/flow_runs/filter": (200, [])})
+    absent = only(
+        checker(settings, prefect_api_url=missing.url + "/api").check_prefect(), "runnerPoll"
+    )
+    assert (absent.status, absent.observed_value) == (Status.HEALTHY, None)
+    assert "no health-check/health-check deployment" in absent.message
 
 
 def test_prefect_unreachable_is_unhealthy_and_masks_the_password(settings: Settings) -> None:

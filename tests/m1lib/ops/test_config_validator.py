@@ -28,9 +28,9 @@ from m1lib.ops.config_validator import (
     validate_config,
 )
 from m1lib.settings import Settings
-from tests.conftest import OwnRedis, free_port
 from tests.fake_http import FakeHttp, Routes, fake_http_servers
 from tests.m1lib.ops.certs import make_cert
+from tests.services import OwnRedis, free_port
 
 JWT = "J" + secrets.token_urlsafe(40)  # recognisable, strong
 DB_PASSWORD = "dbPW-" + secrets.token_hex(8)

@@ -78,3 +78,20 @@ def test_incidents_pages_with_a_cursor_and_bad_arguments_exit_2(
     assert "more:" not in out
     assert m1(capsys, "incidents", "--limit", "0")[0] == 2
     assert m1(capsys, "healing", "pause", "kettle")[0] == 2
+
+
+def test_status_shows_the_last_heal_and_the_cooldown_left(
+    configured: TokenCodec,  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    db = Database(load_settings())
+    try:
+        now = datetime.now(UTC)
+        outcome = streaks.record_report(db, _fail("memory", now), HealingPolicy(threshold=1))
+        assert outcome["memory"].decision.action is Action.HEAL
+    finally:
+        db.dispose()
+    code, out, _ = m1(capsys, "healing", "status", "memory")
+    assert code == 0
+    assert f"1 failing in a row, 1 heals, last heal {now:%Y-%m-%d %H:%M:%S}Z" in out
+    assert "(cooldown 300 s left)" in out or "(cooldown 299 s left)" in out

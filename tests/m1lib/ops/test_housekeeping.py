@@ -17,7 +17,8 @@ from m1lib.errors import InputError
 from m1lib.ops import housekeeping, incidents
 from m1lib.ops.housekeeping import Cutoffs, HousekeepingSummary
 from m1lib.settings import Settings
-from tests.m1lib.revocation.revocation_proc import PG_SERVER, create_database, drop_database
+from tests.m1lib.revocation.revocation_proc import create_database
+from tests.services import PG_SERVER, drop_database
 
 NOW = datetime(2026, 12, 3, 3, 30, tzinfo=UTC)
 HERE = "api-here"  # the replica this configuration names

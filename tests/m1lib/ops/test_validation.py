@@ -32,7 +32,8 @@ from m1lib.ops.validation.slo import load_slo
 from m1lib.ops.validation.suite import GROUPS, SCENARIOS, SuiteReport, run_suite
 from m1lib.ops.validation.target import Credentials, Profile, Target, with_password
 from m1lib.settings import Settings
-from tests.conftest import OwnPostgres, OwnRedis
+from tests.conftest import OwnPostgres
+from tests.services import OwnRedis
 from tests.validation_reports import make_report
 
 MakeSettings = Callable[..., Settings]
@@ -343,7 +344,7 @@ def test_cli_exits_1_when_a_scenario_fails_and_prints_json(
     import json
 
     from m1lib.cli import main
-    from tests.conftest import free_port
+    from tests.services import free_port
 
     api = f"http://127.0.0.1:{free_port()}"
     code = main(["validate", "production", "--api-url", api, "--json"])

@@ -19,12 +19,8 @@ from m1lib.policy import PolicyEngine
 from m1lib.revocation import RevocationManager
 from m1lib.settings import Settings
 from m1lib.tokens import TokenCodec
-from tests.m1lib.revocation.revocation_proc import (
-    PG_SERVER,
-    TcpProxy,
-    create_database,
-    drop_database,
-)
+from tests.m1lib.revocation.revocation_proc import create_database
+from tests.services import PG_SERVER, TcpProxy, drop_database
 
 ManagerFactory = Callable[..., RevocationManager]
 

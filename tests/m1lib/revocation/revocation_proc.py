@@ -5,16 +5,14 @@ repository root: it starts a RevocationManager (threads and all) and answers one
 stdin line with one JSON line on stdout, so a test can ask the other process what it decides.
 
 Also here, for the tests of both processes: :class:`ReplicaProcess` (the test's side of that
-conversation), :class:`TcpProxy` (a database path the test can cut without touching the shared
-PostgreSQL) and helpers for a PostgreSQL database of the test module's own.
+conversation) and :func:`create_database` (a migrated PostgreSQL database of the test module's own;
+the path a test cuts to it is ``tests.services.TcpProxy``).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import socket
 import subprocess
 import sys
 import threading
@@ -22,10 +20,9 @@ import uuid
 from pathlib import Path
 from typing import IO, Any
 
-from sqlalchemy import create_engine, text
+from tests import services
 
 ROOT = Path(__file__).resolve().parents[3]
-PG_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
 
 
 # -- the replica process ---------------------------------------------------------------------------
@@ -177,108 +174,23 @@ class ReplicaProcess:
         self._log.close()
 
 
-class TcpProxy:
-    """A TCP path to a server that the test can cut (refuse and drop everything) and restore.
-
-    Cutting closes the listening socket, so new connections are refused at once, and shuts every
-    open connection, so pooled database connections fail on their next use.
-    """
-
-    def __init__(self, target_port: int, target_host: str = "127.0.0.1") -> None:
-        self.target = (target_host, target_port)
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = int(probe.getsockname()[1])
-        self._listener: socket.socket | None = None
-        self._connections: list[socket.socket] = []
-        self._lock = threading.Lock()
-
-    def url_for(self, database: str) -> str:
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
-
-    def start(self) -> None:
-        listener = socket.socket()
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
-        listener.listen(64)
-        self._listener = listener
-        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(self.target, timeout=5)
-            except OSError:
-                client.close()
-                continue
-            upstream.settimeout(None)
-            with self._lock:
-                self._connections += [client, upstream]
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
-
-    @staticmethod
-    def _pump(source: socket.socket, sink: socket.socket) -> None:
-        try:
-            while chunk := source.recv(65536):
-                sink.sendall(chunk)
-        except OSError:
-            pass
-        finally:
-            for end in (source, sink):
-                with contextlib.suppress(OSError):
-                    end.shutdown(socket.SHUT_RDWR)
-
-    def cut(self) -> None:
-        listener, self._listener = self._listener, None
-        if listener is not None:
-            # shutdown() wakes the accepting thread; close() alone leaves the port listening
-            with contextlib.suppress(OSError):
-                listener.shutdown(socket.SHUT_RDWR)
-            listener.close()
-        with self._lock:
-            connections, self._connections = self._connections, []
-        for connection in connections:
-            with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
-            connection.close()
-
-    def restore(self) -> None:
-        if self._listener is None:
-            self.start()
-
-
 # -- a database of the module's own ----------------------------------------------------------------
 
 
 def create_database() -> str:
-    """A new, migrated PostgreSQL database on the shared server; returns its name."""
+    """A new, migrated PostgreSQL database on the shared server; returns its name (drop it with
+    ``tests.services.drop_database``)."""
     from m1lib.db.migrate import upgrade
     from m1lib.db.session import Database
     from m1lib.settings import Settings
 
     name = f"m1_revocation_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(f"{PG_SERVER}/test", isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    db = Database(Settings(_env_file=None, database={"url": f"{PG_SERVER}/{name}"}))
+    db = Database(Settings(_env_file=None, database={"url": services.create_database(name)}))
     try:
         upgrade(db)
     finally:
         db.dispose()
     return name
-
-
-def drop_database(name: str) -> None:
-    admin = create_engine(f"{PG_SERVER}/test", isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 if __name__ == "__main__":

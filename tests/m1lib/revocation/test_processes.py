@@ -21,14 +21,9 @@ from m1lib.db.session import Database
 from m1lib.errors import DatabaseUnavailable
 from m1lib.revocation import RevocationManager, revocation_channel
 from m1lib.settings import Settings
-from tests.conftest import OwnRedis, subscribers
-from tests.m1lib.revocation.revocation_proc import (
-    PG_SERVER,
-    ReplicaProcess,
-    TcpProxy,
-    create_database,
-    drop_database,
-)
+from tests.conftest import subscribers
+from tests.m1lib.revocation.revocation_proc import ReplicaProcess, create_database
+from tests.services import PG_SERVER, OwnRedis, TcpProxy, drop_database
 from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]

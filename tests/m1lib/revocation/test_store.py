@@ -21,9 +21,7 @@ from tests.m1lib.revocation.conftest import (
     loaded,
     new_jti,
 )
-from tests.m1lib.revocation.revocation_proc import (
-    TcpProxy,
-)
+from tests.services import TcpProxy
 
 pytestmark = pytest.mark.postgres
 

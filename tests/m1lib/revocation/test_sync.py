@@ -23,9 +23,7 @@ from tests.m1lib.revocation.conftest import (
     loaded,
     new_jti,
 )
-from tests.m1lib.revocation.revocation_proc import (
-    TcpProxy,
-)
+from tests.services import TcpProxy
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.postgres
