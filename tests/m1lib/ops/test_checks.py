@@ -308,8 +308,9 @@ def test_prefect_grades_the_age_of_the_last_health_run(
 def test_prefect_grades_the_last_poll_of_the_health_deployment_by_a_runner(
     settings: Settings, fake_http: Callable[[Routes], FakeHttp]
 ) -> None:
-    """A runner gone or stopped stops polling (the health flow it runs cannot say so); with
-    M1_PREFECT_RUNNER_POLL_S 10 degraded past 35 s, unhealthy past 70 s; no deployment: healthy."""
+    """A runner gone or stopped stops polling (the health flow it runs cannot say so): degraded
+    past 3 polls + 5 s of M1_PREFECT_RUNNER_POLL_S, unhealthy past 6 polls + 10 s; no deployment:
+    healthy."""
     deployment = "/api/deployments/name/health-check/health-check"
 
     def polled(seconds_ago: float | None) -> Routes:
@@ -319,7 +320,13 @@ def test_prefect_grades_the_last_poll_of_the_health_deployment_by_a_runner(
         return {"/api/health": (200, True), "/api/flow_runs/filter": (200, []),
                 deployment: (200, {"name": "health-check", "last_polled": at})}  # fmt: skip
 
-    expected = {5: Status.HEALTHY, 50: Status.DEGRADED, 100: Status.UNHEALTHY}
+    poll_s = settings.prefect.runner_poll_s
+    degraded, unhealthy = 3 * poll_s + 5, 6 * poll_s + 10
+    expected = {
+        poll_s: Status.HEALTHY,
+        (degraded + unhealthy) / 2: Status.DEGRADED,
+        unhealthy + 20: Status.UNHEALTHY,
+    }
     for age, status in expected.items():
         prefect = fake_http(polled(age))
         results = checker(settings, prefect_api_url=prefect.url + "/api").check_prefect()
