@@ -35,6 +35,7 @@ import csv
 import json
 import math
 import multiprocessing
+import resource
 import sys
 import time
 from collections.abc import Sequence
@@ -367,6 +368,8 @@ def measure(smoke: bool) -> Measured:
         with multiprocessing.get_context("spawn").Pool(2) as pool:
             runs = pool.map(run_one, jobs, chunksize=1)
     wall = time.perf_counter() - started
+    usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    cpu = sum(use.ru_utime + use.ru_stime for use in usage)
     for run in runs:
         run["optimiser_saving_pct"] = round(_saving(run, "optimiser"), 2)
         run["oracle_saving_pct"] = round(_saving(run, "oracle"), 2)
@@ -401,6 +404,7 @@ def measure(smoke: bool) -> Measured:
         Figure("stale_within_baseline_every_trace", float(within_stale), "yes/no", 1.0, True),
         Figure("target_met_every_trace", float(all_met), "yes/no", 1.0, True),
         Figure("wall_time_s", wall, "s"),
+        Figure("cpu_time_s", cpu, "s"),
     ]
     parameters = {
         "families": sorted({run["family"] for run in runs}),

@@ -53,7 +53,11 @@ class OptimiserConfig:
     min_refetches: float = 20.0  # per tool (decayed weight) before its change rate is trusted
     rate_half_life_s: float = 6 * 3600.0
     change_half_life_s: float = 24 * 3600.0
-    stale_margin: float = 0.9  # aim expected stale at this fraction of the baseline's
+    stale_margin: float = (
+        0.8  # aim expected stale at this fraction of the baseline's (room for drift)
+    )
+    min_unchanged: int = 3  # refetches that found the same value before lam has an upper bound
+    probe_ttl_s: float | None = None  # TTL while probing the change rate (None: min_ttl_s)
     grid_points: int = 48
 
     def __post_init__(self) -> None:
@@ -97,6 +101,7 @@ class _Tool:
     changed_w: FloatArray = field(default_factory=lambda: np.zeros(len(_AGE_BINS) + 1))
     changed_wa: FloatArray = field(default_factory=lambda: np.zeros(len(_AGE_BINS) + 1))
     unchanged_wa: float = 0.0  # decayed sum of ages of refetches that found the same value
+    unchanged_seen: int = 0  # refetches that found the same value, ever (not decayed)
     refetches: float = 0.0  # decayed count of refetches with an age
     cost_usd: float | None = None
     budget_s: float | None = None
@@ -187,6 +192,7 @@ class TtlOptimiser:
             state.changed_w[index] += weight
             state.changed_wa[index] += weight * age_s
         else:
+            state.unchanged_seen += 1
             state.unchanged_wa += weight * age_s
 
     # -- the recommendation ---------------------------------------------------------------------
@@ -207,6 +213,7 @@ class TtlOptimiser:
         warm = self._first_t is not None and t - self._first_t >= cfg.warmup_s
         lams = self._change_rates(names, t)
         learned = []
+        probing: set[str] = set()
         reasons: dict[str, str] = {}
         for index, name in enumerate(names):
             state = self._tools[name]
@@ -214,14 +221,22 @@ class TtlOptimiser:
                 reasons[name] = "baseline: warming up"
             elif state.cost_usd is None:
                 reasons[name] = "baseline: no cost per call known"
-            elif self._decayed_refetches(state, t) < cfg.min_refetches:
+            elif self._decayed(state.refetches, t) < cfg.min_refetches:
                 reasons[name] = "baseline: too few refetches to estimate the change rate"
             elif requests_h[index] <= 0:
                 reasons[name] = "baseline: no requests"
+            elif state.unchanged_seen < cfg.min_unchanged:
+                reasons[name] = "probing: every refetch so far found a change"
+                probing.add(name)
             else:
                 learned.append(index)
+        probe_ttl = cfg.min_ttl_s if cfg.probe_ttl_s is None else cfg.probe_ttl_s
         choices = {
-            name: TtlChoice(float(baselines[i]), reasons[name], float(requests_h[i]))
+            name: TtlChoice(
+                min(max(probe_ttl, low), highs[i]) if name in probing else float(baselines[i]),
+                reasons[name],
+                float(requests_h[i]),
+            )
             for i, name in enumerate(names)
             if name in reasons
         }
@@ -302,10 +317,11 @@ class TtlOptimiser:
             out.append(rates[slots] if len(slots) else np.zeros(0))
         return out
 
-    def _decayed_refetches(self, state: _Tool, t: float) -> float:
+    def _decayed(self, weight: float, t: float) -> float:
+        """A refetch weight in plain refetches as of ``t`` (the newest counts about 1)."""
         if self._ref_c is None:
             return 0.0
-        return state.refetches * math.exp((self._ref_c - t) / self._tau_c)
+        return weight * math.exp((self._ref_c - t) / self._tau_c)
 
     def _change_rates(self, names: list[str], t: float) -> FloatArray:
         """Maximum-likelihood change rate per tool from its censored refetch outcomes.
