@@ -392,7 +392,7 @@ def measure(smoke: bool) -> Measured:
     figures = [
         Figure("optimiser_saving_mean_pct", float(np.mean(savings)), "%", TARGET_SAVING, True),
         Figure(
-            f"optimiser_saving_worst_pct ({worst['family']} seed {worst['seed']})",
+            "optimiser_saving_worst_pct",
             float(worst["optimiser_saving_pct"]),
             "%",
             TARGET_SAVING,
@@ -418,6 +418,7 @@ def measure(smoke: bool) -> Measured:
         "oracle_grid_s": [round(float(x), 1) for x in ORACLE_GRID],
         "cache_max_entries": Settings().cache.max_entries,
         "smoke_hours": 1.0 if smoke else None,
+        "worst_trace": f"{worst['family']} seed {worst['seed']}",
         "runs": runs,
     }
     return Measured(figures, parameters)

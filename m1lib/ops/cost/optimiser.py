@@ -335,6 +335,7 @@ class TtlOptimiser:
         changed_wa = np.stack([self._tools[n].changed_wa for n in names]) * factor
         unchanged = np.array([self._tools[n].unchanged_wa for n in names]) * factor
         ages = np.where(changed_w > 0, changed_wa / np.maximum(changed_w, 1e-300), 1.0)
+        ages = np.maximum(ages, 1e-6)  # a change seen at age 0 still bounds lam from below
         ages = np.concatenate([ages, np.full((len(names), 1), cfg.baseline_ttl_s)], axis=1)
         weights = np.concatenate([changed_w, np.ones((len(names), 1))], axis=1)
         lo = np.full(len(names), math.log(_LAM_MIN))
