@@ -47,6 +47,7 @@ import _harness
 import numpy as np
 import numpy.typing as npt
 from _harness import Figure, Measured
+from readme_table import rewrite
 
 from m1lib.cache import Cache
 from m1lib.ops.cost.optimiser import OptimiserConfig, TtlOptimiser, allocate
@@ -434,8 +435,53 @@ def replay_files(trace_csv: Path, tools_csv: Path) -> dict[str, Any]:
     }
 
 
+README_MARKERS = ("<!-- cost:start -->", "<!-- cost:end -->")
+
+
+def trace_table(document: dict[str, Any]) -> str:
+    """One README row per trace of a full run: spend and stale against the baseline, the oracle."""
+    lines = [
+        "| trace | seed | requests | optimiser spend vs baseline | oracle spend vs baseline "
+        "| stale: optimiser / baseline / oracle | met? |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for run in document["parameters"]["runs"]:
+        stale = " / ".join(f"{run[p]['stale']:,}" for p in ("optimiser", "baseline", "oracle"))
+        lines.append(
+            f"| {run['family']} | {run['seed']} | {run['requests']:,} "
+            f"| -{run['optimiser_saving_pct']:.1f} % | -{run['oracle_saving_pct']:.1f} % "
+            f"| {stale} | {'yes' if run['meets_target'] else '**no**'} |"
+        )
+    figures = {figure["name"]: figure["value"] for figure in document["figures"]}
+    lines += [
+        "",
+        f"Commit {document.get('commit')}, {document.get('timestamp')}: the whole run took "
+        f"{figures['wall_time_s']:.0f} s on 2 processes ({figures['cpu_time_s']:.0f} s of CPU).",
+    ]
+    return "\n".join(lines)
+
+
+def write_readme_table(readme: Path, results: Path) -> None:
+    table = trace_table(json.loads(results.read_text(encoding="utf-8")))
+    text = readme.read_text(encoding="utf-8")
+    updated = rewrite(text, table, README_MARKERS)
+    if updated is None:
+        print(f"{readme}: no {README_MARKERS[0]} section; the table:\n\n{table}")
+    elif updated != text:
+        readme.write_text(updated, encoding="utf-8")
+        print(f"updated the cost table in {readme}")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
+    if "--readme-table" in args:
+        parser = argparse.ArgumentParser(prog="bench/cost.py --readme-table")
+        parser.add_argument("--readme-table", action="store_true", required=True)
+        parser.add_argument("--readme", type=Path, default=_harness.ROOT / "README.md")
+        parser.add_argument("--results", type=Path, default=_harness.RESULTS_DIR / "cost.json")
+        options = parser.parse_args(args)
+        write_readme_table(options.readme, options.results)
+        return
     if "--replay" in args:
         parser = argparse.ArgumentParser(prog="bench/cost.py --replay", description=__doc__)
         parser.add_argument("--replay", type=Path, required=True, metavar="TRACE.csv")
