@@ -198,8 +198,8 @@ class TtlOptimiser:
     # -- the recommendation ---------------------------------------------------------------------
 
     def recommend(self, t: float) -> dict[str, TtlChoice]:
-        """A TTL for every tool seen or priced, as of ``t`` (no later than the last observation
-        makes no sense but is harmless: weights are relative)."""
+        """A TTL for every tool seen or priced, as of ``t`` (normally the latest observation's time:
+        rates are estimated over the window up to ``t``)."""
         cfg = self.config
         names = sorted(self._tools)
         if not names:
@@ -233,7 +233,7 @@ class TtlOptimiser:
         probe_ttl = cfg.min_ttl_s if cfg.probe_ttl_s is None else cfg.probe_ttl_s
         choices = {
             name: TtlChoice(
-                min(max(probe_ttl, low), highs[i]) if name in probing else float(baselines[i]),
+                float(min(max(probe_ttl, low), highs[i]) if name in probing else baselines[i]),
                 reasons[name],
                 float(requests_h[i]),
             )
