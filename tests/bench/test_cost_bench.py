@@ -4,9 +4,13 @@ exactly (spend, stale responses, requests, hits) for all three policies."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
-from tests.bench.test_bench_smoke import run_script
+import numpy as np
+import pytest
+
+from tests.bench.test_bench_smoke import ROOT, run_script
 
 COST_FIGURES = [
     "optimiser_saving_mean_pct",
@@ -68,3 +72,36 @@ def test_replay_rejects_an_unknown_tool(tmp_path: Path) -> None:
     done = run_script("bench/cost.py", "--replay", str(trace), "--tools", str(tools))
     assert done.returncode != 0
     assert "nope" in done.stderr
+
+
+def test_trace_families_keep_the_stated_parameters() -> None:
+    """What the issue fixes (rate, Zipf, diurnal ratio, crowds, daily rotation) holds in the data."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import cost  # type: ignore[import-not-found]
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    steady = cost.generate("steady", 1, hours=4)
+    assert len(steady.t) == pytest.approx(5 * 4 * 3600, rel=0.02)
+    assert np.all(np.diff(steady.t) >= 0)
+    counts = np.bincount(steady.key, minlength=cost.KEYS)
+    harmonic = float((np.arange(1, cost.KEYS + 1) ** -1.1).sum())
+    assert counts.max() / len(steady.t) == pytest.approx(1 / harmonic, rel=0.1)  # top key's share
+    order = np.lexsort((steady.t, steady.key))  # a key's version never goes back
+    same_key = steady.key[order][1:] == steady.key[order][:-1]
+    assert np.all(np.diff(steady.version[order])[same_key] >= 0)
+
+    diurnal = cost.generate("diurnal", 1)
+    hour = (diurnal.t % cost.DAY) // 3600
+    peak = np.count_nonzero((hour >= 9) & (hour < 17)) / 8
+    night = np.count_nonzero((hour < 9) | (hour >= 17)) / 16
+    assert peak / night == pytest.approx(5, rel=0.05)
+    assert len(diurnal.t) / (2 * cost.DAY) == pytest.approx(5, rel=0.02)
+
+    bursty = cost.generate("bursty", 1)
+    assert len(bursty.t) > len(cost.generate("steady", 1).t) * 1.05  # 20 crowds on popular keys
+
+    shifting = cost.generate("shifting", 1)
+    day = (shifting.t // cost.DAY).astype(int)
+    tops = {int(np.bincount(shifting.key[day == d]).argmax()) for d in range(3)}
+    assert len(tops) == 3  # a new most popular key every day
