@@ -11,9 +11,9 @@ ranking rotated by a third of the keys each day). Changes are drawn per get: bet
 one key the number of changes is Poisson(rate x gap), which is exactly what a change-event stream
 would give and replays millions of changes without materialising them.
 
-Prices are a bench-local draw until ``m1lib.ops.cost.prices`` is on main: per tool a model
-(haiku 1/5, sonnet 3/15, opus 5/25 USD per million input/output tokens), input tokens
-log-uniform 200-20,000, output 50-2,000, plus a tool price of 0, 0.1, 0.5 or 1 cent.
+Prices: per tool a model from M1's built-in price table (``m1lib.ops.cost.prices``: haiku 1/5,
+sonnet 3/15, opus 5/25 USD per million input/output tokens), input tokens log-uniform 200-20,000,
+output 50-2,000, plus a tool price of 0, 0.1, 0.5 or 1 cent (the table has no built-in paid tools).
 
 Each trace is replayed through M1's real ``Cache`` (memory backend, on a simulated clock; default
 ``M1_CACHE_MAX_ENTRIES`` = 10,000, so every key fits and capacity is not the story) three times:
@@ -51,6 +51,7 @@ from readme_table import rewrite
 
 from m1lib.cache import Cache
 from m1lib.ops.cost.optimiser import OptimiserConfig, TtlOptimiser, allocate
+from m1lib.ops.cost.prices import DEFAULT_MODEL_PRICES
 from m1lib.settings import Settings
 
 NAME = "cost"
@@ -62,8 +63,11 @@ DAY = 86_400.0
 BASELINE_TTL = 3600.0
 REOPTIMISE_S = 600.0
 TARGET_SAVING = 20.0  # percent less spend than the baseline, every trace and seed
-MODELS = {"haiku": (1.0, 5.0), "sonnet": (3.0, 15.0), "opus": (5.0, 25.0)}  # USD per M tokens
-TOOL_PRICES = (0.0, 0.001, 0.005, 0.01)
+MODELS = {  # USD per million input and output tokens: M1's built-in price table
+    model: (float(price_in), float(price_out))
+    for model, (price_in, price_out) in DEFAULT_MODEL_PRICES.items()
+}
+TOOL_PRICES = (0.0, 0.001, 0.005, 0.01)  # USD per call; the built-in table has no paid tools
 ORACLE_GRID = np.unique(np.append(np.logspace(np.log10(60.0), np.log10(DAY), 33), BASELINE_TTL))
 
 IntArray = npt.NDArray[np.int64]
