@@ -47,7 +47,9 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/instrumentation.py
 	$(BIN)/python bench/stream.py
 	$(BIN)/python bench/ops.py
+	$(BIN)/python bench/cost.py
 	$(BIN)/python bench/readme_table.py
+	$(BIN)/python bench/cost.py --readme-table
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

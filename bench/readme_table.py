@@ -98,13 +98,14 @@ def render(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def rewrite(readme: str, table: str) -> str | None:
+def rewrite(readme: str, table: str, markers: tuple[str, str] = (START, END)) -> str | None:
     """README text with the section replaced; None when the markers are missing or out of order."""
-    start = readme.find(START)
-    end = readme.find(END, start + len(START)) if start >= 0 else -1
+    opening, closing = markers
+    start = readme.find(opening)
+    end = readme.find(closing, start + len(opening)) if start >= 0 else -1
     if start < 0 or end < 0:
         return None
-    return readme[: start + len(START)] + "\n" + table + "\n" + readme[end:]
+    return readme[: start + len(opening)] + "\n" + table + "\n" + readme[end:]
 
 
 def main(argv: list[str] | None = None) -> int:
