@@ -11,7 +11,9 @@ its ingest thread hands each batch to a :class:`Forwarder` instead of a store:
   it; an entry a dead replica took is claimed by another after ``M1_EVENTS_FORWARD_CLAIM_IDLE_S``;
 - else with ``M1_API_KEY`` (:class:`HttpForwarder`): batches of at most
   ``M1_EVENTS_INGEST_MAX_EVENTS`` to ``POST /api/m1/events`` of ``M1_API_URL``, at most one
-  request per ``M1_EVENTS_FORWARD_INTERVAL_MS`` unless an alert waits.
+  request per ``M1_EVENTS_FORWARD_INTERVAL_MS`` unless an alert waits;
+- with both (:class:`FallbackForwarder`): Redis, and the API while Redis is away, so a flow run
+  reporting a Redis outage still reaches the dashboard.
 
 Either keeps a bounded outbox while Redis or the API is away (oldest dropped, counted as
 ``forward_unavailable``; a refusal such as a revoked key as ``forward_refused``), and at exit
@@ -47,6 +49,7 @@ __all__ = [
     "FORWARD_REFUSED",
     "FORWARD_UNAVAILABLE",
     "GROUP",
+    "FallbackForwarder",
     "Forwarder",
     "HttpForwarder",
     "IngestConsumer",
@@ -347,13 +350,7 @@ class HttpForwarder(Forwarder):
         self.destination = f"{client.base_url}/api/m1/events"
 
     def _items(self, batch: Batch) -> list[tuple[Any, int]]:
-        events: list[dict[str, Any]] = []
-        for metric, chunk in batch:
-            names = [f.name for f in METRICS[metric].declared]
-            for ts, *values in _raw_rows(metric, chunk):
-                event: dict[str, Any] = {"metric": metric, "timestamp": ts / 1_000_000}
-                event.update(zip(names, values, strict=True))
-                events.append(event)
+        events = _event_dicts(batch)
         step = self.max_events
         return [
             (events[i : i + step], len(events[i : i + step])) for i in range(0, len(events), step)
@@ -376,15 +373,7 @@ class HttpForwarder(Forwarder):
                 return 0  # the halves go on the next pass
             else:
                 raise _Refused(f"one event is over M1_EVENTS_INGEST_MAX_BYTES ({self.max_bytes})")
-        try:
-            self.client.record_events(body)
-        except (UnavailableError, RateLimitedError) as error:
-            raise _Retry(str(error)) from None
-        except M1Error as error:
-            if type(error) is M1Error:  # a 5xx: the API may recover
-                raise _Retry(str(error)) from None
-            logger.error("the M1 API refused %d forwarded events: %s", len(body), error)
-            raise _Refused(str(error), taken) from None
+        _post(self.client, body, taken)
         return taken
 
     def _split_head(self) -> None:
@@ -398,35 +387,152 @@ class HttpForwarder(Forwarder):
         self.client.close()
 
 
-def build_forwarder(settings: Settings, recorder: Recorder) -> Forwarder:
-    """The forwarder this configuration asks for: Redis when configured, else the API."""
-    events = settings.events
-    if settings.redis_url is not None:
-        from m1lib.redis_conn import make_redis
+def _event_dicts(batch: Batch) -> list[dict[str, Any]]:
+    """A batch as ``POST /api/m1/events`` takes it: one object per event."""
+    events: list[dict[str, Any]] = []
+    for metric, chunk in batch:
+        names = [f.name for f in METRICS[metric].declared]
+        for ts, *values in _raw_rows(metric, chunk):
+            event: dict[str, Any] = {"metric": metric, "timestamp": ts / 1_000_000}
+            event.update(zip(names, values, strict=True))
+            events.append(event)
+    return events
 
-        client = make_redis(settings)
-        assert client is not None
-        return RedisForwarder(
-            client,
-            ingest_stream(settings),
-            origin=recorder.replica_id,
-            maxlen=events.stream_maxlen,
+
+def _post(client: ApiClient, body: list[dict[str, Any]], items: int) -> None:
+    """POST ``body`` (``items`` outbox items); _Retry when the API may recover, _Refused else."""
+    try:
+        client.record_events(body)
+    except (UnavailableError, RateLimitedError) as error:
+        raise _Retry(str(error)) from None
+    except M1Error as error:
+        if type(error) is M1Error:  # a 5xx: the API may recover
+            raise _Retry(str(error)) from None
+        logger.error("the M1 API refused %d forwarded events: %s", len(body), error)
+        raise _Refused(str(error), items) from None
+
+
+def _fitted(events: list[dict[str, Any]], max_events: int, max_bytes: int) -> list[list[Any]]:
+    """``events`` cut into request bodies within the ingest limits (an event alone over
+    ``max_bytes`` stays alone: the API refuses it, counted)."""
+    bodies: list[list[Any]] = []
+    pending = [events[i : i + max_events] for i in range(0, len(events), max_events)]
+    while pending:
+        body = pending.pop(0)
+        if len(body) > 1 and len(json.dumps(body, separators=(",", ":"))) + 16 > max_bytes:
+            middle = len(body) // 2
+            pending[:0] = [body[:middle], body[middle:]]
+        else:
+            bodies.append(body)
+    return bodies
+
+
+class _Both:
+    """One batch ready for either way: Redis payloads and, should Redis be away, API bodies."""
+
+    __slots__ = ("bodies", "payloads", "posted")
+
+    def __init__(self, payloads: list[bytes], bodies: list[list[Any]]) -> None:
+        self.payloads = payloads
+        self.bodies = bodies
+        self.posted = 0  # bodies the API already took: never sent twice
+
+
+class FallbackForwarder(Forwarder):
+    """Redis first, the API while Redis is away: a flow run's events still reach the replicas
+    during the very Redis outage its health check is reporting.
+
+    Each batch is encoded both ways when it is queued (on the ingest thread, never the
+    caller's). A send tries Redis (one all-or-none pipeline); when that fails, it POSTs the
+    batches in order, remembering how many bodies of the head batch the API took, so nothing is
+    sent twice. Redis is tried again at every send, so the stream is back in use as soon as
+    Redis answers. While falling back, sends keep the API's ``interval_s``.
+    """
+
+    def __init__(self, redis_way: RedisForwarder, api_way: HttpForwarder) -> None:
+        super().__init__(
+            outbox_events=redis_way.outbox_events,
+            interval_s=0.0,
+            exit_s=redis_way.exit_s,
+            count_drop=redis_way.count_drop,
+        )
+        self.redis_way = redis_way
+        self.api_way = api_way
+        self.destination = f"{redis_way.destination} (else {api_way.destination})"
+        self.fallback_sends = 0
+
+    def _items(self, batch: Batch) -> list[tuple[Any, int]]:
+        payloads = [payload for payload, _ in self.redis_way._items(batch)]
+        events = _event_dicts(batch)
+        bodies = _fitted(events, self.api_way.max_events, self.api_way.max_bytes)
+        return [(_Both(payloads, bodies), len(events))]
+
+    def _send(self, items: list[Any]) -> int:
+        try:
+            self.redis_way._send([payload for item in items for payload in item.payloads])
+        except _Retry as away:
+            self.interval_s = self.api_way.interval_s
+            return self._post_in_order(items, away)
+        self.interval_s = 0.0
+        return len(items)
+
+    def _post_in_order(self, items: list[_Both], away: _Retry) -> int:
+        for done, item in enumerate(items):
+            try:
+                while item.posted < len(item.bodies):
+                    _post(self.api_way.client, item.bodies[item.posted], 1)
+                    item.posted += 1
+                    self.fallback_sends += 1
+            except _Retry as error:
+                if done:
+                    return done
+                raise _Retry(f"{away}; the API too: {error}") from None
+            except _Refused:
+                if done:
+                    return done  # the refused batch is the head of the next send: dropped then
+                raise
+        return len(items)
+
+    def _close(self) -> None:
+        self.redis_way._close()
+        self.api_way._close()
+
+
+def build_forwarder(settings: Settings, recorder: Recorder) -> Forwarder:
+    """The forwarder this configuration asks for: Redis when configured (and the API while Redis
+    is away, when ``M1_API_KEY`` is set too), else the API."""
+    events = settings.events
+    api_way: HttpForwarder | None = None
+    if settings.redis_url is None or settings.api.key is not None:
+        from m1lib.client import ApiClient
+
+        wait = max(1.0, events.forward_exit_s)
+        api_way = HttpForwarder(
+            ApiClient.from_settings(settings, timeout_s=wait, max_wait_s=wait),
+            max_events=events.ingest_max_events,
+            max_bytes=events.ingest_max_bytes,
             outbox_events=events.queue_size,
+            interval_s=events.forward_interval_ms / 1000.0,
             exit_s=events.forward_exit_s,
             count_drop=recorder.count_dropped,
         )
-    from m1lib.client import ApiClient
+    if settings.redis_url is None:
+        assert api_way is not None
+        return api_way
+    from m1lib.redis_conn import make_redis
 
-    wait = max(1.0, events.forward_exit_s)
-    return HttpForwarder(
-        ApiClient.from_settings(settings, timeout_s=wait, max_wait_s=wait),
-        max_events=events.ingest_max_events,
-        max_bytes=events.ingest_max_bytes,
+    client = make_redis(settings)
+    assert client is not None
+    redis_way = RedisForwarder(
+        client,
+        ingest_stream(settings),
+        origin=recorder.replica_id,
+        maxlen=events.stream_maxlen,
         outbox_events=events.queue_size,
-        interval_s=events.forward_interval_ms / 1000.0,
         exit_s=events.forward_exit_s,
         count_drop=recorder.count_dropped,
     )
+    return redis_way if api_way is None else FallbackForwarder(redis_way, api_way)
 
 
 class IngestConsumer:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis as redis_lib
 import uvicorn
 
 from m1lib import auth, cli
@@ -18,10 +19,10 @@ from m1lib.api.app import create_app
 from m1lib.api.replica import ReplicaRuntime
 from m1lib.db import migrate
 from m1lib.metrics import MetricsRuntime
-from m1lib.metrics.forward import HttpForwarder
+from m1lib.metrics.forward import FallbackForwarder, HttpForwarder, ingest_stream
 from m1lib.settings import Settings
 from tests.m1lib.metrics.test_forward import alerts_from, record_in_another_process, run_outside
-from tests.services import free_port
+from tests.services import OwnRedis, free_port
 from tests.waiting import wait_for
 
 
@@ -221,3 +222,43 @@ def test_m1_demo_forwards_its_cache_traffic_to_the_api(
         return sum(int(row["count"]) for row in result.rows if row["op"] == "get")
 
     wait_for(cache_gets, "the demo's cache gets on the API", until=lambda n: n > 0)
+
+
+def test_with_redis_away_events_go_to_the_api_and_back_to_redis_when_it_returns(
+    serve_api: Callable[..., Api], make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    """A flow run with Redis and M1_API_KEY: while Redis is down (the outage its health check
+    reports), its events reach the API instead of waiting in the outbox and dying at exit; once
+    Redis answers, the ingest stream is used again."""
+    api = serve_api()
+    redis_server = OwnRedis(tmp_path)  # not started yet: nothing listens on its port
+    settings = make_settings(
+        redis={"url": redis_server.url, "prefix": "fallback"},
+        api={"url": api.url, "key": api.key},
+        events={"flush_ms": 5, "forward_interval_ms": 0},
+    )
+    sender = MetricsRuntime(settings, forwarding=True)
+    sender.start()
+    try:
+        assert isinstance(sender.forwarder, FallbackForwarder)
+        for i in range(3):
+            sender.record_event("error_alerts", level="warning", source="away", message=f"{i}")
+        wait_for(lambda: alerts_from(api.runtime.metrics, "away"), "3 events through the API",
+                 until=lambda n: n == 3)  # fmt: skip
+        posted = sender.forwarder.fallback_sends
+        assert posted >= 1
+        redis_server.start()
+        client = redis_lib.Redis.from_url(redis_server.url)
+        try:
+            sender.record_event("error_alerts", level="warning", source="back", message="x")
+            stream = ingest_stream(settings)
+            wait_for(lambda: client.xlen(stream), "the batch on the ingest stream",
+                     until=lambda n: n >= 1)  # fmt: skip
+        finally:
+            client.close()
+        assert sender.forwarder.fallback_sends == posted  # Redis took it: not posted too
+        assert alerts_from(api.runtime.metrics, "back") == 0  # no replica reads that stream here
+        assert not sender.drops
+    finally:
+        sender.close()
+        redis_server.stop()
