@@ -40,6 +40,7 @@ from sqlalchemy import select
 from flows.credentials import api_key_from_block
 from flows.shape import FlowReport, apply_unless_dry_run, publish
 from m1lib import control
+from m1lib.alerts import raise_alert
 from m1lib.db.models import Incident
 from m1lib.db.session import Database
 from m1lib.errors import DatabaseUnavailable, InputError
@@ -250,7 +251,26 @@ def _heal(db: Database | None, outcome: Outcome, start: StartSelfHeal, offline: 
     started = _start(db, component, incident_id, key, start)
     if started.outcome == "skipped" and db is not None:
         streaks.uncount_heal(db, outcome)  # not run: it does not count toward escalation
+    if started.outcome == "started":
+        _tell_heal_started(outcome, incident_id, started)
     return f"heal {started.outcome}: {started.detail}"
+
+
+def _tell_heal_started(outcome: Outcome, incident_id: int | None, started: HealStart) -> None:
+    """A warning on the dashboard's alerts: a component failed long enough to heal, and M1 is
+    on it (an escalation, later, is the critical one)."""
+    component = outcome.state.component
+    incident = f"incident {incident_id}" if incident_id is not None else "incident on return"
+    try:
+        raise_alert(
+            "warning",
+            incidents.ALERT_SOURCE,
+            f"{component}: {outcome.state.consecutive_failures} failing checks in a row; "
+            f"self-heal started ({incident}; runbook {runbook(component)})",
+            metadata={"component": component, "incident": incident_id, "run": started.flow_run_id},
+        )
+    except Exception as error:  # telling is best effort: the heal has started either way
+        logger.warning("%s: heal-started alert not recorded (%s)", component, error)
 
 
 def _start(

@@ -34,6 +34,7 @@ from m1lib.db.migrate import upgrade
 from m1lib.db.models import HealthStreak, Incident
 from m1lib.db.session import Database
 from m1lib.metrics import MetricsRuntime, install_default
+from m1lib.ops import incidents
 from m1lib.ops.checks import HEALTH_FLOW_NAME
 from m1lib.ops.incidents import append_action
 from m1lib.ops.report import COMPONENTS, CheckResult, HealthReport, Status
@@ -267,6 +268,26 @@ def test_three_failures_in_a_row_start_one_heal_with_the_incident(
     assert ("self-heal", "started", "run 1") in [
         (a["action"], a["outcome"], a["detail"]) for a in incident.actions
     ]
+
+
+def test_a_started_heal_is_a_warning_on_the_dashboards_alerts(
+    db: Database, store: PrefectVariableStore, make_settings: Callable[..., Settings]
+) -> None:
+    """The heal itself, not only a later escalation, reaches the alerts a person watches."""
+    runtime = MetricsRuntime(make_settings(), replica_id="test")
+    runtime.start()
+    previous = install_default(runtime)
+    try:
+        start = Recorder()
+        assert run_rounds(db, store, start, [F, F, F]) == [3]
+        assert runtime.flush()
+        query = {"metric": "error_alerts", "timeRange": "1h", "groupBy": ["level", "source"]}
+        assert runtime.run_query(query).rows == [
+            {"level": "warning", "source": incidents.ALERT_SOURCE, "count": 1}
+        ]
+    finally:
+        install_default(previous)
+        runtime.close()
 
 
 class StillRunning(Recorder):
