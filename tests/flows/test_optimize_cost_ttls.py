@@ -85,7 +85,8 @@ def test_recommend_mode_proposes_but_changes_nothing(
     )  # fmt: skip
     assert "1 TTL changes proposed (recommend mode)" in run.description(ARTIFACT_KEY)
     markdown = run.artifacts[f"{ARTIFACT_KEY}-report"].data
-    assert "## Cache TTLs" in markdown and "| weather | default TTL | 1050 s" in markdown
+    assert "## Cache TTLs" in markdown
+    assert "| weather | default TTL | 1050 s" in markdown
     assert any(row["breakdown"] == "ttl-proposed" for row in run.table(ARTIFACT_KEY))
 
 
@@ -97,7 +98,8 @@ def test_apply_mode_writes_the_rule_the_change_log_and_one_reload(
     assert load_policy(db)["weather"].ttl_s == pytest.approx(1050.0)
     assert (rows(db, CacheTtlChange), rows(db, ControlCommand)) == (1, 1)
     applied = run.result["ttl"]["applied"]
-    assert len(applied["change_ids"]) == 1 and applied["command_id"] is not None
+    assert len(applied["change_ids"]) == 1
+    assert applied["command_id"] is not None
     again = run_flow(optimize_cost, OptimizeCostParams())  # the same recommendation: no change
     assert again.result["ttl"]["changes"] == []
     assert (rows(db, CacheTtlChange), rows(db, ControlCommand)) == (1, 1)
@@ -127,7 +129,8 @@ def test_the_guard_reverts_a_change_that_made_the_hit_rate_worse(
     commands = rows(db, ControlCommand)
     dry = run_flow(optimize_cost, OptimizeCostParams(dry_run=True))
     assert [g["revert"] for g in dry.result["ttl"]["guard"]] == [True]
-    assert "weather" in load_policy(db) and rows(db, ControlCommand) == commands
+    assert "weather" in load_policy(db)
+    assert rows(db, ControlCommand) == commands
     run = run_flow(optimize_cost, OptimizeCostParams())
     [outcome] = run.result["ttl"]["guard"]
     assert (outcome["tool"], outcome["revert"], outcome["reverted"]) == ("weather", True, True)
