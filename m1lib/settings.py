@@ -568,6 +568,13 @@ class HousekeepingSettings(BaseModel):
         "duration",
         ge=timedelta(hours=1),
     )
+    ttl_observation_retention: Duration = _f(
+        timedelta(days=1),
+        "Published cache TTL recommendations (cache_ttl_observations) not republished for this "
+        "long are pruned (their process is gone); at least 1h.",
+        "duration",
+        ge=timedelta(hours=1),
+    )
 
 
 class CostSettings(BaseModel):
