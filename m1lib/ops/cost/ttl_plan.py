@@ -158,6 +158,7 @@ def plan(
     over_budget: bool,
     default_budget_s: float,
     peak_ratio: float,
+    actor: str = "optimize-cost",
 ) -> TtlPlan:
     """The proposals for this run: a combined cost-benefit TTL per tool (peak/off-peak when the
     traffic calls for it), plus the over-budget mode's stale-while-revalidate; each carries the
@@ -204,7 +205,14 @@ def plan(
                     reason=proposal.reason + f"; peak {peak[0]:02d}-{peak[1]:02d} UTC",
                 )
         proposals[tool] = proposal
-    for stale in stale_mode_proposals(current, over_budget=over_budget):
+    # Within budget, stale-while-revalidate goes off only where this flow last wrote the rule: a
+    # window an operator set by hand stays.
+    stale_scope = (
+        current
+        if over_budget
+        else {tool: rule for tool, rule in current.items() if rule.updated_by == actor}
+    )
+    for stale in stale_mode_proposals(stale_scope, over_budget=over_budget):
         mine = proposals.get(stale.tool)
         if mine is None:
             proposals[stale.tool] = replace(stale, figures=figures.get(stale.tool))

@@ -78,3 +78,11 @@ def test_over_budget_adds_stale_while_revalidate_within_the_budget() -> None:
     [change] = recommend_changes(current, result.proposals)
     assert change.after.ttl_s + change.after.stale_while_revalidate_s <= 3600.0
     assert change.clamped  # the swr was cut to what the longer TTL leaves
+
+
+def test_within_budget_only_the_flows_own_stale_windows_go_off() -> None:
+    by_hand = ToolTtl("a", 600.0, 3600.0, stale_while_revalidate_s=60.0, updated_by="ops")
+    by_flow = ToolTtl("b", 600.0, 3600.0, stale_while_revalidate_s=60.0, updated_by="optimize-cost")
+    result = plan([], {"a": by_hand, "b": by_flow}, {}, peak_hours=[], over_budget=False,
+                  default_budget_s=3600, peak_ratio=2.0)  # fmt: skip
+    assert [(p.tool, p.stale_while_revalidate_s) for p in result.proposals] == [("b", 0.0)]
