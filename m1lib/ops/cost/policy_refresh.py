@@ -184,15 +184,25 @@ class PolicyRefresher:
             self._db.dispose()
 
     def _loop(self) -> None:
+        """Reload every refresh period (0: only at start) and publish when due; with no periodic
+        reload the loop still wakes every ``M1_COST_TTL_PUBLISH_S`` to publish."""
         period = self._settings.cache.policy_refresh_s
+        reload = True
         while True:
-            try:
-                self.reload()
-            except (M1Error, exc.SQLAlchemyError) as error:
-                self.failures += 1
-                logger.warning("cache TTL policy not read, keeping the last one: %s", error)
+            if reload:
+                try:
+                    self.reload()
+                except (M1Error, exc.SQLAlchemyError) as error:
+                    self.failures += 1
+                    logger.warning("cache TTL policy not read, keeping the last one: %s", error)
             self._publish_due()
-            if period <= 0 or not self._loops.sleep(period):
+            if period > 0:
+                wait = period
+            elif self.feed is not None:
+                wait, reload = self._settings.cost.ttl_publish_s, False
+            else:
+                return
+            if not self._loops.sleep(wait):
                 return
 
 

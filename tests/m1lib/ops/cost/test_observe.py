@@ -14,6 +14,7 @@ from m1lib.ops.cost.policy import ToolTtl
 from m1lib.ops.cost.policy_refresh import PolicyRefresher
 from m1lib.ops.cost.policy_store import set_tool
 from m1lib.settings import Settings
+from tests.waiting import wait_for
 
 
 class FakeClock:
@@ -95,3 +96,25 @@ def test_a_refetch_hours_later_of_a_tool_without_a_rule_is_observed(
     clock.now += 7300
     cache.cached_call("k", lambda: "b", tool_name="search")
     assert seen == [(None, None), (7300.0, True), (7300.0, False)]
+
+
+def test_the_refresh_loop_publishes_by_itself(
+    make_settings: Callable[..., Settings], db: Database
+) -> None:
+    settings = make_settings(cache={"policy_refresh_s": 0}, cost={"ttl_publish_s": 0.2})
+    cache = Cache(settings)
+    refresher = PolicyRefresher(settings, db=db, cache=cache, process="svc-1")
+    cache.cached_call("k", lambda: 1, tool_name="weather")
+    refresher.start()
+    try:
+        since = datetime.now(UTC) - timedelta(minutes=5)
+        [row] = wait_for(lambda: load_observations(db, since=since), "the first publish")
+        assert (row.process, row.tool, row.reason) == ("svc-1", "weather", "baseline: warming up")
+        first = row.updated_at
+        assert first is not None
+        wait_for(
+            lambda: load_observations(db, since=first + timedelta(microseconds=1)),
+            "a later publish, with no periodic policy reload",
+        )
+    finally:
+        refresher.stop()
