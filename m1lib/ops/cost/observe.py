@@ -36,6 +36,7 @@ from m1lib.db.models import CacheTtlObservation
 from m1lib.ops.cost.optimiser import OptimiserConfig, TtlOptimiser
 from m1lib.ops.cost.policy import ToolTtl
 from m1lib.ops.cost.prices import PriceTable, default_prices
+from m1lib.text import TOOL_MAX
 
 if TYPE_CHECKING:
     from m1lib.cache import Cache
@@ -170,7 +171,7 @@ class CacheFeed:
         """The tool's key table with ``key`` in it, or None beyond the bounds (then dropped)."""
         keys = self._keys.get(tool)
         if keys is None:
-            if len(self._keys) >= _TOOLS_MAX:
+            if len(self._keys) >= _TOOLS_MAX or not 0 < len(tool) <= TOOL_MAX:
                 self.dropped += 1
                 return None
             keys = self._keys[tool] = {}

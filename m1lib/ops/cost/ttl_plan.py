@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from m1lib.ops.cost.observe import Observation
-from m1lib.ops.cost.policy import Figures, Proposal, ToolTtl, stale_mode_proposals
+from m1lib.ops.cost.policy import MAX_TTL_S, Figures, Proposal, ToolTtl, stale_mode_proposals
 
 __all__ = ["Combined", "TtlPlan", "combine", "peak_range", "plan"]
 
@@ -146,7 +146,15 @@ def _peak_split(
             f"no peak/off-peak TTLs: request rate at peak {peak_rate / off_rate:.2f}x off-peak, "
             f"below the {ratio:g}x that calls for them"
         )
-    return ttl_s * math.sqrt(mean_rate / peak_rate), ttl_s * math.sqrt(mean_rate / off_rate)
+    low = min(ttl_s, 60.0)  # never below the optimiser's floor (nor the TTL it chose)
+
+    def bounded(seconds: float) -> float:
+        return min(max(seconds, low), MAX_TTL_S)
+
+    return (
+        bounded(ttl_s * math.sqrt(mean_rate / peak_rate)),
+        bounded(ttl_s * math.sqrt(mean_rate / off_rate)),
+    )
 
 
 def plan(

@@ -86,3 +86,14 @@ def test_within_budget_only_the_flows_own_stale_windows_go_off() -> None:
     result = plan([], {"a": by_hand, "b": by_flow}, {}, peak_hours=[], over_budget=False,
                   default_budget_s=3600, peak_ratio=2.0)  # fmt: skip
     assert [(p.tool, p.stale_while_revalidate_s) for p in result.proposals] == [("b", 0.0)]
+
+
+def test_peak_ttls_stay_within_what_a_policy_holds() -> None:
+    hours = tuple(10**9 if h == 3 else 1 for h in range(24))
+    result = plan([obs("a", 86400.0, 100.0, hours)], {}, {}, peak_hours=[3], over_budget=False,
+                  default_budget_s=3600, peak_ratio=2.0)  # fmt: skip
+    [p] = result.proposals
+    assert p.offpeak_ttl_s == 30 * 86400.0
+    assert p.peak_ttl_s is not None
+    assert p.peak_ttl_s >= 60.0
+    recommend_changes({}, result.proposals)  # no InputError: clamped to the budget
