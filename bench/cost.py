@@ -50,8 +50,9 @@ from _harness import Figure, Measured
 from readme_table import rewrite
 
 from m1lib.cache import Cache
+from m1lib.ops.cost.observe import CacheFeed
 from m1lib.ops.cost.optimiser import OptimiserConfig, TtlOptimiser, allocate
-from m1lib.ops.cost.prices import DEFAULT_MODEL_PRICES
+from m1lib.ops.cost.prices import DEFAULT_MODEL_PRICES, PriceTable
 from m1lib.settings import Settings
 
 NAME = "cost"
@@ -275,6 +276,54 @@ def replay(trace: Trace, ttls: FloatArray | None, optimiser: TtlOptimiser | None
                     choices[name].ttl_s if name in choices else BASELINE_TTL for name in tool_names
                 ]
                 next_reoptimise = t + REOPTIMISE_S
+    return Counts(spend, stale, len(trace.t), hits)
+
+
+def replay_via_feed(trace: Trace) -> Counts:
+    """Like ``replay`` with the optimiser, but fed the way production feeds it: a
+    :class:`CacheFeed` attached to the cache (its get and fill observers, fingerprints instead of
+    versions, tool prices from a price table), its ``observations()`` asked every 10 minutes.
+    Equal counts to ``replay(trace, None, new_optimiser(trace))`` show the wiring loses nothing."""
+    now = [0.0]
+    settings = Settings(
+        _env_file=None,
+        cache={"default_ttl_s": BASELINE_TTL, "max_entries": 10**7},
+        cost={"ttl_default_budget_s": DAY, "ttl_max_keys": 10**7},
+    )
+    cache = Cache(settings, clock=lambda: now[0], wall_clock=lambda: now[0])
+    names = trace.tool_names
+    prices = PriceTable(
+        models={}, tools={n: f"{c:.9f}" for n, c in zip(names, trace.cost.tolist(), strict=True)}
+    )
+    feed = CacheFeed(settings, "bench", prices=prices, clock=lambda: now[0])
+    feed.optimiser = new_optimiser(trace)
+    feed.attach(cache)
+    current, missed = [0], [False]
+
+    def fetch() -> int:
+        missed[0] = True
+        return current[0]
+
+    tool_ttl = [BASELINE_TTL] * len(names)
+    key_tool = trace.key_tool.tolist()
+    cache_keys = [f"{names[key_tool[k]]}/{name}" for k, name in enumerate(trace.key_names)]
+    cost = trace.cost.tolist()
+    spend, stale, hits = 0.0, 0, 0
+    next_reoptimise = REOPTIMISE_S
+    for t, k, v in zip(trace.t.tolist(), trace.key.tolist(), trace.version.tolist(), strict=True):
+        now[0] = t
+        tool = key_tool[k]
+        current[0], missed[0] = v, False
+        got = cache.cached_call(cache_keys[k], fetch, ttl=tool_ttl[tool], tool_name=names[tool])
+        if missed[0]:
+            spend += cost[tool]
+        else:
+            hits += 1
+            stale += got != v
+        if t >= next_reoptimise:
+            chosen = {o.tool: o.ttl_s for o in feed.observations()}
+            tool_ttl = [chosen.get(name, BASELINE_TTL) for name in names]
+            next_reoptimise = t + REOPTIMISE_S
     return Counts(spend, stale, len(trace.t), hits)
 
 

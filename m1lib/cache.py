@@ -84,6 +84,10 @@ TtlPolicy = Callable[[str], TtlRule | None]
 """Tool name -> its rule, or None (the default TTL); called on the hot path: no I/O."""
 FetchObserver = Callable[[str, str, float | None, bool | None], None]
 """(tool, key, age_s, changed) of each refetch of a policy entry; None when the old one was gone."""
+GetObserver = Callable[[str, str, bool], None]
+"""(tool, key, served) of each counted `cached_call` get; on the hot path: no I/O, no blocking."""
+FillObserver = Callable[[str, str, int], None]
+"""(tool, key, 64-bit fingerprint of the new value) of each `cached_call` fill, any tool."""
 
 
 class _Meta(NamedTuple):
@@ -206,6 +210,8 @@ class Cache:
         self._wall = wall_clock  # policy entries' times: shared by every process
         self._ttl_policy: TtlPolicy | None = None
         self._fetch_observer: FetchObserver | None = None
+        self._get_observer: GetObserver | None = None
+        self._fill_observer: FillObserver | None = None
         self._recorder = recorder  # None: records no cache_operations
         self._default_ttl_s = settings.cache.default_ttl_s
         self._probe_s = settings.cache.probe_s
@@ -258,6 +264,16 @@ class Cache:
     def set_fetch_observer(self, observer: FetchObserver | None) -> None:
         """Call ``observer`` after each refetch of a policy entry (on the refetching thread)."""
         self._fetch_observer = observer
+
+    def set_get_observer(self, observer: GetObserver | None) -> None:
+        """Call ``observer(tool, key, served)`` on every counted get of a `cached_call` with a tool
+        (the TTL optimiser's request counts); it runs on the caller's thread, so it must be cheap."""
+        self._get_observer = observer
+
+    def set_fill_observer(self, observer: FillObserver | None) -> None:
+        """Call ``observer(tool, key, fingerprint)`` after every `cached_call` fill with a tool,
+        policy entry or not: an observer that remembers fingerprints sees changes at any age."""
+        self._fill_observer = observer
 
     def set(self, key: str, value: Any, ttl: float | None = None) -> None:
         """Store a JSON-serialisable value for ``ttl`` s (default ``M1_CACHE_DEFAULT_TTL_S``)."""
@@ -360,11 +376,14 @@ class Cache:
     ) -> bytes:
         """Run ``fn`` and store its value: as is, or under ``rule`` with a header; the data."""
         data = _encode(fn())
+        filled = self._fill_observer
         if rule is None:
             self._set_encoded(key, data, ttl, tool)
+            if filled is not None and tool is not None:
+                filled(tool, key, _fingerprint(data))
             return data
         now_ms = self._wall_ms()
-        fingerprint = int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
+        fingerprint = _fingerprint(data)
         ttl_ms = max(1, math.ceil(rule.ttl_s * 1000))
         header = f"{now_ms},{now_ms + ttl_ms},{fingerprint:x}\n".encode()
         grace_s = max(rule.stale_s, min(rule.ttl_s, OBSERVE_GRACE_MAX_S))
@@ -377,6 +396,8 @@ class Cache:
             else:
                 age_s = max(0.0, (now_ms - old.meta.stored_ms) / 1000.0)
                 observer(tool, key, age_s, old.meta.fingerprint != fingerprint)
+        if filled is not None and tool is not None:
+            filled(tool, key, fingerprint)
         return stored
 
     def _revalidate(
@@ -666,6 +687,9 @@ class Cache:
             if self._recorder is not None:
                 latency_ms = (_perf_counter() - started) * 1000.0
                 self._recorder("cache_operations", (backend, tool, "get", served, latency_ms))
+            observe = self._get_observer
+            if observe is not None and tool is not None:
+                observe(tool, key, served)
         return hit, value, old
 
     def _set_encoded(
@@ -720,6 +744,11 @@ def _encode(value: Any) -> bytes:
             f"a {type(value).__name__} is not JSON-serialisable ({exc})",
             ["dict", "list", "str", "int", "float (finite)", "bool", "None"],
         ) from exc
+
+
+def _fingerprint(data: bytes) -> int:
+    """64 bits of blake2b: tells a changed value from the same one (collisions: 2**-64)."""
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
 
 
 def _decode(raw: bytes | str) -> tuple[bool, Any]:

@@ -17,6 +17,8 @@ set (without it: the default TTL, no database file created).
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -70,7 +72,10 @@ def _follow_policy(settings: Settings, cache: Cache) -> None:
     from m1lib.db.session import Database
     from m1lib.ops.cost.policy_refresh import PolicyRefresher
 
-    _refresher = PolicyRefresher(settings, db=Database(settings), cache=cache, owns_db=True)
+    process = f"{socket.gethostname()}-{os.getpid()}"  # a service: one row set per process
+    _refresher = PolicyRefresher(
+        settings, db=Database(settings), cache=cache, owns_db=True, process=process
+    )
     _refresher.start()
 
 

@@ -568,6 +568,13 @@ class HousekeepingSettings(BaseModel):
         "duration",
         ge=timedelta(hours=1),
     )
+    ttl_observation_retention: Duration = _f(
+        timedelta(days=1),
+        "Published cache TTL recommendations (cache_ttl_observations) not republished for this "
+        "long are pruned (their process is gone); at least 1h.",
+        "duration",
+        ge=timedelta(hours=1),
+    )
 
 
 class CostSettings(BaseModel):
@@ -601,6 +608,58 @@ class CostSettings(BaseModel):
         "raises the hard (critical) one. Each once per period.",
         gt=0,
         lt=1,
+    )
+    ttl_observe: bool = _f(
+        True,
+        "Every process that follows the cache TTL policy feeds a TTL optimiser from its cache's "
+        "gets and fills and publishes its per-tool recommendation (cache_ttl_observations) for "
+        "the optimize-cost flow.",
+    )
+    ttl_publish_s: float = _f(
+        300.0,
+        "How often a process publishes its TTL optimiser's recommendation (checked on the policy "
+        "refresh loop, so at most as often as M1_CACHE_POLICY_REFRESH_S).",
+        "s",
+        gt=0,
+    )
+    ttl_max_keys: int = _f(
+        10_000,
+        "Keys per tool a process's TTL optimiser follows (the first seen); later keys are not "
+        "observed, which bounds its memory.",
+        ge=1,
+    )
+    ttl_default_call_usd: float = _f(
+        0.0001,
+        "What the TTL optimiser takes one uncached call of a tool without a price in the price "
+        "table (M1_COST_PRICES_FILE) to cost; 0: such tools keep the baseline TTL.",
+        "USD",
+        ge=0,
+    )
+    ttl_default_budget_s: float = _f(
+        3600.0,
+        "Staleness budget of a tool without a cache TTL policy rule when the optimize-cost flow "
+        "first proposes one (its TTL never exceeds it).",
+        "s",
+        ge=60,
+        le=30 * 86400,
+    )
+    ttl_observation_max_age_s: float = _f(
+        900.0,
+        "The optimize-cost flow combines only published TTL recommendations younger than this.",
+        "s",
+        gt=0,
+    )
+    ttl_settle_s: float = _f(
+        3600.0,
+        "How long an applied TTL change runs before the optimize-cost flow's guard judges it.",
+        "s",
+        gt=0,
+    )
+    ttl_peak_ratio: float = _f(
+        2.0,
+        "A tool whose request rate at peak hours differs from off-peak by this factor (either "
+        "way) gets peak and off-peak TTLs.",
+        gt=1,
     )
 
 

@@ -8,17 +8,30 @@ and ``guard_check`` take ``dry_run``: then they write nothing and issue no comma
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 
 from prefect import task
 
-from m1lib.ops.cost import policy, policy_store, ttl_guard
+from m1lib.metrics import run_query
+from m1lib.ops.cost import policy, policy_store, ttl_guard, ttl_plan
+from m1lib.ops.cost.figures import fetch_figures
+from m1lib.ops.cost.observe import Observation, load_observations
 from m1lib.ops.cost.policy import Figures, PolicyChange, Proposal, ToolTtl
 from m1lib.ops.cost.policy_store import AppliedChanges
 from m1lib.ops.cost.ttl_guard import GuardOutcome, Tolerance
+from m1lib.ops.cost.ttl_plan import TtlPlan
 from tasks.resources import database
 from tasks.retry import io_task
 
-__all__ = ["apply_changes", "guard_check", "load_ttl_policy", "recommend_changes"]
+__all__ = [
+    "apply_changes",
+    "guard_check",
+    "load_ttl_policy",
+    "plan_ttl_changes",
+    "read_ttl_figures",
+    "read_ttl_observations",
+    "recommend_changes",
+]
 
 
 @io_task("load-cache-ttl-policy")
@@ -59,3 +72,40 @@ def guard_check(
         return ttl_guard.guard_check(
             db, db.settings, figures, settle_s=settle_s, tolerance=tolerance, dry_run=dry_run
         )
+
+
+@io_task("read-cache-ttl-figures")
+def read_ttl_figures(start: datetime, end: datetime) -> dict[str, Figures]:
+    """Each tool's hit rate, error rate and spend over [start, end) from the query engine (a
+    flow run's runtime asks the API, so these are the replicas' events)."""
+    return fetch_figures(run_query, start, end)
+
+
+@io_task("read-cache-ttl-observations")
+def read_ttl_observations(since: datetime) -> list[Observation]:
+    """The recommendations the processes published since ``since``."""
+    with database() as db:
+        return load_observations(db, since=since)
+
+
+@task(name="plan-cache-ttl-changes")
+def plan_ttl_changes(
+    observations: Sequence[Observation],
+    current: Mapping[str, ToolTtl],
+    figures: Mapping[str, Figures],
+    peak_hours: Sequence[int],
+    over_budget: bool,
+    default_budget_s: float,
+    peak_ratio: float,
+) -> TtlPlan:
+    """Combined per-tool proposals (peak/off-peak where the traffic calls for it, stale mode over
+    budget); no I/O."""
+    return ttl_plan.plan(
+        observations,
+        current,
+        figures,
+        peak_hours=peak_hours,
+        over_budget=over_budget,
+        default_budget_s=default_budget_s,
+        peak_ratio=peak_ratio,
+    )

@@ -270,6 +270,36 @@ class CacheTtlPolicy(Base):
     version: Mapped[int] = mapped_column(Integer, default=1)
 
 
+class CacheTtlObservation(Base):
+    """One process's TTL optimiser's recommendation for one tool, with what it saw (upserted).
+
+    Written by every process that follows the TTL policy (m1lib.ops.cost.observe) every
+    ``M1_COST_TTL_PUBLISH_S``; read by the optimize-cost flow (rows younger than
+    ``M1_COST_TTL_OBSERVATION_MAX_AGE_S``, weighted by ``requests_per_h``); pruned by housekeeping.
+    ``requests_by_hour``: 24 request counts by UTC hour of day since the process started.
+    """
+
+    __tablename__ = "cache_ttl_observations"
+    __table_args__ = (
+        Index("ix_cache_ttl_observations_process_tool", "process", "tool", unique=True),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    process: Mapped[str] = mapped_column(String(200))
+    tool: Mapped[str] = mapped_column(String(128))
+    ttl_s: Mapped[float] = mapped_column(Float)
+    reason: Mapped[str] = mapped_column(String(200))
+    requests_per_h: Mapped[float] = mapped_column(Float)
+    change_rate_per_h: Mapped[float | None] = mapped_column(Float)
+    expected_spend_usd_per_h: Mapped[float | None] = mapped_column(Float)
+    expected_stale_per_h: Mapped[float | None] = mapped_column(Float)
+    baseline_spend_usd_per_h: Mapped[float | None] = mapped_column(Float)
+    baseline_stale_per_h: Mapped[float | None] = mapped_column(Float)
+    tracked_keys: Mapped[int] = mapped_column(Integer)
+    requests_by_hour: Mapped[list[int]] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(index=True)
+
+
 class CacheTtlChange(Base):
     """One applied TTL policy change with the figures around it; the guard reverts harmful ones.
 

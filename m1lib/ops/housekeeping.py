@@ -6,7 +6,9 @@ What goes (each :class:`Prunable` below; the cut-offs are :class:`Cutoffs`):
 - ``replicas`` rows whose heartbeat is older than ``M1_HOUSEKEEPING_REPLICA_GONE_AFTER``, never the
   row of the replica this process would be (``Settings.replica_id``);
 - ``incidents`` resolved before ``M1_HOUSEKEEPING_INCIDENT_RETENTION`` (open ones never), and
-  ``health_streaks`` rows not updated within ``M1_HOUSEKEEPING_STREAK_RETENTION``.
+  ``health_streaks`` rows not updated within ``M1_HOUSEKEEPING_STREAK_RETENTION``;
+- ``cache_ttl_observations`` not republished within ``M1_HOUSEKEEPING_TTL_OBSERVATION_RETENTION``
+  (their process is gone: a live one upserts its rows every ``M1_COST_TTL_PUBLISH_S``).
 
 Each batch is one transaction: children, then the parents chosen by primary key, the condition
 checked again in the DELETE so a row that changed meanwhile (a replica's heartbeat) stays. A
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
 __all__ = [
     "COMMANDS",
     "INCIDENTS",
+    "OBSERVATIONS",
     "REPLICAS",
     "STREAKS",
     "TARGETS",
@@ -93,7 +96,13 @@ STREAKS: Final = Prunable(
     time_column="updated_at",
     setting="M1_HOUSEKEEPING_STREAK_RETENTION",
 )
-TARGETS: Final = (COMMANDS, REPLICAS, INCIDENTS, STREAKS)
+OBSERVATIONS: Final = Prunable(
+    "cache_ttl_observations",
+    key="id",
+    time_column="updated_at",
+    setting="M1_HOUSEKEEPING_TTL_OBSERVATION_RETENTION",
+)
+TARGETS: Final = (COMMANDS, REPLICAS, INCIDENTS, STREAKS, OBSERVATIONS)
 
 
 @dataclass(frozen=True)
@@ -105,6 +114,7 @@ class Cutoffs:
     replicas_seen_before: datetime
     incidents_resolved_before: datetime
     streaks_updated_before: datetime
+    observations_updated_before: datetime
     current_replica: str  # never pruned, however old its row
 
     def of(self, target: Prunable) -> datetime:
@@ -114,6 +124,7 @@ class Cutoffs:
             REPLICAS.table: self.replicas_seen_before,
             INCIDENTS.table: self.incidents_resolved_before,
             STREAKS.table: self.streaks_updated_before,
+            OBSERVATIONS.table: self.observations_updated_before,
         }[target.table]
 
 
@@ -128,6 +139,7 @@ def cutoffs(settings: Settings, now: datetime) -> Cutoffs:
         replicas_seen_before=now - keep.replica_gone_after,
         incidents_resolved_before=now - keep.incident_retention,
         streaks_updated_before=now - keep.streak_retention,
+        observations_updated_before=now - keep.ttl_observation_retention,
         current_replica=settings.replica_id,
     )
 

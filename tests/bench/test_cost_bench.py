@@ -105,3 +105,16 @@ def test_trace_families_keep_the_stated_parameters() -> None:
     day = (shifting.t // cost.DAY).astype(int)
     tops = {int(np.bincount(shifting.key[day == d]).argmax()) for d in range(3)}
     assert len(tops) == 3  # a new most popular key every day
+
+
+def test_the_production_feed_gives_the_bench_optimisers_counts_exactly() -> None:
+    """CacheFeed on the cache's observers (fingerprints, its own fill times) = direct feeding."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import cost
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    trace = cost.generate("steady", 2, hours=3)
+    direct = cost.replay(trace, None, cost.new_optimiser(trace))
+    assert cost.replay_via_feed(trace) == direct
+    assert direct != cost.replay(trace, None)  # it left the baseline: the feed's TTLs were used

@@ -125,7 +125,7 @@ def test_dry_run_counts_and_deletes_nothing(
     assert run.result["dry_run"] is True
     assert run.result["tables"] == {
         "control_commands": 2, "control_acks": 3, "replicas": 1, "incidents": 1,
-        "health_streaks": 1,
+        "health_streaks": 1, "cache_ttl_observations": 0,
     }  # fmt: skip
     assert left(database) == (3, 4, sorted([HERE, "gone", "live"]))
     assert healing_left(database) == ([False, True], ["database", "redis"])
@@ -142,7 +142,8 @@ def test_run_prunes_and_its_artifact_lists_each_table(
     assert healing_left(database) == ([True], ["database"])  # the open incident, the fresh streak
     table = {row["table"]: row for row in run.table(ARTIFACT_KEY)}
     assert list(table) == [
-        "control_commands", "control_acks", "replicas", "incidents", "health_streaks"
+        "control_commands", "control_acks", "replicas", "incidents", "health_streaks",
+        "cache_ttl_observations",
     ]  # fmt: skip
     assert table["control_acks"]["rule"] == "with its control_commands"
     assert table["replicas"]["rule"] == "M1_HOUSEKEEPING_REPLICA_GONE_AFTER"

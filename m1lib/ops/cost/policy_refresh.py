@@ -8,13 +8,16 @@ a service (no control listener) follows within the refresh period. A read that f
 away, table not migrated yet) keeps the snapshot it had: the cache never breaks for it.
 
 It also counts, per tool, what refetches of policy entries saw (:class:`ChangeCounters`): the
-change rate the optimiser wants, estimated from what this process sees.
+change rate the optimiser wants, estimated from what this process sees. With
+``M1_COST_TTL_OBSERVE`` on it also feeds a :class:`~m1lib.ops.cost.observe.CacheFeed` from the
+cache and publishes its recommendation every ``M1_COST_TTL_PUBLISH_S`` on the same loop.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -22,6 +25,7 @@ from sqlalchemy import exc
 
 from m1lib.errors import M1Error
 from m1lib.loops import LoopThreads
+from m1lib.ops.cost.observe import CacheFeed, publish
 from m1lib.ops.cost.policy import RELOAD_COMMAND, PolicySnapshot
 from m1lib.ops.cost.policy_store import load_policy
 
@@ -105,7 +109,14 @@ class PolicyRefresher:
     """
 
     def __init__(
-        self, settings: Settings, *, db: Database, cache: Cache, owns_db: bool = False
+        self,
+        settings: Settings,
+        *,
+        db: Database,
+        cache: Cache,
+        owns_db: bool = False,
+        process: str | None = None,
+        feed: CacheFeed | None = None,
     ) -> None:
         self._settings = settings
         self._db = db
@@ -118,6 +129,13 @@ class PolicyRefresher:
         self.failures = 0
         cache.set_ttl_policy(self.snapshot)
         cache.set_fetch_observer(self.counters)
+        # what this process's cache sees, for the optimize-cost flow (None: M1_COST_TTL_OBSERVE off)
+        if feed is None and settings.cost.ttl_observe:
+            feed = CacheFeed(settings, process or settings.replica_id)
+        self.feed = feed
+        if feed is not None:
+            feed.attach(cache)
+        self._published_at: float | None = None
 
     def reload(self) -> str:
         """Read the policy now and install it; a short text for a command's ack.
@@ -131,7 +149,29 @@ class PolicyRefresher:
             )
             self.snapshot = snapshot
             self._cache.set_ttl_policy(snapshot)
+            if self.feed is not None:
+                self.feed.set_rules(rules)
         return f"cache TTL policy loaded: {len(snapshot)} tools"
+
+    def publish(self) -> int:
+        """Publish the feed's recommendation now (rows written; 0 without a feed). Raises the
+        database's error; the loop logs it and tries again next period."""
+        if self.feed is None:
+            return 0
+        written = publish(self._db, self.feed.observations())
+        self._published_at = time.monotonic()
+        return written
+
+    def _publish_due(self) -> None:
+        if self.feed is None:
+            return
+        last = self._published_at
+        if last is None or time.monotonic() - last >= self._settings.cost.ttl_publish_s:
+            try:
+                self.publish()
+            except (M1Error, exc.SQLAlchemyError) as error:
+                self._published_at = time.monotonic()  # try again next period, not every loop
+                logger.warning("cache TTL observations not published: %s", error)
 
     def start(self) -> None:
         """Read now and then every ``M1_CACHE_POLICY_REFRESH_S`` (0: only now) on one thread."""
@@ -144,14 +184,25 @@ class PolicyRefresher:
             self._db.dispose()
 
     def _loop(self) -> None:
+        """Reload every refresh period (0: only at start) and publish when due; with no periodic
+        reload the loop still wakes every ``M1_COST_TTL_PUBLISH_S`` to publish."""
         period = self._settings.cache.policy_refresh_s
+        reload = True
         while True:
-            try:
-                self.reload()
-            except (M1Error, exc.SQLAlchemyError) as error:
-                self.failures += 1
-                logger.warning("cache TTL policy not read, keeping the last one: %s", error)
-            if period <= 0 or not self._loops.sleep(period):
+            if reload:
+                try:
+                    self.reload()
+                except (M1Error, exc.SQLAlchemyError) as error:
+                    self.failures += 1
+                    logger.warning("cache TTL policy not read, keeping the last one: %s", error)
+            self._publish_due()
+            if period > 0:
+                wait = period
+            elif self.feed is not None:
+                wait, reload = self._settings.cost.ttl_publish_s, False
+            else:
+                return
+            if not self._loops.sleep(wait):
                 return
 
 

@@ -11,10 +11,18 @@ from pydantic import ValidationError
 from sqlalchemy import delete, select
 
 from m1lib.db.migrate import upgrade
-from m1lib.db.models import ControlAck, ControlCommand, HealthStreak, Incident, Replica
+from m1lib.db.models import (
+    CacheTtlObservation,
+    ControlAck,
+    ControlCommand,
+    HealthStreak,
+    Incident,
+    Replica,
+)
 from m1lib.db.session import Database
 from m1lib.errors import InputError
 from m1lib.ops import housekeeping, incidents
+from m1lib.ops.cost.observe import Observation, publish
 from m1lib.ops.housekeeping import Cutoffs, HousekeepingSummary
 from m1lib.settings import Settings
 from tests.m1lib.revocation.revocation_proc import create_database
@@ -45,7 +53,9 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
         upgrade(database)
         yield database
         with database.begin() as connection:
-            for model in (ControlAck, ControlCommand, Replica, Incident, HealthStreak):
+            for model in (
+                ControlAck, ControlCommand, Replica, Incident, HealthStreak, CacheTtlObservation
+            ):  # fmt: skip
                 connection.execute(delete(model))
 
 
@@ -161,6 +171,7 @@ def test_count_says_what_would_go_and_deletes_nothing(db: Database) -> None:
         "replicas": 1,
         "incidents": 0,
         "health_streaks": 0,
+        "cache_ttl_observations": 0,
     }
     assert summary.total == 5
     assert command_ids(db) == [*expired, live]
@@ -282,3 +293,14 @@ def test_summary_rows_name_the_rule_of_each_table() -> None:
         {"table": "incidents", "rows": 0, "before": "2026-12-03T03:30:00+00:00", "rule": "R"},
     ]  # fmt: skip
     assert (summary.total, summary.rows_of("control_acks")) == (5, 3)
+
+
+def test_prune_removes_ttl_observations_not_republished_within_the_retention(
+    db: Database,
+) -> None:
+    publish(db, [Observation("gone", "weather", 60.0, "x", 1.0, updated_at=NOW - 2 * DAY),
+                 Observation("live", "weather", 60.0, "x", 1.0, updated_at=NOW - timedelta(hours=1))])  # fmt: skip
+    assert cut().observations_updated_before == NOW - DAY  # the default retention
+    assert housekeeping.prune(db, cut()).rows_of("cache_ttl_observations") == 1
+    with db.transaction() as session:
+        assert list(session.scalars(select(CacheTtlObservation.process))) == ["live"]
