@@ -460,6 +460,18 @@ class Cache:
             self._next_probe = self._clock()
         self._probe(wait=True)
 
+    def ping(self) -> str | None:
+        """PING Redis whatever the breaker says: None when it answers, else the error's class
+        name (for a control command's report: a closed breaker only means no call failed yet)."""
+        client = self._client
+        if client is None:
+            return "no Redis configured"
+        try:
+            client.ping()
+        except (redis.RedisError, OSError) as exc:
+            return type(exc).__name__
+        return None
+
     def probe(self) -> bool:
         """PING Redis now if the breaker is open; True when the cache is on Redis afterwards.
 

@@ -180,9 +180,11 @@ def register_builtin_commands(runtime: ReplicaRuntime) -> None:
             if client is not None:
                 client.connection_pool.disconnect()
         runtime.cache.reset_pool()
+        failed = runtime.cache.ping()
+        answer = "Redis answers PING" if failed is None else f"Redis does not answer ({failed})"
         stats = runtime.cache.stats()
         forced = f", pinned {stats.forced}" if stats.forced else ""
-        return f"redis pools reset; cache backend now {stats.backend}{forced}"
+        return f"redis pools reset; {answer}; cache backend now {stats.backend}{forced}"
 
     def resync_revocations(_args: dict[str, object]) -> str:
         dropped, added = runtime.revocations.full_resync()

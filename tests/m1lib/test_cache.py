@@ -676,3 +676,15 @@ def test_reset_pool_closes_connections_and_moves_back_to_a_redis_that_returned(
     breaker_cache.reset_pool()  # probes at once, whatever the probe interval
     assert breaker_cache.stats().backend == "redis"
     assert breaker_cache.stats().breaker_closes == 1
+
+
+def test_ping_asks_redis_whatever_the_breaker_says(
+    breaker_cache: Cache, own_redis: OwnRedis
+) -> None:
+    """A closed breaker only means no call failed yet: the pool-reset command reports the PING."""
+    assert breaker_cache.ping() is None
+    own_redis.stop()
+    assert breaker_cache.backend == "redis"  # no call has failed: the breaker is still closed
+    assert breaker_cache.ping() == "ConnectionError"
+    own_redis.start()
+    assert breaker_cache.ping() is None
