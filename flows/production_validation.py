@@ -48,7 +48,13 @@ def production_validation(params: ProductionValidationParams | None = None) -> d
     with open_context(params, credentials, settings) as context:
         results = [result for group in GROUPS for result in run_group(context, group)]
     report = report_of(context, started, results)
-    create_markdown_artifact(key=SUMMARY_KEY, markdown=report.markdown())
+    counts = report.counts()
+    create_markdown_artifact(
+        key=SUMMARY_KEY,
+        markdown=report.markdown(),
+        description=f"Production validation: {report.verdict.value} ({counts['pass']} pass, "
+        f"{counts['warn']} warn, {counts['fail']} fail)",
+    )
     return publish(validation_report(report, strict=params.strict))
 
 

@@ -60,7 +60,11 @@ def validate_config(params: ValidateConfigParams | None = None) -> dict[str, Any
         dry_run=params.dry_run,
         timeout_s=params.timeout_s,
     )
-    create_markdown_artifact(key=MARKDOWN_KEY, markdown=outcome["markdown"])
+    create_markdown_artifact(
+        key=MARKDOWN_KEY,
+        markdown=outcome["markdown"],
+        description=f"Configuration validation: {outcome['verdict']['summary']}",
+    )
     result = publish(validation_report(outcome, params))
     if not outcome["verdict"]["passed"]:
         raise ConfigRejectedError(outcome["verdict"]["summary"])
