@@ -36,6 +36,10 @@ __all__ = [
 
 CREATED_BY: Final = "self-heal"
 _VERIFY_PERIOD_S = 0.5  # between two re-runs of a check while verifying
+# A step that acts at once (a pool reset) is verified this long at most (or M1_HEALING_VERIFY_S if
+# shorter): Redis still refusing the flow's own PING then is not a pool's fault, and the next step
+# (the memory fallback) should not wait the whole window behind it.
+_QUICK_VERIFY_S = 3.0
 _ACK_PERIOD_S = 0.2  # between two reads of a command's acks
 
 
@@ -50,6 +54,7 @@ class Step:
     mitigation: bool = False  # keeps M1 serving while the component stays down (not a cure)
     escalate_if_failing: bool = False  # nothing M1 can do: tell a person with the runbook
     expect: str | None = None  # healed only if every replica's ack detail contains this
+    quick: bool = False  # takes effect at once: verify at most _QUICK_VERIFY_S, then move on
 
 
 _SUPERVISED = (
@@ -63,6 +68,7 @@ _PLANS: Final[dict[str, tuple[Step, ...]]] = {
             "reset-redis-pools",
             "cache.reset_pool",
             why="drop dead pooled sockets; an open breaker probes Redis at once",
+            quick=True,
         ),
         Step(
             "cache-to-memory",
@@ -267,7 +273,8 @@ class Remediator:
         if step.command is None and component == "database":
             status = self.verify(component, self.settings.healing.database_wait_s, backoff=True)
         else:
-            status = self.verify(component, self.settings.healing.verify_s)
+            within = self.settings.healing.verify_s
+            status = self.verify(component, min(within, _QUICK_VERIFY_S) if step.quick else within)
         confirmed = step.expect is None or (
             not acks.failed and all(step.expect in detail for detail in acks.ok.values())
         )
