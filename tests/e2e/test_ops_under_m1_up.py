@@ -147,6 +147,24 @@ def redis_incidents(live: LiveM1, headers: dict[str, str]) -> list[dict[str, Any
     return list(answer.json()["items"])
 
 
+def dashboard_counts(
+    live: LiveM1, headers: dict[str, str], metric: str, *, since: datetime, **equal: str
+) -> int:
+    """Events of ``metric`` since ``since`` whose fields equal ``equal``, as the dashboard's query
+    route counts them."""
+    query = {
+        "metric": metric,
+        "timeRange": {"from": since.isoformat(), "to": (since + timedelta(hours=1)).isoformat()},
+        "filters": [{"field": f, "op": "eq", "value": v} for f, v in equal.items()],
+    }
+    answer = httpx.post(
+        f"{live.api_url}/api/m1/dashboard/query", json=query, headers=headers, timeout=10
+    )
+    assert answer.status_code == 200, answer.text[:500]
+    rows = answer.json()["rows"]
+    return int(rows[0]["count"]) if rows else 0
+
+
 def steps(incident: dict[str, Any]) -> list[tuple[str, str]]:
     return [(action["action"], action["outcome"]) for action in incident["actions"]]
 
@@ -216,6 +234,28 @@ def test_redis_killed_is_healed_by_scheduled_runs_and_back_on_redis_by_itself(
     assert incident["resolvedAt"] is None, incident
     assert ("self-heal", "started") in steps(incident)
     assert ("cache-to-memory", "mitigated") in steps(incident), steps(incident)
+    # the dashboard saw it: the health runs' own events reached the API while Redis was down (they
+    # used to wait for Redis in the outbox and die at the run's exit), and the heal is an alert
+    wait_for(
+        lambda: dashboard_counts(
+            live, headers, "health_checks", since=killed_at, component="redis", status="unhealthy"
+        ),
+        f"{THRESHOLD} unhealthy redis checks on the dashboard's query route",
+        until=lambda count: count >= THRESHOLD,
+        timeout_s=60,
+        period_s=1.0,
+        errors=(httpx.HTTPError,),
+    )
+    wait_for(
+        lambda: dashboard_counts(
+            live, headers, "error_alerts", since=killed_at, source="m1.healing", level="warning"
+        ),
+        "the heal's warning alert on the dashboard",
+        until=lambda count: count >= 1,
+        timeout_s=60,
+        period_s=1.0,
+        errors=(httpx.HTTPError,),
+    )
 
     restarted_at = datetime.now(UTC)
     ops_redis.start()  # the same port
