@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import groupby
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from sqlalchemy import delete, select
 
@@ -32,6 +32,9 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from m1lib.db.session import Database
+
+_LOOKBACK: Final = timedelta(hours=6)  # how far before a window a baseline row is looked for
+_PRUNE_MAX: Final = 5000  # old rows one publish deletes (bound parameters, transaction size)
 
 __all__ = ["Counters", "load_counters", "load_stale_rates", "stale_rates", "write_counters"]
 
@@ -60,9 +63,18 @@ class Counters:
 def write_counters(
     session: Session, counters: Sequence[Counters], *, prune_before: datetime
 ) -> None:
-    """Append ``counters`` and delete every row older than ``prune_before`` (any process: a gone
-    process's rows go too), in the caller's transaction."""
-    session.execute(delete(CacheTtlCounter).where(CacheTtlCounter.at < prune_before))
+    """Append ``counters`` and delete rows older than ``prune_before`` (any process: a gone
+    process's rows go too; at most ``_PRUNE_MAX`` a call), in the caller's transaction. Rows
+    another publisher is deleting are skipped (PostgreSQL ``SKIP LOCKED``), so concurrent
+    publishers never wait on or deadlock with each other."""
+    old = session.scalars(
+        select(CacheTtlCounter.id)
+        .where(CacheTtlCounter.at < prune_before)
+        .limit(_PRUNE_MAX)
+        .with_for_update(skip_locked=True)
+    ).all()
+    if old:
+        session.execute(delete(CacheTtlCounter).where(CacheTtlCounter.id.in_(old)))
     session.add_all(
         CacheTtlCounter(
             process=c.process,
@@ -100,9 +112,6 @@ def load_counters(db: Database, start: datetime, end: datetime) -> list[Counters
             )
             for r in rows
         ]
-
-
-_LOOKBACK = timedelta(hours=6)  # how far before a window a baseline row is looked for
 
 
 def _window_counts(rows: Sequence[Counters], start: datetime, end: datetime) -> tuple[int, int]:

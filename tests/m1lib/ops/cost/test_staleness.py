@@ -4,14 +4,19 @@ change whose measured stale rate rose while hit and error rates held."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+from sqlalchemy import select
+
 from m1lib.cache import Cache
+from m1lib.db.models import CacheTtlCounter
 from m1lib.db.session import Database
 from m1lib.ops.cost.figures import with_stale_rates
 from m1lib.ops.cost.observe import CacheFeed, publish
 from m1lib.ops.cost.policy import Figures, Proposal, ToolTtl, recommend_changes
+from m1lib.ops.cost.policy_refresh import PolicyRefresher
 from m1lib.ops.cost.policy_store import apply_changes, list_changes, load_policy, set_tool
 from m1lib.ops.cost.staleness import Counters, load_counters, load_stale_rates, stale_rates
 from m1lib.ops.cost.ttl_guard import guard_check
@@ -163,3 +168,45 @@ def test_the_guard_reverts_a_change_whose_measured_stale_rate_rose(
     assert outcome.reverted
     assert outcome.verdict.reasons == ("stale rate rose 0.010 -> 0.200",)
     assert load_policy(db)["weather"].ttl_s == 60.0
+
+
+def test_the_refresher_publishes_the_feed_counters(
+    make_settings: Callable[..., Settings], db: Database
+) -> None:
+    settings = make_settings(cache={"default_ttl_s": 60.0, "policy_refresh_s": 0})
+    cache, feed, clock = fed_cache(settings)
+    refresher = PolicyRefresher(settings, db=db, cache=cache, feed=feed)
+    cache.cached_call("k", lambda: "a", tool_name="weather")
+    clock.now += 10
+    cache.cached_call("k", lambda: "x", tool_name="weather")
+    assert refresher.publish() == 1
+    assert refresher.publish() == 1
+    now = datetime.now(UTC)
+    loaded = load_counters(db, now - timedelta(hours=1), now)
+    assert [(c.process, c.tool, c.hits, c.started_at) for c in loaded] == [
+        ("p", "weather", 1, feed.started_at)
+    ] * 2  # appended, not upserted
+
+
+def test_on_postgres_publishers_prune_old_counters_without_waiting_on_each_other(
+    pg_db: Database,
+) -> None:
+    """One publisher holds the old rows it is deleting; another's publish skips them (no wait,
+    no deadlock); they go with whoever commits the delete."""
+    process = f"pg-{uuid.uuid4().hex[:8]}"
+    now = datetime.now(UTC)
+    old = [Counters(process, now - timedelta(days=3), "weather", now - timedelta(days=2), i, 0)
+           for i in range(3)]  # fmt: skip
+    publish(pg_db, [], old)
+    with pg_db.transaction() as holder:
+        locked = holder.scalars(
+            select(CacheTtlCounter.id).where(CacheTtlCounter.process == process).with_for_update()
+        ).all()
+        assert len(locked) == 3
+        publish(pg_db, [], [Counters(process, now, "weather", now, 1, 0)])  # returns: skipped
+    publish(pg_db, [], [Counters(process, now, "weather", now, 2, 0)])
+    with pg_db.transaction() as session:
+        left = session.scalars(
+            select(CacheTtlCounter.hits).where(CacheTtlCounter.process == process)
+        ).all()
+    assert sorted(left) == [1, 2]
