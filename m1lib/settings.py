@@ -571,7 +571,8 @@ class HousekeepingSettings(BaseModel):
     ttl_observation_retention: Duration = _f(
         timedelta(days=1),
         "Published cache TTL recommendations (cache_ttl_observations) not republished for this "
-        "long are pruned (their process is gone); at least 1h.",
+        "long are pruned (their process is gone), and so are hit counters (cache_ttl_counters) "
+        "older than this (by the processes, on publish); at least 1h.",
         "duration",
         ge=timedelta(hours=1),
     )

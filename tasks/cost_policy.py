@@ -14,10 +14,11 @@ from prefect import task
 
 from m1lib.metrics import run_query
 from m1lib.ops.cost import policy, policy_store, ttl_guard, ttl_plan
-from m1lib.ops.cost.figures import fetch_figures
+from m1lib.ops.cost.figures import fetch_figures, with_stale_rates
 from m1lib.ops.cost.observe import Observation, load_observations
 from m1lib.ops.cost.policy import Figures, PolicyChange, Proposal, ToolTtl
 from m1lib.ops.cost.policy_store import AppliedChanges
+from m1lib.ops.cost.staleness import load_stale_rates
 from m1lib.ops.cost.ttl_guard import GuardOutcome, Tolerance
 from m1lib.ops.cost.ttl_plan import TtlPlan
 from tasks.resources import database
@@ -77,8 +78,13 @@ def guard_check(
 @io_task("read-cache-ttl-figures")
 def read_ttl_figures(start: datetime, end: datetime) -> dict[str, Figures]:
     """Each tool's hit rate, error rate and spend over [start, end) from the query engine (a
-    flow run's runtime asks the API, so these are the replicas' events)."""
-    return fetch_figures(run_query, start, end)
+    flow run's runtime asks the API, so these are the replicas' events), and its stale rate
+    (suspect hits / hits, an upper bound) from the counters the processes published. The same
+    figures are the before figures of the changes this run applies and the after figures of
+    the changes it judges."""
+    figures = fetch_figures(run_query, start, end)
+    with database() as db:
+        return with_stale_rates(figures, load_stale_rates(db, start, end))
 
 
 @io_task("read-cache-ttl-observations")

@@ -300,6 +300,29 @@ class CacheTtlObservation(Base):
     updated_at: Mapped[datetime] = mapped_column(index=True)
 
 
+class CacheTtlCounter(Base):
+    """One process's cumulative cache counters for one tool at one publish (appended, not upserted).
+
+    Written with the observations every ``M1_COST_TTL_PUBLISH_S`` (m1lib.ops.cost.staleness): hits
+    served and suspect hits (served from an entry a later refetch found changed) since the process
+    (``process``, ``started_at``) began; a window's stale rate is the difference of two rows.
+    Rows older than ``M1_HOUSEKEEPING_TTL_OBSERVATION_RETENTION`` are pruned on publish.
+    """
+
+    __tablename__ = "cache_ttl_counters"
+    __table_args__ = (Index("ix_cache_ttl_counters_tool_at", "tool", "at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    process: Mapped[str] = mapped_column(String(200))
+    started_at: Mapped[datetime] = mapped_column()
+    tool: Mapped[str] = mapped_column(String(128))
+    at: Mapped[datetime] = mapped_column(index=True)
+    hits: Mapped[int] = mapped_column(BigInteger)
+    suspect_hits: Mapped[int] = mapped_column(BigInteger)
+    refetches: Mapped[int] = mapped_column(BigInteger)
+    changed: Mapped[int] = mapped_column(BigInteger)
+
+
 class CacheTtlChange(Base):
     """One applied TTL policy change with the figures around it; the guard reverts harmful ones.
 

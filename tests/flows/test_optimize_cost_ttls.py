@@ -18,6 +18,7 @@ from m1lib.metrics import MetricsRuntime, install_default
 from m1lib.ops.cost.observe import Observation, publish
 from m1lib.ops.cost.policy import Figures, PolicyChange, ToolTtl
 from m1lib.ops.cost.policy_store import apply_changes, load_policy
+from m1lib.ops.cost.staleness import Counters
 from m1lib.settings import get_settings
 from tests.flow_runs import FlowRun
 
@@ -139,3 +140,37 @@ def test_the_guard_reverts_a_change_that_made_the_hit_rate_worse(
     assert "weather" not in load_policy(db)  # back to no rule, as before the change
     assert rows(db, ControlCommand) == commands + 1
     assert "1 reverted" in run.description(ARTIFACT_KEY)
+
+
+def test_the_guard_reverts_a_change_whose_measured_stale_rate_rose(
+    db: Database, metrics: MetricsRuntime, run_flow: Callable[..., FlowRun]
+) -> None:
+    """Hit rate held (all gets hits before and after); the processes' published counters say
+    half the last hour's hits were served from entries a refetch found changed."""
+    settings = get_settings()
+    change = PolicyChange(
+        "weather",
+        None,
+        ToolTtl("weather", 1800.0, 3600.0),
+        reason="seeded",
+        figures_before=Figures(hit_rate=1.0, stale_rate=0.01),
+    )
+    apply_changes(db, settings, [change], actor="test", dry_run=False)
+    now = datetime.now(UTC)
+    with db.transaction() as session:  # applied two hours ago: settled
+        session.execute(update(CacheTtlChange).values(applied_at=now - timedelta(hours=2)))
+    for _ in range(4):
+        metrics.recorder.record("cache_operations", None, {"cache": "redis", "toolName": "weather",
+                                                           "op": "get", "hit": True,
+                                                           "latencyMs": 1.0})  # fmt: skip
+    assert metrics.flush()
+    started = now - timedelta(hours=3)
+    publish(db, [], [Counters("replica-a", started, "weather", now - timedelta(minutes=70), 100, 1),
+                     Counters("replica-a", started, "weather", now - timedelta(minutes=1), 300, 101)])  # fmt: skip
+    run = run_flow(optimize_cost, OptimizeCostParams())
+    [outcome] = run.result["ttl"]["guard"]
+    assert (outcome["tool"], outcome["revert"], outcome["reverted"]) == ("weather", True, True)
+    assert outcome["figures_after"]["hit_rate"] == pytest.approx(1.0)
+    assert outcome["figures_after"]["stale_rate"] == pytest.approx(0.5)
+    assert outcome["reason"] == "stale rate rose 0.010 -> 0.500"
+    assert "weather" not in load_policy(db)

@@ -1,21 +1,23 @@
 """A tool's cache figures from the metrics: what the TTL guard compares before and after a change.
 
 Per tool over ``[start, end)``: ``hit_rate`` of its ``cache_operations`` gets, ``error_rate`` of its
-``tool_executions``, ``spend_usd`` of its ``cost_updates``. ``stale_rate`` is not in the events
-(each process counts refetches that found a changed value in memory: ``GET /api/m1/cache/policy``
-shows a replica's); a caller that has it fills it in. A tool with no events of a kind gets None
-there, and the guard does not judge a figure missing on either side.
+``tool_executions``, ``spend_usd`` of its ``cost_updates``. ``stale_rate`` is not in the events:
+whether a hit was stale is known only at the key's refetch, in the process that filled it, so it
+comes from the counters the processes publish (:mod:`m1lib.ops.cost.staleness`, suspect hits /
+hits, an upper bound) and :func:`with_stale_rates` adds it. A tool with no events of a kind gets
+None there, and the guard does not judge a figure missing on either side.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, Final, Protocol
 
 from m1lib.ops.cost.policy import Figures
 
-__all__ = ["QueryFn", "fetch_figures", "figures_from_rows", "figures_queries"]
+__all__ = ["QueryFn", "fetch_figures", "figures_from_rows", "figures_queries", "with_stale_rates"]
 
 _ROWS: Final = 10_000  # tools per query: far beyond a registry's size
 
@@ -70,3 +72,14 @@ def fetch_figures(query: QueryFn, start: datetime, end: datetime) -> dict[str, F
     """Every tool's figures over ``[start, end)``, three queries."""
     queries = figures_queries(start, end)
     return figures_from_rows({figure: query(q).rows for figure, q in queries.items()})
+
+
+def with_stale_rates(
+    figures: Mapping[str, Figures], stale: Mapping[str, float]
+) -> dict[str, Figures]:
+    """``figures`` with each tool's measured stale rate filled in (a tool with only a stale rate
+    gets figures of its own); pure."""
+    merged = dict(figures)
+    for tool, rate in stale.items():
+        merged[tool] = replace(merged.get(tool, Figures()), stale_rate=rate)
+    return dict(sorted(merged.items()))

@@ -10,6 +10,12 @@ is observed (with a rule or not) and a refetch hours later still counts: the cac
 observer only sees policy entries within a minute past expiry. A process sees only its own fills,
 which is enough for the change rate (each is an honest interval-censored sample).
 
+Staleness: per key the feed also counts the hits served since its last fill; the next fill
+either clears them (same fingerprint: they were fresh) or adds them to the tool's
+``suspect_hits`` (changed: an upper bound of stale responses, see
+:mod:`m1lib.ops.cost.staleness`). Per tool it keeps cumulative hits, suspect hits, refetches and
+changed refetches since ``started_at``; :func:`publish` appends them to ``cache_ttl_counters``.
+
 Bounded memory: ``M1_COST_TTL_MAX_KEYS`` keys per tool (the first seen; later keys are not
 observed) and ``_TOOLS_MAX`` tools. On its refresh loop the refresher calls :func:`publish` every
 ``M1_COST_TTL_PUBLISH_S``: one row per (process, tool) in ``cache_ttl_observations``, upserted, with
@@ -27,7 +33,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Final
 
 from sqlalchemy import select
@@ -36,6 +42,7 @@ from m1lib.db.models import CacheTtlObservation
 from m1lib.ops.cost.optimiser import OptimiserConfig, TtlOptimiser
 from m1lib.ops.cost.policy import ToolTtl
 from m1lib.ops.cost.prices import PriceTable, default_prices
+from m1lib.ops.cost.staleness import Counters, write_counters
 from m1lib.text import TOOL_MAX
 
 if TYPE_CHECKING:
@@ -99,7 +106,10 @@ class CacheFeed:
         self.optimiser = TtlOptimiser(
             OptimiserConfig(baseline_ttl_s=default_ttl, min_ttl_s=min(60.0, default_ttl))
         )
-        self._keys: dict[str, dict[str, tuple[float, int] | None]] = {}  # tool -> key -> last fill
+        # tool -> key -> (time, fingerprint) of this process's last fill and hits served since
+        self._keys: dict[str, dict[str, tuple[float, int, int] | None]] = {}
+        self._counts: dict[str, list[int]] = {}  # tool -> [hits, suspect hits, refetches, changed]
+        self.started_at = datetime.fromtimestamp(wall_clock(), UTC)
         self._hours: dict[str, list[int]] = {}  # tool -> requests by UTC hour of day
         self._rules: Mapping[str, ToolTtl] = {}
         self.dropped = 0  # observations of keys or tools beyond the bounds
@@ -119,10 +129,16 @@ class CacheFeed:
     def observe_get(self, tool: str, key: str, served: bool) -> None:
         """A cache get (the hot path: a few dict operations under the lock, no I/O)."""
         with self._lock:
-            if self._track_locked(tool, key) is None:
+            keys = self._track_locked(tool, key)
+            if keys is None:
                 return
             self.optimiser.observe_get(tool, key, self._clock(), served)
             self._hours[tool][int(self._wall() // 3600) % 24] += 1
+            if served:
+                self._counts[tool][0] += 1
+                last = keys[key]
+                if last is not None:  # a hit on an entry this process filled: judged at refetch
+                    keys[key] = (last[0], last[1], last[2] + 1)
 
     def observe_fill(self, tool: str, key: str, fingerprint: int) -> None:
         """``fn`` ran for ``tool``'s ``key`` and produced a value with ``fingerprint``."""
@@ -135,10 +151,14 @@ class CacheFeed:
             if last is None:
                 self.optimiser.observe_fetch(tool, key, now, None, None)
             else:
-                self.optimiser.observe_fetch(
-                    tool, key, now, max(0.0, now - last[0]), last[1] != fingerprint
-                )
-            keys[key] = (now, fingerprint)
+                changed = last[1] != fingerprint
+                self.optimiser.observe_fetch(tool, key, now, max(0.0, now - last[0]), changed)
+                counts = self._counts[tool]
+                counts[2] += 1
+                if changed:
+                    counts[1] += last[2]  # served since the last fill, stale from some point on
+                    counts[3] += 1
+            keys[key] = (now, fingerprint, 0)
 
     def observations(self, now: datetime | None = None) -> list[Observation]:
         """The optimiser's recommendation per tool as rows to publish (the numpy work)."""
@@ -167,7 +187,17 @@ class CacheFeed:
             if tool in tracked
         ]
 
-    def _track_locked(self, tool: str, key: str) -> dict[str, tuple[float, int] | None] | None:
+    def counters(self, now: datetime | None = None) -> list[Counters]:
+        """Each observed tool's cumulative counts since ``started_at`` (what publish appends)."""
+        at = now or datetime.now(UTC)
+        with self._lock:
+            counts = {tool: tuple(values) for tool, values in self._counts.items()}
+        return [
+            Counters(self.process, self.started_at, tool, at, *values)
+            for tool, values in sorted(counts.items())
+        ]
+
+    def _track_locked(self, tool: str, key: str) -> dict[str, tuple[float, int, int] | None] | None:
         """The tool's key table with ``key`` in it, or None beyond the bounds (then dropped)."""
         keys = self._keys.get(tool)
         if keys is None:
@@ -176,6 +206,7 @@ class CacheFeed:
                 return None
             keys = self._keys[tool] = {}
             self._hours[tool] = [0] * 24
+            self._counts[tool] = [0, 0, 0, 0]
             self._price_locked(tool)
         if key not in keys:
             if len(keys) >= self._cost.ttl_max_keys:
@@ -198,10 +229,19 @@ def _finite(value: float | None) -> float | None:
     return None if value is None or not math.isfinite(value) else value
 
 
-def publish(db: Database, observations: Sequence[Observation]) -> int:
-    """Upsert each observation as its (process, tool) row; the number written. One process
-    writes only its own rows, so a select then update-or-insert cannot race another writer."""
+def publish(
+    db: Database,
+    observations: Sequence[Observation],
+    counters: Sequence[Counters] = (),
+    *,
+    keep: timedelta = timedelta(days=1),
+) -> int:
+    """Upsert each observation as its (process, tool) row and append ``counters`` (pruning
+    counter rows older than ``keep``); the number of observations written. One process writes
+    only its own rows, so a select then update-or-insert cannot race another writer."""
     with db.transaction() as session:
+        if counters:
+            write_counters(session, counters, prune_before=datetime.now(UTC) - keep)
         for obs in observations:
             row = session.scalar(
                 select(CacheTtlObservation).where(

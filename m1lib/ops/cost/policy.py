@@ -48,7 +48,8 @@ class Figures:
     """A tool's cache figures over a window: what the guard compares before and after a change.
 
     Rates are fractions 0-1 (None: not measured): ``hit_rate`` of gets, ``error_rate`` of tool
-    executions, ``stale_rate`` of refetches whose value had changed (served stale until then).
+    executions, ``stale_rate`` of hits served from an entry a later refetch found changed (an
+    upper bound of stale responses, :mod:`m1lib.ops.cost.staleness`).
     """
 
     hit_rate: float | None = None

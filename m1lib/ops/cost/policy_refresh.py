@@ -158,7 +158,12 @@ class PolicyRefresher:
         database's error; the loop logs it and tries again next period."""
         if self.feed is None:
             return 0
-        written = publish(self._db, self.feed.observations())
+        written = publish(
+            self._db,
+            self.feed.observations(),
+            self.feed.counters(),
+            keep=self._settings.housekeeping.ttl_observation_retention,
+        )
         self._published_at = time.monotonic()
         return written
 
