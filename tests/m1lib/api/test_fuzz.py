@@ -21,6 +21,7 @@ from schemathesis.config import SchemathesisConfig
 
 from m1lib import auth
 from m1lib.metrics import MetricsRuntime
+from tests.m1lib.api.conftest import UNGRADED_HEALTH
 
 RAISED_LIMITS = {f"{kind}_per_min": 10**6 for kind in ("read", "query", "admin", "login", "ingest")}
 
@@ -32,7 +33,10 @@ def api_schema(
     # schemathesis 4.32 renames the test node through `_nodeid`, which pytest 9.2 no longer has.
     request.node._nodeid = request.node.nodeid
     client = make_client(
-        jwt={"secret": "s" * 40}, ratelimit=RAISED_LIMITS, prefect={"port": prefect_port}
+        jwt={"secret": "s" * 40},
+        ratelimit=RAISED_LIMITS,
+        prefect={"port": prefect_port},
+        health=UNGRADED_HEALTH,
     )
     runtime = client.app.state.runtime  # type: ignore[attr-defined]
     runtime.start()  # a healthy replica: revocation state fresh, event store running

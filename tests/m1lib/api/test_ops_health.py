@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from m1lib import auth
 from m1lib.ops.report import COMPONENTS
 from tests.fake_http import FakeHttp, Routes, fake_http_servers
-from tests.m1lib.api.conftest import bearer
+from tests.m1lib.api.conftest import UNGRADED_HEALTH, bearer
 from tests.services import free_port
 
 HEALTH_JSON = "application/health+json"
@@ -32,7 +32,7 @@ def _no_outside_prefect(monkeypatch: pytest.MonkeyPatch) -> None:
 def client_with_prefect(
     make_client: Callable[..., TestClient], port: int
 ) -> tuple[TestClient, str]:
-    client = make_client(jwt={"secret": JWT_SECRET}, prefect={"port": port})
+    client = make_client(jwt={"secret": JWT_SECRET}, prefect={"port": port}, health=UNGRADED_HEALTH)
     db = client.app.state.runtime.db  # type: ignore[attr-defined]
     key = auth.create_credential(db, "health-viewer", "viewer", created_by="test")
     return client, key
