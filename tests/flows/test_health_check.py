@@ -71,8 +71,12 @@ def healthy(
     fake_http: Callable[[Routes], FakeHttp],
     metrics: MetricsRuntime,
 ) -> Iterator[Database]:
-    """SQLite migrated, no Redis, one replica whose heartbeat points at a ready fake API."""
+    """SQLite migrated, no Redis, one replica whose heartbeat points at a ready fake API; latency
+    is not graded (on a busy machine a round trip past 500 ms would be a failure of its own)."""
     monkeypatch.setenv("M1_REPLICA_HEARTBEAT_S", "30")
+    monkeypatch.setenv("M1_HEALTH_LATENCY_DEGRADED_MS", "60000")
+    monkeypatch.setenv("M1_HEALTH_LATENCY_UNHEALTHY_MS", "120000")
+    monkeypatch.setenv("M1_HEALTH_CHECK_TIMEOUT_S", "30")
     get_settings.cache_clear()
     replica = fake_http({"/health/ready": (200, {"status": "ready"})})
     with Database(get_settings()) as db:
